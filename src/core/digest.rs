@@ -1,0 +1,211 @@
+//! SHA-256 bookkeeping for one upload: the digest of every chunk, the running digest of the
+//! whole file, and a checkpoint at the server's acknowledged offset so a retry can rewind.
+//!
+//! The running digest is always "file bytes `0..hashed_offset`". When a request fails, the
+//! server may have kept none, all, or (without a checksum) part of the chunk we were
+//! sending. [`FileDigest::rewind`] goes back to the last acknowledged offset; the engine
+//! then re-reads from there, so no byte is ever counted twice and none is skipped, wherever
+//! a retry cuts a chunk.
+
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 digest.
+pub type Sha256Bytes = [u8; 32];
+
+/// One finished chunk: its place in the file and the SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkDigest {
+    pub offset: u64,
+    pub length: u64,
+    pub sha256: Sha256Bytes,
+}
+
+/// Running whole-file digest with a rewindable checkpoint and an optional open chunk.
+#[derive(Clone)]
+pub struct FileDigest {
+    checkpoint: Sha256,
+    checkpoint_offset: u64,
+    running: Sha256,
+    hashed_offset: u64,
+    chunk: Option<(u64, Sha256)>,
+}
+
+impl Default for FileDigest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FileDigest {
+    /// A digest of nothing, checkpointed at offset 0.
+    pub fn new() -> Self {
+        FileDigest {
+            checkpoint: Sha256::new(),
+            checkpoint_offset: 0,
+            running: Sha256::new(),
+            hashed_offset: 0,
+            chunk: None,
+        }
+    }
+
+    /// How many bytes from the start of the file the running digest has seen.
+    pub fn hashed_offset(&self) -> u64 {
+        self.hashed_offset
+    }
+
+    /// The offset of the checkpoint (the last offset the server acknowledged).
+    pub fn checkpoint_offset(&self) -> u64 {
+        self.checkpoint_offset
+    }
+
+    /// Starts a chunk at the current hashed offset; later [`update`](Self::update)s feed it.
+    pub fn start_chunk(&mut self) {
+        self.chunk = Some((self.hashed_offset, Sha256::new()));
+    }
+
+    /// Feeds the next bytes of the file, in order.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.running.update(bytes);
+        if let Some((_, chunk)) = &mut self.chunk {
+            chunk.update(bytes);
+        }
+        self.hashed_offset += bytes.len() as u64;
+    }
+
+    /// Closes the open chunk and returns its digest (an empty chunk if none was open).
+    pub fn finish_chunk(&mut self) -> ChunkDigest {
+        let (offset, hasher) = self
+            .chunk
+            .take()
+            .unwrap_or_else(|| (self.hashed_offset, Sha256::new()));
+        ChunkDigest {
+            offset,
+            length: self.hashed_offset - offset,
+            sha256: hasher.finalize().into(),
+        }
+    }
+
+    /// Moves the checkpoint to the current hashed offset (the server acknowledged it).
+    pub fn commit(&mut self) {
+        self.checkpoint = self.running.clone();
+        self.checkpoint_offset = self.hashed_offset;
+    }
+
+    /// Throws away everything hashed after the checkpoint, including an open chunk, and
+    /// returns the checkpoint offset: the place to re-read the file from.
+    pub fn rewind(&mut self) -> u64 {
+        self.running = self.checkpoint.clone();
+        self.hashed_offset = self.checkpoint_offset;
+        self.chunk = None;
+        self.checkpoint_offset
+    }
+
+    /// The SHA-256 of the file bytes `0..hashed_offset`.
+    pub fn file_sha256(&self) -> Sha256Bytes {
+        self.running.clone().finalize().into()
+    }
+}
+
+/// SHA-256 of a byte slice, in one call.
+pub fn sha256(bytes: &[u8]) -> Sha256Bytes {
+    Sha256::digest(bytes).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::encoding::hex;
+    use crate::core::testkit::{pseudo_random_bytes, XorShift};
+
+    #[test]
+    fn known_answer_vectors() {
+        // FIPS 180-2 / NIST examples.
+        assert_eq!(
+            hex(&sha256(b"")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hex(&sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex(&sha256(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+        let million_a = vec![b'a'; 1_000_000];
+        assert_eq!(
+            hex(&sha256(&million_a)),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+        );
+    }
+
+    #[test]
+    fn incremental_equals_one_shot_across_any_split() {
+        let data = pseudo_random_bytes(5000, 1);
+        for split in [0, 1, 63, 64, 65, 4999, 5000] {
+            let mut d = FileDigest::new();
+            d.update(&data[..split]);
+            d.update(&data[split..]);
+            assert_eq!(d.file_sha256(), sha256(&data), "split {split}");
+        }
+    }
+
+    #[test]
+    fn chunks_hash_their_own_bytes() {
+        let data = pseudo_random_bytes(1000, 2);
+        let mut d = FileDigest::new();
+        d.update(&data[..100]);
+        d.start_chunk();
+        d.update(&data[100..350]);
+        d.update(&data[350..400]);
+        let chunk = d.finish_chunk();
+        assert_eq!(chunk.offset, 100);
+        assert_eq!(chunk.length, 300);
+        assert_eq!(chunk.sha256, sha256(&data[100..400]));
+        assert_eq!(d.hashed_offset(), 400);
+    }
+
+    /// Simulates retries that cut the file at arbitrary offsets: hash ahead, rewind to the
+    /// checkpoint, re-hash up to the offset the "server" kept, commit, and go on. The final
+    /// digest must be the file's digest whatever the cut points were.
+    #[test]
+    fn rewinding_to_any_offset_never_double_counts() {
+        let data = pseudo_random_bytes(10_000, 3);
+        let mut rng = XorShift::new(7);
+        for _ in 0..200 {
+            let mut d = FileDigest::new();
+            while d.checkpoint_offset() < data.len() as u64 {
+                let from = d.checkpoint_offset() as usize;
+                let ahead = from + 1 + rng.below((data.len() - from) as u64) as usize;
+                d.start_chunk();
+                d.update(&data[from..ahead]);
+                let _ = d.finish_chunk();
+                // The server kept some prefix of what we sent, possibly nothing, possibly all.
+                let kept = from + rng.below((ahead - from + 1) as u64) as usize;
+                if kept == ahead {
+                    d.commit();
+                } else {
+                    assert_eq!(d.rewind(), from as u64);
+                    d.update(&data[from..kept]);
+                    d.commit();
+                }
+                assert_eq!(d.checkpoint_offset(), kept as u64);
+            }
+            assert_eq!(d.file_sha256(), sha256(&data));
+        }
+    }
+
+    #[test]
+    fn rewind_drops_an_open_chunk() {
+        let mut d = FileDigest::new();
+        d.update(b"hello");
+        d.commit();
+        d.start_chunk();
+        d.update(b" world");
+        assert_eq!(d.rewind(), 5);
+        assert_eq!(d.hashed_offset(), 5);
+        let empty = d.finish_chunk();
+        assert_eq!((empty.offset, empty.length), (5, 0));
+        assert_eq!(d.file_sha256(), sha256(b"hello"));
+    }
+}

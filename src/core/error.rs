@@ -1,0 +1,174 @@
+//! The one error type of chunkup, with the stable `code` that JavaScript callers match on.
+//!
+//! Every failure, wherever it starts (bad options, an HTTP status, a dropped connection, a
+//! file that cannot be read), becomes an [`UploadError`]. Messages are written for a person
+//! and never contain a header value, a token or a URL query string, because widgets tend to
+//! show or log them.
+
+use thiserror::Error;
+
+use crate::core::http::Method;
+
+/// When a server asked us to wait before retrying (`Retry-After`), in either of its forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// `Retry-After: 120`
+    Seconds(u64),
+    /// `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`, as milliseconds since the Unix epoch.
+    At { epoch_ms: u64 },
+}
+
+/// Everything that can make an upload fail.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum UploadError {
+    /// The caller passed something unusable; no request was sent.
+    #[error("{0}")]
+    InvalidInput(String),
+
+    /// The server answered with a status the protocol does not accept at this point.
+    #[error("the server answered {method} ({purpose}) with HTTP {status}")]
+    HttpStatus {
+        method: Method,
+        purpose: &'static str,
+        status: u16,
+        retryable: bool,
+        retry_after: Option<RetryAfter>,
+    },
+
+    /// The server said the bytes it received do not match the checksum we sent (tus 460).
+    #[error("the server received the chunk at byte {offset} corrupted (checksum mismatch, HTTP {status})")]
+    ChecksumMismatch { offset: u64, status: u16 },
+
+    /// The request never got an HTTP answer: offline, DNS, connection reset, CORS.
+    #[error("network error during {method} ({purpose}): {detail}")]
+    Network {
+        method: Method,
+        purpose: &'static str,
+        detail: String,
+    },
+
+    /// No answer arrived within `timeoutMs`.
+    #[error("{method} ({purpose}) got no answer within {timeout_ms} ms")]
+    Timeout {
+        method: Method,
+        purpose: &'static str,
+        timeout_ms: u32,
+    },
+
+    /// Retryable failures kept happening without the server's offset moving.
+    #[error("gave up after {attempts} retries without progress; last error: {last}")]
+    RetriesExhausted { attempts: u32, last: Box<UploadError> },
+
+    /// The caller's AbortSignal fired.
+    #[error("the upload was aborted")]
+    Aborted,
+
+    /// The file could not be read (deleted, changed on disk, permission revoked).
+    #[error("could not read the file: {0}")]
+    ReadFailed(String),
+
+    /// The caller's `headers` callback threw or returned something that is not a header map.
+    #[error("the headers callback failed: {0}")]
+    HeadersFailed(String),
+
+    /// The server broke the protocol (missing header, impossible offset, bad Location).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl UploadError {
+    /// The stable, machine-readable code exposed to JavaScript as `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            UploadError::InvalidInput(_) => "invalid_input",
+            UploadError::HttpStatus { .. } => "http_status",
+            UploadError::ChecksumMismatch { .. } => "checksum_mismatch",
+            UploadError::Network { .. } => "network",
+            UploadError::Timeout { .. } => "timeout",
+            UploadError::RetriesExhausted { .. } => "retries_exhausted",
+            UploadError::Aborted => "aborted",
+            UploadError::ReadFailed(_) => "read_failed",
+            UploadError::HeadersFailed(_) => "headers_failed",
+            UploadError::Protocol(_) => "protocol",
+        }
+    }
+
+    /// The HTTP status behind this error, if there is one (for `retries_exhausted`, the last).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            UploadError::HttpStatus { status, .. } | UploadError::ChecksumMismatch { status, .. } => {
+                Some(*status)
+            }
+            UploadError::RetriesExhausted { last, .. } => last.status(),
+            _ => None,
+        }
+    }
+
+    /// Whether trying the same thing again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            UploadError::HttpStatus { retryable, .. } => *retryable,
+            UploadError::ChecksumMismatch { .. }
+            | UploadError::Network { .. }
+            | UploadError::Timeout { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The error a retry loop wrapped, if any.
+    pub fn cause(&self) -> Option<&UploadError> {
+        match self {
+            UploadError::RetriesExhausted { last, .. } => Some(last),
+            _ => None,
+        }
+    }
+
+    /// Shorthand for [`UploadError::InvalidInput`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        UploadError::InvalidInput(message.into())
+    }
+
+    /// Shorthand for [`UploadError::Protocol`].
+    pub fn protocol(message: impl Into<String>) -> Self {
+        UploadError::Protocol(message.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable() {
+        let status = UploadError::HttpStatus {
+            method: Method::Patch,
+            purpose: "upload chunk",
+            status: 503,
+            retryable: true,
+            retry_after: None,
+        };
+        assert_eq!(status.code(), "http_status");
+        assert_eq!(status.status(), Some(503));
+        assert!(status.is_retryable());
+        let exhausted = UploadError::RetriesExhausted {
+            attempts: 3,
+            last: Box::new(status),
+        };
+        assert_eq!(exhausted.code(), "retries_exhausted");
+        assert_eq!(exhausted.status(), Some(503));
+        assert!(!exhausted.is_retryable());
+        assert_eq!(exhausted.cause().map(UploadError::code), Some("http_status"));
+        assert_eq!(
+            exhausted.to_string(),
+            "gave up after 3 retries without progress; last error: the server answered PATCH (upload chunk) with HTTP 503"
+        );
+        assert_eq!(UploadError::Aborted.code(), "aborted");
+        assert_eq!(UploadError::invalid("x").code(), "invalid_input");
+        assert_eq!(UploadError::protocol("x").code(), "protocol");
+        assert_eq!(UploadError::ReadFailed("x".into()).code(), "read_failed");
+        assert_eq!(UploadError::HeadersFailed("x".into()).code(), "headers_failed");
+        let mismatch = UploadError::ChecksumMismatch { offset: 2, status: 460 };
+        assert_eq!(mismatch.code(), "checksum_mismatch");
+        assert!(mismatch.is_retryable());
+    }
+}

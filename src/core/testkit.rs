@@ -1,0 +1,352 @@
+//! Native test doubles for the engine: an in-memory tus server that injects faults, a file
+//! held in memory that yields pieces of a chosen size, a virtual clock, and a tiny executor.
+//!
+//! They let the whole upload loop (retries, rewinds, partial chunks, aborts) be exercised
+//! thousands of times per second with exact assertions on what the server stored.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use crate::core::digest::sha256;
+use crate::core::encoding::base64;
+use crate::core::engine::{ByteSource, Environment};
+use crate::core::error::UploadError;
+use crate::core::http::{Body, HttpRequest, HttpResponse, Method};
+use crate::core::progress::Progress;
+
+/// Runs a future whose awaits all complete at once (everything here is synchronous).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..1_000_000 {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+    panic!("future did not complete: the test doubles never pend");
+}
+
+/// A small deterministic PRNG (xorshift64*).
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// `len` reproducible pseudo-random bytes.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = XorShift::new(seed);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// What the fake server does to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Answer with this status (and `Retry-After`, if given) instead.
+    Status(u16, Option<String>),
+    /// PATCH only: keep `keep` bytes of the body (only when no checksum was sent, like a
+    /// real server) and then drop the connection.
+    Reset { keep: u64 },
+    /// PATCH only: one byte of the body arrives flipped.
+    Corrupt,
+    /// The caller aborts while this request is in flight.
+    Abort,
+}
+
+/// Decides the fault for the n-th request (0-based).
+pub type FaultPlan = Box<dyn FnMut(&HttpRequest, usize) -> Option<Fault>>;
+
+/// One upload held by the fake server.
+#[derive(Debug, Clone, Default)]
+pub struct StoredUpload {
+    pub length: u64,
+    pub data: Vec<u8>,
+    pub metadata: Option<String>,
+}
+
+/// An in-memory tus 1.0 server.
+pub struct FakeTusServer {
+    pub extensions: &'static str,
+    pub checksum_algorithms: &'static str,
+    pub uploads: HashMap<String, StoredUpload>,
+    pub deleted: Vec<String>,
+    /// Every request seen: method and URL.
+    pub log: Vec<(Method, String)>,
+    /// After this PATCH succeeds, HEAD reports an offset this many bytes lower (a server
+    /// that loses data).
+    pub lose_bytes_after_patch: Option<u64>,
+    next_id: u32,
+}
+
+impl FakeTusServer {
+    pub fn new(extensions: &'static str, checksum_algorithms: &'static str) -> Self {
+        FakeTusServer {
+            extensions,
+            checksum_algorithms,
+            uploads: HashMap::new(),
+            deleted: Vec::new(),
+            log: Vec::new(),
+            lose_bytes_after_patch: None,
+            next_id: 0,
+        }
+    }
+
+    fn id_of(url: &str) -> String {
+        url.rsplit('/').next().unwrap_or_default().to_owned()
+    }
+
+    fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
+        request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn handle(&mut self, request: &HttpRequest, file: &[u8], fault: Option<Fault>) -> Result<HttpResponse, UploadError> {
+        self.log.push((request.method, request.url.clone()));
+        let empty: [(&str, String); 0] = [];
+        if let Some(Fault::Status(status, retry_after)) = &fault {
+            let headers: Vec<(&str, String)> = retry_after.iter().map(|v| ("Retry-After", v.clone())).collect();
+            return Ok(HttpResponse::new(*status, headers));
+        }
+        if request.method != Method::Options && Self::header(request, "Tus-Resumable") != Some("1.0.0") {
+            return Ok(HttpResponse::new(412, empty));
+        }
+        match request.method {
+            Method::Options => Ok(HttpResponse::new(
+                204,
+                [
+                    ("Tus-Version", "1.0.0".to_string()),
+                    ("Tus-Extension", self.extensions.to_string()),
+                    ("Tus-Checksum-Algorithm", self.checksum_algorithms.to_string()),
+                ],
+            )),
+            Method::Post => {
+                let length = Self::header(request, "Upload-Length").and_then(|v| v.parse().ok());
+                let Some(length) = length else { return Ok(HttpResponse::new(400, empty)) };
+                self.next_id += 1;
+                let id = format!("u{}", self.next_id);
+                self.uploads.insert(
+                    id.clone(),
+                    StoredUpload {
+                        length,
+                        data: Vec::new(),
+                        metadata: Self::header(request, "Upload-Metadata").map(str::to_owned),
+                    },
+                );
+                Ok(HttpResponse::new(201, [("Location", format!("/files/{id}"))]))
+            }
+            Method::Head => {
+                let lose = self.lose_bytes_after_patch.unwrap_or(0);
+                match self.uploads.get(&Self::id_of(&request.url)) {
+                    Some(u) => Ok(HttpResponse::new(
+                        200,
+                        [
+                            ("Upload-Offset", (u.data.len() as u64).saturating_sub(lose).to_string()),
+                            ("Upload-Length", u.length.to_string()),
+                        ],
+                    )),
+                    None => Ok(HttpResponse::new(404, empty)),
+                }
+            }
+            Method::Patch => self.patch(request, file, fault),
+            Method::Delete => {
+                let id = Self::id_of(&request.url);
+                self.uploads.remove(&id);
+                self.deleted.push(id);
+                Ok(HttpResponse::new(204, empty))
+            }
+            Method::Put => Ok(HttpResponse::new(405, empty)),
+        }
+    }
+
+    fn patch(&mut self, request: &HttpRequest, file: &[u8], fault: Option<Fault>) -> Result<HttpResponse, UploadError> {
+        let empty: [(&str, String); 0] = [];
+        let Some(upload) = self.uploads.get_mut(&Self::id_of(&request.url)) else {
+            return Ok(HttpResponse::new(404, empty));
+        };
+        let offset: Option<u64> = Self::header(request, "Upload-Offset").and_then(|v| v.parse().ok());
+        if offset != Some(upload.data.len() as u64) {
+            return Ok(HttpResponse::new(409, empty));
+        }
+        let Body::FileRange { start, end } = request.body else { return Ok(HttpResponse::new(400, empty)) };
+        let mut body = file[start as usize..end as usize].to_vec();
+        if fault == Some(Fault::Corrupt) && !body.is_empty() {
+            body[0] ^= 0xff;
+        }
+        let checksum = Self::header(request, "Upload-Checksum");
+        if let Some(Fault::Reset { keep }) = fault {
+            if checksum.is_none() {
+                upload.data.extend_from_slice(&body[..keep.min(body.len() as u64) as usize]);
+            }
+            return Err(UploadError::Network {
+                method: request.method,
+                purpose: request.purpose,
+                detail: "connection reset".into(),
+            });
+        }
+        if let Some(checksum) = checksum {
+            if checksum != format!("sha256 {}", base64(&sha256(&body))) {
+                return Ok(HttpResponse::new(460, empty));
+            }
+        }
+        if upload.data.len() as u64 + body.len() as u64 > upload.length {
+            return Ok(HttpResponse::new(413, empty));
+        }
+        upload.data.extend_from_slice(&body);
+        Ok(HttpResponse::new(204, [("Upload-Offset", upload.data.len().to_string())]))
+    }
+}
+
+/// The engine's surroundings, simulated.
+pub struct FakeEnv {
+    pub server: FakeTusServer,
+    file: Rc<Vec<u8>>,
+    faults: FaultPlan,
+    requests: usize,
+    pub aborted: bool,
+    pub clock_ms: f64,
+    rng: XorShift,
+    pub sleeps: Vec<u32>,
+    pub reports: Vec<Progress>,
+    pub detached: Vec<HttpRequest>,
+}
+
+impl FakeEnv {
+    pub fn new(server: FakeTusServer, file: Rc<Vec<u8>>, faults: FaultPlan) -> Self {
+        FakeEnv {
+            server,
+            file,
+            faults,
+            requests: 0,
+            aborted: false,
+            clock_ms: 1_700_000_000_000.0,
+            rng: XorShift::new(42),
+            sleeps: Vec::new(),
+            reports: Vec::new(),
+            detached: Vec::new(),
+        }
+    }
+}
+
+impl Environment for FakeEnv {
+    async fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, UploadError> {
+        if self.aborted {
+            return Err(UploadError::Aborted);
+        }
+        let fault = (self.faults)(request, self.requests);
+        self.requests += 1;
+        if fault == Some(Fault::Abort) {
+            self.aborted = true;
+            return Err(UploadError::Aborted);
+        }
+        let bytes = match request.body {
+            Body::FileRange { start, end } => end - start,
+            Body::Empty => 0,
+        };
+        self.clock_ms += 5.0 + bytes as f64 / 100_000.0;
+        self.server.handle(request, &self.file, fault)
+    }
+
+    async fn sleep(&mut self, ms: u32) -> Result<(), UploadError> {
+        if self.aborted {
+            return Err(UploadError::Aborted);
+        }
+        self.sleeps.push(ms);
+        self.clock_ms += f64::from(ms);
+        Ok(())
+    }
+
+    fn now_ms(&self) -> f64 {
+        self.clock_ms
+    }
+
+    fn random(&mut self) -> f64 {
+        self.rng.unit()
+    }
+
+    fn report(&mut self, progress: &Progress) {
+        self.reports.push(progress.clone());
+    }
+
+    fn send_detached(&mut self, request: HttpRequest) {
+        self.aborted = false;
+        let file = Rc::clone(&self.file);
+        let _ = self.server.handle(&request, &file, None);
+        self.detached.push(request);
+    }
+}
+
+/// A file in memory, read in pieces of `piece_len` bytes.
+pub struct MemorySource {
+    file: Rc<Vec<u8>>,
+    piece_len: usize,
+    /// The size the source claims (normally the file's length).
+    pub claimed_size: u64,
+    at: Option<u64>,
+    /// Every offset a reader was opened at.
+    pub opens: Vec<u64>,
+}
+
+impl MemorySource {
+    pub fn new(file: Rc<Vec<u8>>, piece_len: usize) -> Self {
+        MemorySource {
+            claimed_size: file.len() as u64,
+            file,
+            piece_len,
+            at: None,
+            opens: Vec::new(),
+        }
+    }
+}
+
+impl ByteSource for MemorySource {
+    fn size(&self) -> u64 {
+        self.claimed_size
+    }
+
+    fn open_at(&mut self, offset: u64) -> Result<(), UploadError> {
+        self.opens.push(offset);
+        self.at = Some(offset);
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.at = None;
+    }
+
+    async fn read_piece(&mut self, buf: &mut Vec<u8>) -> Result<bool, UploadError> {
+        let at = self.at.ok_or_else(|| UploadError::ReadFailed("read from a closed reader".into()))? as usize;
+        buf.clear();
+        if at >= self.file.len() {
+            return Ok(false);
+        }
+        let end = (at + self.piece_len).min(self.file.len());
+        buf.extend_from_slice(&self.file[at..end]);
+        self.at = Some(end as u64);
+        Ok(true)
+    }
+
+    fn position(&self) -> u64 {
+        self.at.unwrap_or(0)
+    }
+}

@@ -1,0 +1,2 @@
+//! chunkup: resumable, checksummed, chunked file uploads from the browser.
+pub mod core;
