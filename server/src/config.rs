@@ -1,0 +1,212 @@
+//! Command-line parsing and the server configuration. Hand-written rather
+//! than clap: eight flags do not justify the dependency, and test scripts
+//! rely on the exact behaviour documented in [`USAGE`].
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::faults::FaultSpec;
+
+pub const USAGE: &str = "\
+chunkup-server: reference tus 1.0 upload server for chunkup (with fault injection)
+
+USAGE: chunkup-server [OPTIONS]
+
+OPTIONS (each also accepted as --name=value):
+  --port N           TCP port (default 8080; 0 picks a free port)
+  --host HOST        address to bind (default 127.0.0.1)
+  --data-dir DIR     where uploads are stored (default: a fresh temporary
+                     directory, removed again on Ctrl-C)
+  --faults SPEC      global fault spec (default none), e.g.
+                     429:0.1,500:0.05,503:0.05,reset:0.1,latency:20,
+                     bandwidth:2MB,retry-after:2 (or retry-after:date:2)
+  --seed N           seed for fault decisions (default 1)
+  --max-size BYTES   largest Upload-Length accepted (default 4294967296)
+  --www DIR          static files served at / (default www)
+  --pkg DIR          static files served at /pkg/ (default pkg)
+  --help             print this help
+
+On startup prints exactly one line to stdout:
+  chunkup-server listening on http://HOST:PORT/
+";
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    /// `None` means "create a fresh temporary directory".
+    pub data_dir: Option<PathBuf>,
+    pub faults: FaultSpec,
+    pub seed: u64,
+    pub max_size: u64,
+    pub www: PathBuf,
+    pub pkg: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            data_dir: None,
+            faults: FaultSpec::default(),
+            seed: 1,
+            max_size: 4_294_967_296,
+            www: PathBuf::from("www"),
+            pkg: PathBuf::from("pkg"),
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<Config>),
+    Help,
+}
+
+/// Parses the arguments after the program name. Errors are messages meant
+/// for stderr; the binary exits with status 2 on them.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+    let mut config = Config::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--help" || arg == "-h" {
+            return Ok(Command::Help);
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        if !matches!(
+            name.as_str(),
+            "--port"
+                | "--host"
+                | "--data-dir"
+                | "--faults"
+                | "--seed"
+                | "--max-size"
+                | "--www"
+                | "--pkg"
+        ) {
+            return Err(format!("unknown argument {arg:?}"));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
+        };
+        match name.as_str() {
+            "--port" => {
+                config.port = value
+                    .parse()
+                    .map_err(|_| format!("--port: {value:?} is not a port number"))?
+            }
+            "--host" => config.host = value,
+            "--data-dir" => config.data_dir = Some(PathBuf::from(value)),
+            "--faults" => {
+                config.faults = FaultSpec::parse(&value).map_err(|e| format!("--faults: {e}"))?
+            }
+            "--seed" => {
+                config.seed = value
+                    .parse()
+                    .map_err(|_| format!("--seed: {value:?} is not an unsigned integer"))?
+            }
+            "--max-size" => {
+                config.max_size = value
+                    .parse()
+                    .map_err(|_| format!("--max-size: {value:?} is not a byte count"))?
+            }
+            "--www" => config.www = PathBuf::from(value),
+            "--pkg" => config.pkg = PathBuf::from(value),
+            _ => return Err(format!("unknown argument {arg:?}")),
+        }
+    }
+    Ok(Command::Run(Box::new(config)))
+}
+
+/// Creates a fresh, uniquely named directory under the system temp dir.
+pub fn fresh_temp_dir(prefix: &str) -> std::io::Result<PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let base = std::env::temp_dir();
+    // `create_dir` (not `_all`) fails if the name exists, so two servers
+    // started in the same nanosecond still get distinct directories.
+    for attempt in 0u32..1000 {
+        let dir = base.join(format!("{prefix}-{}-{nanos}-{attempt}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(
+        "could not create a temporary directory",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse_args(args.iter().map(|s| s.to_string()))? {
+            Command::Run(c) => Ok(*c),
+            Command::Help => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = run(&[]).expect("defaults parse");
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.seed, 1);
+        assert_eq!(c.max_size, 4_294_967_296);
+        assert!(c.data_dir.is_none());
+        assert!(c.faults.is_none());
+        assert_eq!(c.www, PathBuf::from("www"));
+        assert_eq!(c.pkg, PathBuf::from("pkg"));
+    }
+
+    #[test]
+    fn all_flags_both_forms() {
+        let c = run(&[
+            "--port",
+            "0",
+            "--host=0.0.0.0",
+            "--data-dir",
+            "/tmp/x",
+            "--faults=500:0.5",
+            "--seed",
+            "42",
+            "--max-size=1000",
+            "--www",
+            "w",
+            "--pkg",
+            "p",
+        ])
+        .expect("parses");
+        assert_eq!(c.port, 0);
+        assert_eq!(c.host, "0.0.0.0");
+        assert_eq!(c.data_dir, Some(PathBuf::from("/tmp/x")));
+        assert_eq!(c.faults.p500, Some(0.5));
+        assert_eq!(c.seed, 42);
+        assert_eq!(c.max_size, 1000);
+        assert_eq!(c.www, PathBuf::from("w"));
+        assert_eq!(c.pkg, PathBuf::from("p"));
+    }
+
+    #[test]
+    fn errors_and_help() {
+        assert!(run(&["--port"]).is_err());
+        assert!(run(&["--port", "70000"]).is_err());
+        assert!(run(&["--faults", "bogus:1"]).is_err());
+        assert!(run(&["--seed", "-1"]).is_err());
+        assert!(run(&["--frobnicate"]).is_err());
+        assert!(run(&["stray"]).is_err());
+        assert_eq!(run(&["--help"]).err().as_deref(), Some("help"));
+    }
+}

@@ -1,0 +1,184 @@
+//! chunkup-server: the reference tus 1.0.0 upload server for chunkup's demo
+//! and browser tests, with deterministic fault injection.
+//!
+//! This file wires the pieces together (shared state, router and layers,
+//! startup); `main.rs` only adds the command line. Tests start the server
+//! in-process through [`start`].
+//!
+//! Layer order, outermost first: request log → tus headers (Tus-Resumable,
+//! OPTIONS discovery) → CORS → routes. The tus header layer sits outside
+//! CORS because the CORS layer answers every OPTIONS itself, and the tus
+//! discovery headers must be merged into that answer.
+
+pub mod checksum;
+pub mod config;
+pub mod conn;
+pub mod control;
+pub mod faults;
+pub mod logging;
+pub mod statics;
+pub mod store;
+pub mod tus;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderName, Method};
+use axum::{middleware, Router};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tower_http::cors::{AllowHeaders, Any, CorsLayer};
+
+pub use config::Config;
+use faults::FaultEngine;
+use store::Store;
+
+/// State shared by all handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub faults: Arc<FaultEngine>,
+    pub max_size: u64,
+}
+
+/// Headers a cross-origin page (the wasm-bindgen-test runner, the demo on
+/// another port) must be able to read. `tus::tus_headers` repeats them on
+/// OPTIONS answers, which the CORS layer treats as preflights and leaves
+/// without `Access-Control-Expose-Headers`; a real tus client reads the
+/// `Tus-*` headers of its own OPTIONS request.
+pub const EXPOSED: [&str; 10] = [
+    "location",
+    "upload-offset",
+    "upload-length",
+    "upload-metadata",
+    "tus-resumable",
+    "tus-version",
+    "tus-extension",
+    "tus-max-size",
+    "tus-checksum-algorithm",
+    "retry-after",
+];
+
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        // Mirroring rather than `*`: the wildcard does not cover
+        // `Authorization`, which clients may send.
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers(EXPOSED.map(HeaderName::from_static))
+        .max_age(Duration::from_secs(86_400))
+}
+
+/// The complete application.
+pub fn build_router(state: AppState, www: &Path, pkg: &Path) -> Router {
+    Router::new()
+        .merge(tus::routes())
+        .merge(control::routes())
+        .merge(statics::router(www, pkg))
+        .layer(cors())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            tus::tus_headers,
+        ))
+        .layer(middleware::from_fn(logging::log_requests))
+        .with_state(state)
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    DataDir(PathBuf, std::io::Error),
+    Bind(String, std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::DataDir(dir, e) => write!(f, "data dir {}: {e}", dir.display()),
+            StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running server. Dropping it stops accepting connections.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    /// `--host` as given (the URL uses it, so `localhost` stays `localhost`
+    /// and the browser origin is what the caller asked for).
+    pub host: String,
+    pub data_dir: PathBuf,
+    /// The data dir was created by us (no `--data-dir`), so it may be removed.
+    pub temp_data_dir: bool,
+    pub state: AppState,
+    accept: JoinHandle<()>,
+}
+
+impl Server {
+    /// `http://HOST:PORT/` as printed on startup: HOST as given to
+    /// `--host` (IPv6 literals bracketed), PORT the one actually bound.
+    pub fn url(&self) -> String {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        if host.parse::<std::net::Ipv6Addr>().is_ok() {
+            format!("http://[{host}]:{}/", self.addr.port())
+        } else {
+            format!("http://{host}:{}/", self.addr.port())
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Binds, loads the data dir and starts serving on the current runtime.
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    let (data_dir, temp_data_dir) = match &config.data_dir {
+        Some(dir) => (dir.clone(), false),
+        None => {
+            let dir = config::fresh_temp_dir("chunkup-server")
+                .map_err(|e| StartError::DataDir(std::env::temp_dir(), e))?;
+            (dir, true)
+        }
+    };
+    let faults = Arc::new(FaultEngine::new(config.faults.clone(), config.seed));
+    let store = Store::open(&data_dir, |id| faults.seed_for_existing(id))
+        .map_err(|e| StartError::DataDir(data_dir.clone(), e))?;
+    let state = AppState {
+        store: Arc::new(store),
+        faults,
+        max_size: config.max_size,
+    };
+    let app = build_router(state.clone(), &config.www, &config.pkg);
+    let bind_host = config.host.trim_start_matches('[').trim_end_matches(']');
+    let listener = TcpListener::bind((bind_host, config.port))
+        .await
+        .map_err(|e| StartError::Bind(format!("{}:{}", config.host, config.port), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(config.host.clone(), e))?;
+    let accept = tokio::spawn(conn::serve(listener, app));
+    Ok(Server {
+        addr,
+        host: config.host.clone(),
+        data_dir,
+        temp_data_dir,
+        state,
+        accept,
+    })
+}

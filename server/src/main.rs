@@ -1,0 +1,108 @@
+//! The `chunkup-server` binary: parses the command line, starts the server,
+//! prints the single `listening on` line test scripts wait for, and runs
+//! until Ctrl-C or SIGTERM (removing the data dir if it was a temporary
+//! one; test scripts usually stop the server with SIGTERM).
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use chunkup_server::config::{self, Command, USAGE};
+
+fn main() -> ExitCode {
+    let config = match config::parse_args(std::env::args().skip(1)) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("chunkup-server: {msg}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chunkup-server: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = match Shutdown::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("chunkup-server: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let server = match chunkup_server::start(*config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("chunkup-server: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Exactly one stdout line; scripts parse the port from it, so flush
+        // now rather than when the buffer fills.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "chunkup-server listening on {}", server.url());
+        let _ = out.flush();
+        drop(out);
+        eprintln!(
+            "chunkup-server: data dir {}, faults {}, seed {}",
+            server.data_dir.display(),
+            server.state.faults.global_spec(),
+            server.state.faults.seed()
+        );
+        shutdown.wait().await;
+        if server.temp_data_dir {
+            let _ = std::fs::remove_dir_all(&server.data_dir);
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// Shutdown signals, registered before the `listening` line is printed: a
+/// script that sends SIGTERM as soon as it has read the line must still get
+/// a clean exit rather than the default signal action.
+struct Shutdown {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    #[cfg(unix)]
+    fn install() -> std::io::Result<Shutdown> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Shutdown {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> std::io::Result<Shutdown> {
+        Ok(Shutdown {})
+    }
+
+    /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+    #[cfg(unix)]
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn wait(self) {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,913 @@
+//! tus 1.0.0 handlers (core + creation + checksum + termination) and the
+//! non-standard `/info` endpoint, mounted under two route families that
+//! share one handler set:
+//!
+//! * `/files/…` uses the global fault spec (changeable via `PUT /__faults`);
+//! * `/faults/{spec}/files/…` uses the spec in the path, so each browser test
+//!   can choose its faults without touching global state. Locations keep the
+//!   prefix exactly as the request spelled it.
+//!
+//! PATCH bodies are processed on a spawned task that owns the upload lock:
+//! if hyper drops the handler because the client vanished, the bytes already
+//! received are still flushed and committed (or discarded when a checksum
+//! was sent), exactly as a real tus server behaves.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, head, post};
+use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use http_body_util::BodyExt as _;
+use serde::Serialize;
+
+use crate::checksum::{self, Expected};
+use crate::conn::ConnKill;
+use crate::faults::{CounterSnapshot, FaultKind, FaultSpec};
+use crate::logging::LogNote;
+use crate::store::{Appender, Upload};
+use crate::AppState;
+
+pub const TUS_VERSION: &str = "1.0.0";
+pub const TUS_EXTENSIONS: &str = "creation,checksum,termination";
+/// What a `/faults/{spec}/` family with `checksum:off` advertises instead.
+pub const TUS_EXTENSIONS_WITHOUT_CHECKSUM: &str = "creation,termination";
+pub const TUS_CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
+
+pub const H_TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
+pub const H_TUS_VERSION: HeaderName = HeaderName::from_static("tus-version");
+pub const H_TUS_EXTENSION: HeaderName = HeaderName::from_static("tus-extension");
+pub const H_TUS_MAX_SIZE: HeaderName = HeaderName::from_static("tus-max-size");
+pub const H_TUS_CHECKSUM_ALGORITHM: HeaderName = HeaderName::from_static("tus-checksum-algorithm");
+pub const H_UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
+pub const H_UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
+pub const H_UPLOAD_METADATA: HeaderName = HeaderName::from_static("upload-metadata");
+pub const H_UPLOAD_CHECKSUM: HeaderName = HeaderName::from_static("upload-checksum");
+pub const H_UPLOAD_DEFER_LENGTH: HeaderName = HeaderName::from_static("upload-defer-length");
+
+/// Bodies we refuse are still read to the end (up to this long) before the
+/// error is sent: answering while the browser is still sending makes the
+/// kernel reset the connection, and the browser would then report a network
+/// error instead of our status code.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn routes() -> Router<AppState> {
+    // `/files` and `/files/` both create: clients differ on the slash.
+    let create = || post(create_upload);
+    let upload = || head(head_upload).patch(patch_upload).delete(delete_upload);
+    Router::new()
+        .route("/files", create())
+        .route("/files/", create())
+        .route("/files/{id}", upload())
+        .route("/files/{id}/info", get(info))
+        .route("/faults/{spec}/files", create())
+        .route("/faults/{spec}/files/", create())
+        .route("/faults/{spec}/files/{id}", upload())
+        .route("/faults/{spec}/files/{id}/info", get(info))
+        .route_layer(middleware::from_fn(require_tus_resumable))
+        // Uploads are streamed; axum's 2 MB default would cut them off.
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// Whether a path belongs to the tus routes (used by [`tus_headers`], which
+/// runs outside the router and so cannot rely on route matching).
+pub fn is_tus_path(path: &str) -> bool {
+    path == "/files" || path.starts_with("/files/") || path.starts_with("/faults/")
+}
+
+/// Outermost tus layer: every tus response gets `Tus-Resumable`, and every
+/// OPTIONS on a tus path becomes the tus discovery answer (204 plus the
+/// `Tus-*` headers), merged with the CORS preflight headers the CORS layer
+/// already produced for it.
+pub async fn tus_headers(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let tus = is_tus_path(req.uri().path());
+    let options = req.method() == Method::OPTIONS;
+    let checksum_off = options && path_spec(req.uri().path()).is_some_and(|s| s.checksum_off);
+    let mut res = next.run(req).await;
+    if !tus {
+        return res;
+    }
+    if options {
+        *res.status_mut() = StatusCode::NO_CONTENT;
+        *res.body_mut() = Body::empty();
+        let h = res.headers_mut();
+        h.remove(CONTENT_LENGTH);
+        h.remove(CONTENT_TYPE);
+        // axum's method router adds `Allow` listing only the routed methods,
+        // which would misdescribe what the tus resource supports.
+        h.remove(axum::http::header::ALLOW);
+        h.insert(H_TUS_VERSION, HeaderValue::from_static(TUS_VERSION));
+        if checksum_off {
+            h.insert(
+                H_TUS_EXTENSION,
+                HeaderValue::from_static(TUS_EXTENSIONS_WITHOUT_CHECKSUM),
+            );
+        } else {
+            h.insert(H_TUS_EXTENSION, HeaderValue::from_static(TUS_EXTENSIONS));
+            h.insert(
+                H_TUS_CHECKSUM_ALGORITHM,
+                HeaderValue::from_static(TUS_CHECKSUM_ALGORITHMS),
+            );
+        }
+        if let Ok(exposed) = HeaderValue::from_str(&crate::EXPOSED.join(", ")) {
+            h.insert(axum::http::header::ACCESS_CONTROL_EXPOSE_HEADERS, exposed);
+        }
+        h.insert(H_TUS_MAX_SIZE, HeaderValue::from(app.max_size));
+    }
+    res.headers_mut()
+        .insert(H_TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+    res
+}
+
+/// The fault spec of a `/faults/{spec}/...` path, if it has a valid one.
+fn path_spec(path: &str) -> Option<FaultSpec> {
+    let raw = path.strip_prefix("/faults/")?.split('/').next()?;
+    FaultSpec::parse(&percent_decode(raw)?).ok()
+}
+
+/// Decodes `%XX` escapes; `None` on a malformed escape or invalid UTF-8.
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// tus: every request except OPTIONS must name the protocol version. GET is
+/// exempt because the only GET is our own `/info`.
+async fn require_tus_resumable(req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::OPTIONS | Method::GET) {
+        return next.run(req).await;
+    }
+    let ok = req
+        .headers()
+        .get(&H_TUS_RESUMABLE)
+        .is_some_and(|v| v.as_bytes() == TUS_VERSION.as_bytes());
+    if ok {
+        return next.run(req).await;
+    }
+    let res = (
+        StatusCode::PRECONDITION_FAILED,
+        [(H_TUS_VERSION, TUS_VERSION)],
+        "Tus-Resumable: 1.0.0 required\n",
+    )
+        .into_response();
+    reject(req.into_body(), res).await
+}
+
+/// Which route family a request came in on, resolved once per request.
+pub struct Target {
+    /// The fault spec that applies (global, or from the path).
+    spec: FaultSpec,
+    /// Which creation fault stream POSTs on this family use.
+    stream_key: String,
+    /// Path prefix before `/files`, raw as received ("" or "/faults/<raw>").
+    base: String,
+    id: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Target {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
+        let params: HashMap<String, String> =
+            match Path::<HashMap<String, String>>::from_request_parts(parts, app).await {
+                Ok(Path(p)) => p,
+                // Routes without captures (`/files/`) have no params at all.
+                Err(axum::extract::rejection::PathRejection::MissingPathParams(_)) => {
+                    HashMap::new()
+                }
+                Err(e) => return Err(e.into_response()),
+            };
+        let id = params.get("id").cloned();
+        let Some(decoded) = params.get("spec") else {
+            return Ok(Target {
+                spec: app.faults.global_spec(),
+                stream_key: "global".into(),
+                base: String::new(),
+                id,
+            });
+        };
+        let spec = FaultSpec::parse(decoded)
+            .map_err(|e| plain(StatusCode::BAD_REQUEST, &e.to_string()))?;
+        // Keep the segment exactly as the client encoded it, so the
+        // Location we hand back is the URL family the client chose.
+        let raw = parts
+            .uri
+            .path()
+            .strip_prefix("/faults/")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default();
+        Ok(Target {
+            stream_key: format!("path:{spec}"),
+            spec,
+            base: format!("/faults/{raw}"),
+            id,
+        })
+    }
+}
+
+impl Target {
+    /// The `latency` fault: a fixed delay before handling.
+    async fn delay(&self) {
+        if let Some(d) = self.spec.latency() {
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    fn upload(&self, app: &AppState) -> Option<std::sync::Arc<Upload>> {
+        self.id.as_deref().and_then(|id| app.store.get(id))
+    }
+}
+
+fn plain(status: StatusCode, msg: &str) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{msg}\n"),
+    )
+        .into_response()
+}
+
+/// Reads and discards the rest of a body (bounded by [`DRAIN_TIMEOUT`]), then
+/// returns `res`. See [`DRAIN_TIMEOUT`] for why.
+async fn reject(body: Body, res: Response) -> Response {
+    drain(body).await;
+    res
+}
+
+async fn drain(mut body: Body) {
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// tus integers are plain non-negative decimals (no sign, no spaces).
+fn parse_tus_u64(value: &str) -> Option<u64> {
+    let v = value.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// Parses `Upload-Metadata`: comma-separated `key[ base64value]` pairs. Keys
+/// must be non-empty, unique and free of spaces; values are standard base64
+/// (padding optional) and are stored as text (invalid UTF-8 is replaced).
+/// A key without a value maps to "".
+pub fn parse_metadata(header: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    if header.trim().is_empty() {
+        return Ok(out);
+    }
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    for pair in header.split(',') {
+        let pair = pair.trim();
+        let mut parts = pair.split(' ');
+        let key = parts.next().unwrap_or_default();
+        let value = parts.next();
+        if key.is_empty() {
+            return Err(format!("metadata pair {pair:?} has an empty key"));
+        }
+        if parts.next().is_some() {
+            return Err(format!(
+                "metadata pair {pair:?} has more than key and value"
+            ));
+        }
+        let decoded = match value {
+            None => String::new(),
+            Some(v) => {
+                let bytes = lenient
+                    .decode(v)
+                    .map_err(|_| format!("metadata value for {key:?} is not base64"))?;
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+        };
+        if out.insert(key.to_owned(), decoded).is_some() {
+            return Err(format!("metadata key {key:?} is repeated"));
+        }
+    }
+    Ok(out)
+}
+
+/// Counts an injected fault (globally and for the upload) and notes it for
+/// the request log.
+fn record(app: &AppState, upload: Option<&Upload>, kind: FaultKind, note: &LogNote) {
+    app.faults.counters.bump(kind);
+    if let Some(u) = upload {
+        u.faults.bump(kind);
+    }
+    note.set(format!("fault={}", kind.label()));
+}
+
+fn fault_response(kind: FaultKind, spec: &FaultSpec) -> Response {
+    match kind {
+        FaultKind::TooManyRequests => {
+            let retry = spec.retry_after_value(SystemTime::now());
+            let mut res = plain(StatusCode::TOO_MANY_REQUESTS, "injected fault: 429");
+            if let Ok(v) = HeaderValue::from_str(&retry) {
+                res.headers_mut().insert(RETRY_AFTER, v);
+            }
+            res
+        }
+        FaultKind::Internal => plain(StatusCode::INTERNAL_SERVER_ERROR, "injected fault: 500"),
+        FaultKind::Unavailable => plain(StatusCode::SERVICE_UNAVAILABLE, "injected fault: 503"),
+        // Resets never produce a response; this is only a safe default.
+        FaultKind::Reset => plain(StatusCode::INTERNAL_SERVER_ERROR, "injected fault: reset"),
+    }
+}
+
+fn not_found() -> Response {
+    let mut res = plain(StatusCode::NOT_FOUND, "upload not found");
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn storage_error(e: &std::io::Error) -> Response {
+    eprintln!("chunkup-server: storage error: {e}");
+    plain(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
+}
+
+/// POST: creation extension. A body (creation-with-upload, which is not
+/// offered) is read and ignored; see [`DRAIN_TIMEOUT`] for why it is read.
+async fn create_upload(
+    State(app): State<AppState>,
+    target: Target,
+    note: LogNote,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let res = create(&app, &target, &note, &headers).await;
+    reject(body, res).await
+}
+
+async fn create(app: &AppState, target: &Target, note: &LogNote, headers: &HeaderMap) -> Response {
+    target.delay().await;
+    if headers.contains_key(&H_UPLOAD_DEFER_LENGTH) && !headers.contains_key(&H_UPLOAD_LENGTH) {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "Upload-Defer-Length is not supported",
+        );
+    }
+    let Some(length) = header_str(headers, &H_UPLOAD_LENGTH).and_then(parse_tus_u64) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "Upload-Length must be a non-negative integer",
+        );
+    };
+    if length > app.max_size {
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("Upload-Length exceeds Tus-Max-Size {}", app.max_size),
+        );
+    }
+    let raw_metadata = match headers.get(&H_UPLOAD_METADATA).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v.to_owned()),
+        Some(Err(_)) => {
+            return plain(StatusCode::BAD_REQUEST, "Upload-Metadata is not ASCII");
+        }
+    };
+    let metadata = match raw_metadata.as_deref().map(parse_metadata).transpose() {
+        Ok(m) => m.unwrap_or_default(),
+        Err(msg) => return plain(StatusCode::BAD_REQUEST, &msg),
+    };
+    // Faults are rolled only for valid requests, so a test's fault sequence
+    // does not depend on how many malformed requests it also sent.
+    let rng_seed = match app.faults.roll_creation(&target.stream_key, &target.spec) {
+        Ok(seed) => seed,
+        Err(kind) => {
+            record(app, None, kind, note);
+            return fault_response(kind, &target.spec);
+        }
+    };
+    let upload = match app
+        .store
+        .create(length, metadata, raw_metadata, rng_seed)
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => return storage_error(&e),
+    };
+    let location = format!("{}/files/{}", target.base, upload.id);
+    match HeaderValue::from_str(&location) {
+        Ok(loc) => (StatusCode::CREATED, [(LOCATION, loc)]).into_response(),
+        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "bad location"),
+    }
+}
+
+/// HEAD: current offset. Waits for an in-flight PATCH so the offset it
+/// reports includes whatever that PATCH kept.
+async fn head_upload(State(app): State<AppState>, target: Target, note: LogNote) -> Response {
+    target.delay().await;
+    let Some(upload) = target.upload(&app) else {
+        return not_found();
+    };
+    let _guard = upload.lock.lock().await;
+    if upload.is_deleted() {
+        return not_found();
+    }
+    if let Some(kind) = upload.roll(&target.spec, false) {
+        record(&app, Some(&upload), kind, &note);
+        return fault_response(kind, &target.spec);
+    }
+    let meta = upload.meta();
+    let mut res = StatusCode::OK.into_response();
+    let h = res.headers_mut();
+    h.insert(H_UPLOAD_OFFSET, HeaderValue::from(meta.offset));
+    h.insert(H_UPLOAD_LENGTH, HeaderValue::from(meta.length));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(v) = meta
+        .metadata_header
+        .as_deref()
+        .and_then(|m| HeaderValue::from_str(m).ok())
+    {
+        h.insert(H_UPLOAD_METADATA, v);
+    }
+    res
+}
+
+fn is_offset_octet_stream(headers: &HeaderMap) -> bool {
+    header_str(headers, &CONTENT_TYPE)
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mt| {
+            mt.trim()
+                .eq_ignore_ascii_case("application/offset+octet-stream")
+        })
+}
+
+/// PATCH: append bytes at the current offset.
+async fn patch_upload(
+    State(app): State<AppState>,
+    target: Target,
+    note: LogNote,
+    kill: Option<Extension<ConnKill>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    target.delay().await;
+    let Some(upload) = target.upload(&app) else {
+        return reject(body, not_found()).await;
+    };
+    if !is_offset_octet_stream(&headers) {
+        let res = plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/offset+octet-stream",
+        );
+        return reject(body, res).await;
+    }
+    let Some(client_offset) = header_str(&headers, &H_UPLOAD_OFFSET).and_then(parse_tus_u64) else {
+        let res = plain(
+            StatusCode::BAD_REQUEST,
+            "Upload-Offset must be a non-negative integer",
+        );
+        return reject(body, res).await;
+    };
+    let expected = match headers.get(&H_UPLOAD_CHECKSUM) {
+        None => None,
+        Some(v) => match v.to_str().map_err(|_| checksum::ChecksumError::Malformed) {
+            Ok(text) => match checksum::parse_header(text) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    return reject(body, plain(StatusCode::BAD_REQUEST, &e.to_string())).await
+                }
+            },
+            Err(e) => return reject(body, plain(StatusCode::BAD_REQUEST, &e.to_string())).await,
+        },
+    };
+    let content_length = header_str(&headers, &CONTENT_LENGTH).and_then(parse_tus_u64);
+
+    let guard = upload.lock.clone().lock_owned().await;
+    if upload.is_deleted() {
+        drop(guard);
+        return reject(body, not_found()).await;
+    }
+    let meta = upload.meta();
+    if client_offset != meta.offset {
+        drop(guard);
+        let res = plain(
+            StatusCode::CONFLICT,
+            &format!(
+                "Upload-Offset {client_offset} does not match {}",
+                meta.offset
+            ),
+        );
+        return reject(body, res).await;
+    }
+    let remaining = meta.length.saturating_sub(meta.offset);
+    if content_length.is_some_and(|cl| cl > remaining) {
+        drop(guard);
+        let res = plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body extends past Upload-Length",
+        );
+        return reject(body, res).await;
+    }
+
+    let job = PatchJob {
+        app: app.clone(),
+        upload: upload.clone(),
+        start: meta.offset,
+        remaining,
+        expected,
+        bandwidth: target.spec.bandwidth,
+        note: note.clone(),
+    };
+    let work = match upload.roll(&target.spec, true) {
+        None => tokio::spawn(async move {
+            let res = job.receive(body).await;
+            drop(guard);
+            res
+        }),
+        Some(FaultKind::Reset) => {
+            record(&app, Some(&upload), FaultKind::Reset, &note);
+            // Cut somewhere strictly inside the body, so the client always
+            // sees a partial transfer (1 ..= len-1 bytes read).
+            let body_len = content_length.unwrap_or(remaining);
+            let cut = if body_len >= 2 {
+                1 + upload.draw_below(body_len - 1)
+            } else {
+                0
+            };
+            let kill = kill.map(|Extension(k)| k);
+            tokio::spawn(async move { job.reset(body, cut, guard, kill).await })
+        }
+        Some(kind) => {
+            // Decided before any body byte is stored.
+            record(&app, Some(&upload), kind, &note);
+            drop(guard);
+            return reject(body, fault_response(kind, &target.spec)).await;
+        }
+    };
+    // The work runs on its own task so that it completes (and commits) even
+    // if this handler future is dropped with the connection.
+    match work.await {
+        Ok(res) => res,
+        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "PATCH task failed"),
+    }
+}
+
+/// How the body of a PATCH ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    Complete,
+    /// More bytes than Upload-Length allows (only possible without
+    /// Content-Length, which is checked up front).
+    Overflow,
+    /// The connection broke (or the client aborted) mid-body.
+    Broken,
+    /// The disk writer stopped; its error comes from `Appender::finish`.
+    WriteFailed,
+}
+
+/// Everything a PATCH needs once validated, owned so it can run on a task.
+struct PatchJob {
+    app: AppState,
+    upload: std::sync::Arc<Upload>,
+    start: u64,
+    remaining: u64,
+    expected: Option<Expected>,
+    bandwidth: Option<u64>,
+    note: LogNote,
+}
+
+/// The `bandwidth` fault: reading is paused so the average rate since the
+/// start of the body stays at or below the limit; TCP flow control then
+/// slows the sender.
+struct Pacer {
+    start: Instant,
+    bytes_per_sec: Option<u64>,
+}
+
+impl Pacer {
+    fn new(bytes_per_sec: Option<u64>) -> Self {
+        Pacer {
+            start: Instant::now(),
+            bytes_per_sec,
+        }
+    }
+
+    async fn pace(&self, total: u64) {
+        if let Some(bps) = self.bytes_per_sec.filter(|b| *b > 0) {
+            let due = Duration::from_secs_f64(total as f64 / bps as f64);
+            let elapsed = self.start.elapsed();
+            if due > elapsed {
+                tokio::time::sleep(due - elapsed).await;
+            }
+        }
+    }
+}
+
+impl PatchJob {
+    /// Reads up to `limit` body bytes into `sink` (or discards them when
+    /// `sink` is None). Returns how the body ended and the count read. With
+    /// `probe_end`, a body that reaches `limit` is also checked for extra
+    /// bytes (Overflow); without it, reading simply stops at `limit`.
+    async fn read_body(
+        &self,
+        body: &mut Body,
+        limit: u64,
+        sink: Option<&Appender>,
+        probe_end: bool,
+    ) -> (BodyEnd, u64) {
+        let pacer = Pacer::new(self.bandwidth);
+        let mut received = 0u64;
+        while received < limit || limit == 0 {
+            let frame = match body.frame().await {
+                None => return (BodyEnd::Complete, received),
+                Some(Err(_)) => return (BodyEnd::Broken, received),
+                Some(Ok(frame)) => frame,
+            };
+            // Trailers carry no upload bytes.
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            let room = limit - received;
+            let over = data.len() as u64 > room;
+            if over {
+                data = data.slice(..room as usize);
+            }
+            let n = data.len() as u64;
+            if n > 0 {
+                if let Some(sink) = sink {
+                    if sink.push(data).await.is_err() {
+                        return (BodyEnd::WriteFailed, received);
+                    }
+                }
+            }
+            received += n;
+            if over {
+                return (BodyEnd::Overflow, received);
+            }
+            pacer.pace(received).await;
+        }
+        if !probe_end {
+            return (BodyEnd::Complete, received);
+        }
+        // Exactly `limit` bytes so far; any further byte is an overflow.
+        loop {
+            match body.frame().await {
+                None => return (BodyEnd::Complete, received),
+                Some(Err(_)) => return (BodyEnd::Broken, received),
+                Some(Ok(f)) if f.data_ref().is_some_and(|d| !d.is_empty()) => {
+                    return (BodyEnd::Overflow, received)
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The normal PATCH path: stream to disk, verify, commit.
+    async fn receive(self, mut body: Body) -> Response {
+        let store = &self.app.store;
+        let appender = Appender::start(
+            self.upload.bin_path(),
+            self.start,
+            self.expected.as_ref().map(|e| e.algo),
+        );
+        let (end, _) = self
+            .read_body(&mut body, self.remaining, Some(&appender), true)
+            .await;
+        let appended = match appender.finish().await {
+            Ok(a) if end != BodyEnd::WriteFailed => a,
+            Ok(_) => {
+                let _ = store.truncate_to_committed(&self.upload).await;
+                return storage_error(&std::io::Error::other("writer stopped"));
+            }
+            Err(e) => {
+                let _ = store.truncate_to_committed(&self.upload).await;
+                return storage_error(&e);
+            }
+        };
+        if let Some(expected) = &self.expected {
+            let matches = appended.digest.as_deref() == Some(expected.digest.as_slice());
+            if end != BodyEnd::Complete || !matches {
+                // With a checksum the PATCH is all or nothing.
+                if let Err(e) = store.truncate_to_committed(&self.upload).await {
+                    return storage_error(&e);
+                }
+                return match end {
+                    BodyEnd::Overflow => {
+                        let res = plain(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "body extends past Upload-Length",
+                        );
+                        reject(body, res).await
+                    }
+                    BodyEnd::Broken => {
+                        self.note.set("body interrupted; discarded (checksum)");
+                        plain(StatusCode::BAD_REQUEST, "body interrupted")
+                    }
+                    _ => checksum_mismatch(),
+                };
+            }
+        }
+        let new_offset = self.start + appended.written;
+        if let Err(e) = store.commit(&self.upload, new_offset).await {
+            return storage_error(&e);
+        }
+        match end {
+            BodyEnd::Overflow => {
+                let res = plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body extends past Upload-Length",
+                );
+                reject(body, res).await
+            }
+            BodyEnd::Broken => {
+                self.note
+                    .set(format!("body interrupted; kept {}", appended.written));
+                plain(StatusCode::BAD_REQUEST, "body interrupted")
+            }
+            _ => {
+                let mut res = StatusCode::NO_CONTENT.into_response();
+                res.headers_mut()
+                    .insert(H_UPLOAD_OFFSET, HeaderValue::from(new_offset));
+                res
+            }
+        }
+    }
+
+    /// The `reset` fault: read `cut` bytes, keep them only without a
+    /// checksum (as a real server keeps a partial body), then kill the
+    /// connection so the client sees a network error, not a response.
+    async fn reset(
+        self,
+        mut body: Body,
+        cut: u64,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+        kill: Option<ConnKill>,
+    ) -> Response {
+        let keep = self.expected.is_none();
+        let appender = keep.then(|| Appender::start(self.upload.bin_path(), self.start, None));
+        let mut read = 0;
+        if cut > 0 {
+            read = self
+                .read_body(&mut body, cut, appender.as_ref(), false)
+                .await
+                .1;
+        }
+        let mut kept = 0;
+        if let Some(appender) = appender {
+            match appender.finish().await {
+                Ok(a) => {
+                    kept = a.written;
+                    if let Err(e) = self.app.store.commit(&self.upload, self.start + kept).await {
+                        eprintln!("chunkup-server: storage error: {e}");
+                    }
+                }
+                Err(e) => {
+                    let _ = self.app.store.truncate_to_committed(&self.upload).await;
+                    eprintln!("chunkup-server: storage error: {e}");
+                }
+            }
+        }
+        self.note.set(if keep {
+            format!("fault=reset read={read} kept={kept}")
+        } else {
+            format!("fault=reset read={read} discarded (checksum)")
+        });
+        // Release the upload before the client can retry.
+        drop(guard);
+        match kill {
+            Some(ConnKill(switch)) => {
+                switch.kill();
+                // Never delivered: the connection is already dead.
+                plain(StatusCode::INTERNAL_SERVER_ERROR, "connection reset")
+            }
+            None => plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reset fault: connection cannot be killed",
+            ),
+        }
+    }
+}
+
+/// 460 is tus's own status; hyper has no canonical reason for it, so set it.
+fn checksum_mismatch() -> Response {
+    let mut res = plain(
+        StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+        "Checksum Mismatch",
+    );
+    res.extensions_mut()
+        .insert(hyper::ext::ReasonPhrase::from_static(b"Checksum Mismatch"));
+    res
+}
+
+/// DELETE: termination extension.
+async fn delete_upload(State(app): State<AppState>, target: Target) -> Response {
+    target.delay().await;
+    let Some(upload) = target.upload(&app) else {
+        return not_found();
+    };
+    let _guard = upload.lock.lock().await;
+    if upload.is_deleted() {
+        return not_found();
+    }
+    match app.store.delete(&upload).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => storage_error(&e),
+    }
+}
+
+/// JSON body of `GET …/files/{id}/info`.
+#[derive(Debug, Serialize)]
+pub struct Info {
+    pub size: u64,
+    pub offset: u64,
+    pub sha256: String,
+    pub complete: bool,
+    pub metadata: BTreeMap<String, String>,
+    pub faults: CounterSnapshot,
+}
+
+fn json_error(status: StatusCode, msg: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": msg }))).into_response()
+}
+
+/// GET …/info: test/demo introspection, not part of tus. Never faulted and
+/// does not wait for an in-flight PATCH (it reports committed bytes).
+async fn info(State(app): State<AppState>, target: Target) -> Response {
+    let Some(upload) = target.upload(&app) else {
+        return json_error(StatusCode::NOT_FOUND, "upload not found");
+    };
+    let meta = upload.meta();
+    let sha256 = match app.store.sha256_committed(&upload).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("chunkup-server: storage error: {e}");
+            return json_error(StatusCode::INTERNAL_SERVER_ERROR, "storage error");
+        }
+    };
+    Json(Info {
+        size: meta.length,
+        offset: meta.offset,
+        sha256,
+        complete: meta.complete(),
+        metadata: meta.metadata,
+        faults: upload.faults.snapshot(),
+    })
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_parsing() {
+        let m = parse_metadata("filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential")
+            .expect("valid");
+        assert_eq!(m["filename"], "world_domination_plan.pdf");
+        assert_eq!(m["is_confidential"], "");
+        // Padding is optional; surrounding spaces are tolerated.
+        let m = parse_metadata(" a YQ , b Yg==").expect("valid");
+        assert_eq!((m["a"].as_str(), m["b"].as_str()), ("a", "b"));
+        assert!(parse_metadata("").expect("empty ok").is_empty());
+        for bad in [
+            "a YQ== extra",
+            "a !!!",
+            ",a YQ==",
+            "a YQ==,,b Yg==",
+            "a YQ==,a Yg==",
+        ] {
+            assert!(parse_metadata(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tus_integers() {
+        assert_eq!(parse_tus_u64("0"), Some(0));
+        assert_eq!(parse_tus_u64(" 42 "), Some(42));
+        for bad in ["", "-1", "+1", "1.0", "abc", "99999999999999999999999"] {
+            assert_eq!(parse_tus_u64(bad), None, "{bad:?}");
+        }
+    }
+}
