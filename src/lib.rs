@@ -1,2 +1,44 @@
-//! chunkup: resumable, checksummed, chunked file uploads from the browser.
+//! chunkup: resumable, checksummed, chunked file uploads from a web page, in Rust compiled
+//! to WebAssembly.
+//!
+//! This file is the whole JavaScript-facing surface: `uploadFile`, `sha256File` and the TypeScript declarations that describe its options, progress object,
+//! result and error codes. The work happens in [`core`] (pure logic, tested natively) and,
+//! in the browser, in `web` (glue to fetch, streams and timers).
+
+#![deny(missing_docs)]
+
 pub mod core;
+#[cfg(target_arch = "wasm32")]
+mod web;
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen::prelude::*;
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen(typescript_custom_section)]
+const TYPESCRIPT: &'static str = include_str!("../types/chunkup.d.ts");
+
+/// Uploads `file` to `options.endpoint`, calling `on_progress` along the way.
+///
+/// Resolves to the result object, or rejects with an `Error` whose `code` says what went
+/// wrong. See the TypeScript declarations (types/chunkup.d.ts) for every field.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen(js_name = uploadFile, skip_typescript)]
+pub async fn upload_file(
+    file: JsValue,
+    on_progress: JsValue,
+    options: JsValue,
+) -> Result<JsValue, JsValue> {
+    web::upload_file(file, on_progress, options)
+        .await
+        .map_err(|error| web::convert::error_to_js(&error))
+}
+
+/// The lower-case hex SHA-256 of a `Blob` or `File`, computed in Rust as uploads do.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen(js_name = sha256File, skip_typescript)]
+pub async fn sha256_file(file: JsValue) -> Result<String, JsValue> {
+    web::sha256_file(file)
+        .await
+        .map_err(|error| web::convert::error_to_js(&error))
+}

@@ -8,7 +8,9 @@
 /// The chunk grid of one upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkPlan {
+    /// The file's size in bytes.
     pub size: u64,
+    /// The length of every chunk but the last.
     pub chunk_size: u64,
 }
 
@@ -64,17 +66,19 @@ impl Rechunker {
         self.buf.len() - self.pos
     }
 
-    /// Empties the re-chunker and hands out its buffer to be filled with the next piece.
-    /// The allocation is reused from piece to piece.
+    /// Hands out the buffer to be overwritten with the next piece, which the re-chunker then
+    /// yields from its start. The allocation, and its length, are kept from piece to piece so
+    /// a source that resizes it to a same-sized piece does not re-zero it.
     pub fn refill(&mut self) -> &mut Vec<u8> {
-        self.buf.clear();
         self.pos = 0;
         &mut self.buf
     }
 
     /// Takes up to `max` waiting bytes.
     pub fn take(&mut self, max: u64) -> &[u8] {
-        let n = usize::try_from(max).unwrap_or(usize::MAX).min(self.available());
+        let n = usize::try_from(max)
+            .unwrap_or(usize::MAX)
+            .min(self.available());
         let start = self.pos;
         self.pos += n;
         &self.buf[start..start + n]
@@ -141,7 +145,9 @@ mod tests {
                     while (chunk.len() as u64) < len {
                         if r.is_empty() {
                             let piece = pieces.next().expect("stream ended early");
-                            r.refill().extend_from_slice(piece);
+                            let buf = r.refill();
+                            buf.clear();
+                            buf.extend_from_slice(piece);
                         }
                         chunk.extend_from_slice(r.take(len - chunk.len() as u64));
                     }
@@ -158,6 +164,7 @@ mod tests {
     fn clear_drops_waiting_bytes() {
         let mut r = Rechunker::new();
         r.refill().extend_from_slice(b"abcdef");
+        assert_eq!(r.available(), 6);
         assert_eq!(r.take(2), b"ab");
         assert_eq!(r.available(), 4);
         r.clear();

@@ -15,8 +15,11 @@ pub type Sha256Bytes = [u8; 32];
 /// One finished chunk: its place in the file and the SHA-256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkDigest {
+    /// Where the chunk starts in the file.
     pub offset: u64,
+    /// Its length in bytes.
     pub length: u64,
+    /// SHA-256 of its bytes.
     pub sha256: Sha256Bytes,
 }
 
@@ -129,7 +132,9 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(
-            hex(&sha256(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
+            hex(&sha256(
+                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+            )),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
         );
         let million_a = vec![b'a'; 1_000_000];

@@ -49,7 +49,8 @@ pub trait ByteSource {
     fn open_at(&mut self, offset: u64) -> Result<(), UploadError>;
     /// Cancels the current reader, if any.
     fn close(&mut self);
-    /// Replaces `buf`'s contents with the next piece of the file; `Ok(false)` at the end.
+    /// Overwrites `buf` with the next piece of the file (resizing it to the piece's length);
+    /// `Ok(false)` at the end.
     async fn read_piece(&mut self, buf: &mut Vec<u8>) -> Result<bool, UploadError>;
     /// How far the reader got, as a file position, by the count of the counting stream.
     fn position(&self) -> u64;
@@ -58,20 +59,28 @@ pub trait ByteSource {
 /// What the engine needs to know beyond the protocol.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
+    /// When and how often to retry.
     pub retry: RetryPolicy,
+    /// Minimum time between throttled progress calls.
     pub progress_interval_ms: u32,
 }
 
 /// What a finished upload reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UploadSummary {
+    /// The upload's URL on the server.
     pub url: String,
+    /// The file's size in bytes.
     pub size: u64,
+    /// SHA-256 of the whole file.
     pub sha256: Sha256Bytes,
     /// The chunks the server acknowledged, in order; together they cover the file exactly.
     pub chunks: Vec<UploadedChunk>,
+    /// Retries over the whole upload.
     pub retries: u32,
+    /// From the first request to the last acknowledgement.
     pub duration_ms: f64,
+    /// The protocol's name.
     pub protocol: &'static str,
     /// The algorithm the server verified each chunk with, if any.
     pub checksum: Option<&'static str>,
@@ -88,7 +97,12 @@ pub async fn upload<P: Protocol, E: Environment, S: ByteSource>(
     let started_ms = env.now_ms();
     let plan = protocol.plan();
     let mut run = Run {
-        progress: ProgressModel::new(plan.size, plan.chunks_from(0), config.progress_interval_ms, started_ms),
+        progress: ProgressModel::new(
+            plan.size,
+            plan.chunks_from(0),
+            config.progress_interval_ms,
+            started_ms,
+        ),
         protocol,
         env,
         source,
@@ -134,7 +148,9 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
     async fn run(&mut self, started_ms: f64) -> Result<UploadSummary, UploadError> {
         let size = self.protocol.plan().size;
         if self.source.size() != size {
-            return Err(UploadError::protocol("the protocol and the file disagree about the size"));
+            return Err(UploadError::protocol(
+                "the protocol and the file disagree about the size",
+            ));
         }
         let report = self.progress.phase(Phase::Starting, started_ms);
         self.env.report(&report);
@@ -173,14 +189,21 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
 
     async fn exchange(&mut self, request: &HttpRequest) -> Result<(), UploadError> {
         let response = self.env.send(request).await?;
-        self.protocol.handle_response(&response)
+        self.protocol.handle_response(&response)?;
+        if self.progress.current().upload_url.is_none() {
+            if let Some(url) = self.protocol.upload_url() {
+                self.progress.set_upload_url(url);
+            }
+        }
+        Ok(())
     }
 
     async fn upload_chunk(&mut self, offset: u64, length: u64) -> Result<(), UploadError> {
         self.align_to(offset).await?;
         let plan = self.protocol.plan();
         let index = self.chunks.len() as u64;
-        self.progress.set_chunk_position(index, index + plan.chunks_from(offset));
+        self.progress
+            .set_chunk_position(index, index + plan.chunks_from(offset));
         if self.progress.current().phase != Phase::Uploading {
             let report = self.progress.phase(Phase::Uploading, self.env.now_ms());
             self.env.report(&report);
@@ -205,8 +228,17 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         let mut remaining = length;
         while remaining > 0 {
             if self.rechunker.is_empty() {
-                let more = self.source.read_piece(self.rechunker.refill()).await?;
+                let more = match self.source.read_piece(self.rechunker.refill()).await {
+                    Ok(more) => more,
+                    Err(error) => {
+                        // The buffer's contents are undefined now: never yield them.
+                        self.rechunker.clear();
+                        self.reader_at = None;
+                        return Err(error);
+                    }
+                };
                 if !more {
+                    self.rechunker.clear();
                     self.reader_at = None;
                     return Err(UploadError::ReadFailed(format!(
                         "the file ended at byte {} but is {} bytes long (was it changed while uploading?)",
@@ -214,7 +246,10 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
                         self.source.size()
                     )));
                 }
-                if let Some(report) = self.progress.read(self.source.position(), self.env.now_ms()) {
+                if let Some(report) = self
+                    .progress
+                    .read(self.source.position(), self.env.now_ms())
+                {
                     self.env.report(&report);
                 }
             }
@@ -274,7 +309,10 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
             }
             None => {
                 // Part of a chunk: the digest catches up when the next step aligns to it.
-                if let Some(report) = self.progress.acknowledged(acknowledged, None, self.env.now_ms()) {
+                if let Some(report) =
+                    self.progress
+                        .acknowledged(acknowledged, None, self.env.now_ms())
+                {
                     self.env.report(&report);
                 }
             }
@@ -293,7 +331,10 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         self.retries_since_chunk = 0;
         self.chunks.push(uploaded.clone());
         let end = chunk.offset + chunk.length;
-        if let Some(report) = self.progress.acknowledged(end, Some(uploaded), self.env.now_ms()) {
+        if let Some(report) = self
+            .progress
+            .acknowledged(end, Some(uploaded), self.env.now_ms())
+        {
             self.env.report(&report);
         }
     }
@@ -301,7 +342,12 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
     /// Either schedules a retry (wait, cancel the reader, let the protocol re-sync) or ends
     /// the upload with the error.
     async fn recover_or_fail(&mut self, error: UploadError) -> Result<(), UploadError> {
-        let decision = self.retry.decide(&error, self.failures_in_a_row, self.env.random(), self.env.now_ms());
+        let decision = self.retry.decide(
+            &error,
+            self.failures_in_a_row,
+            self.env.random(),
+            self.env.now_ms(),
+        );
         let delay_ms = match decision {
             Decision::RetryAfterMs(ms) => ms,
             Decision::GiveUp if error.is_retryable() => {
@@ -320,12 +366,19 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         self.rechunker.clear();
         self.protocol.recover();
         let before = self.progress.current().phase;
-        let report = self
-            .progress
-            .retrying(self.failures_in_a_row + 1, self.retries, delay_ms, self.env.now_ms());
+        let report = self.progress.retrying(
+            self.failures_in_a_row + 1,
+            self.retries,
+            delay_ms,
+            self.env.now_ms(),
+        );
         self.env.report(&report);
         self.env.sleep(delay_ms).await?;
-        let resume = if before == Phase::Starting { Phase::Starting } else { Phase::Uploading };
+        let resume = if before == Phase::Starting {
+            Phase::Starting
+        } else {
+            Phase::Uploading
+        };
         let report = self.progress.phase(resume, self.env.now_ms());
         self.env.report(&report);
         Ok(())

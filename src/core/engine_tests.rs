@@ -6,7 +6,9 @@ use std::rc::Rc;
 use super::*;
 use crate::core::digest::sha256;
 use crate::core::protocol::tus::TusUpload;
-use crate::core::testkit::{block_on, pseudo_random_bytes, FakeEnv, FakeTusServer, Fault, FaultPlan, MemorySource, XorShift};
+use crate::core::testkit::{
+    block_on, pseudo_random_bytes, FakeEnv, FakeTusServer, Fault, FaultPlan, MemorySource, XorShift,
+};
 
 const ALL: &str = "creation,checksum,termination";
 const CHUNK: u64 = 1000;
@@ -29,7 +31,13 @@ fn config(attempts: u32) -> EngineConfig {
     }
 }
 
-fn run_upload(size: usize, piece: usize, server: FakeTusServer, faults: FaultPlan, attempts: u32) -> Outcome {
+fn run_upload(
+    size: usize,
+    piece: usize,
+    server: FakeTusServer,
+    faults: FaultPlan,
+    attempts: u32,
+) -> Outcome {
     let file = Rc::new(pseudo_random_bytes(size, size as u64 + 11));
     let mut env = FakeEnv::new(server, Rc::clone(&file), faults);
     let mut source = MemorySource::new(Rc::clone(&file), piece);
@@ -40,7 +48,12 @@ fn run_upload(size: usize, piece: usize, server: FakeTusServer, faults: FaultPla
         vec![("filename".into(), "f.bin".into())],
     );
     let result = block_on(upload(&mut tus, &mut env, &mut source, config(attempts)));
-    Outcome { result, env, source, file }
+    Outcome {
+        result,
+        env,
+        source,
+        file,
+    }
 }
 
 fn no_faults() -> FaultPlan {
@@ -61,9 +74,19 @@ fn on_patches(mut plan: impl FnMut(usize) -> Option<Fault> + 'static) -> FaultPl
 /// What every successful upload must satisfy.
 fn assert_uploaded(o: &Outcome) -> &UploadSummary {
     let summary = o.result.as_ref().expect("upload succeeds");
-    let stored = o.env.server.uploads.values().next().expect("one upload on the server");
+    let stored = o
+        .env
+        .server
+        .uploads
+        .values()
+        .next()
+        .expect("one upload on the server");
     assert_eq!(stored.data, *o.file, "server holds the file");
-    assert_eq!(summary.sha256, sha256(&o.file), "result sha256 is the file's");
+    assert_eq!(
+        summary.sha256,
+        sha256(&o.file),
+        "result sha256 is the file's"
+    );
     assert_eq!(summary.size, o.file.len() as u64);
     // The acknowledged chunks tile the file and hash their own bytes.
     let mut next = 0;
@@ -78,14 +101,25 @@ fn assert_uploaded(o: &Outcome) -> &UploadSummary {
     // Progress: uploaded bytes and percent never go back, the last call is done at 100 %.
     let mut last = (0u64, 0.0f64);
     for p in &o.env.reports {
-        assert!(p.bytes_uploaded >= last.0 && p.percent >= last.1, "progress went back");
+        assert!(
+            p.bytes_uploaded >= last.0 && p.percent >= last.1,
+            "progress went back"
+        );
         assert!(p.bytes_uploaded <= p.bytes_total);
         last = (p.bytes_uploaded, p.percent);
     }
     let final_report = o.env.reports.last().expect("progress reported");
-    assert_eq!((final_report.phase, final_report.percent), (crate::core::progress::Phase::Done, 100.0));
+    assert_eq!(
+        (final_report.phase, final_report.percent),
+        (crate::core::progress::Phase::Done, 100.0)
+    );
     // One progress call per acknowledged chunk carries it.
-    let reported: Vec<_> = o.env.reports.iter().filter_map(|p| p.chunk.clone()).collect();
+    let reported: Vec<_> = o
+        .env
+        .reports
+        .iter()
+        .filter_map(|p| p.chunk.clone())
+        .collect();
     assert_eq!(reported, summary.chunks);
     assert_eq!(summary.url, format!("http://127.0.0.1:9/files/u1"));
     summary
@@ -95,39 +129,84 @@ fn assert_uploaded(o: &Outcome) -> &UploadSummary {
 fn uploads_every_boundary_size_without_faults() {
     for size in [0, 1, 999, 1000, 1001, 2999, 3000, 3001] {
         for piece in [1, 7, 64, 1000, 4096] {
-            let o = run_upload(size, piece, FakeTusServer::new(ALL, "sha1,sha256"), no_faults(), 3);
+            let o = run_upload(
+                size,
+                piece,
+                FakeTusServer::new(ALL, "sha1,sha256"),
+                no_faults(),
+                3,
+            );
             let s = assert_uploaded(&o);
-            assert_eq!(s.chunks.len() as u64, (size as u64).div_ceil(CHUNK), "size {size}");
-            assert_eq!((s.retries, s.checksum, s.protocol), (0, Some("sha256"), "tus"));
+            assert_eq!(
+                s.chunks.len() as u64,
+                (size as u64).div_ceil(CHUNK),
+                "size {size}"
+            );
+            assert_eq!(
+                (s.retries, s.checksum, s.protocol),
+                (0, Some("sha256"), "tus")
+            );
             let stored = o.env.server.uploads.values().next().expect("stored");
             assert_eq!(stored.metadata.as_deref(), Some("filename Zi5iaW4="));
             // One reader for the whole file: no rewinds without faults.
-            assert!(o.source.opens.len() <= 1, "size {size}: {:?}", o.source.opens);
+            assert!(
+                o.source.opens.len() <= 1,
+                "size {size}: {:?}",
+                o.source.opens
+            );
         }
     }
 }
 
 #[test]
 fn sends_no_checksum_to_a_server_without_the_extension() {
-    let o = run_upload(2500, 100, FakeTusServer::new("creation,termination", ""), no_faults(), 3);
+    let o = run_upload(
+        2500,
+        100,
+        FakeTusServer::new("creation,termination", ""),
+        no_faults(),
+        3,
+    );
     assert_eq!(assert_uploaded(&o).checksum, None);
 }
 
 #[test]
 fn honours_retry_after_seconds_and_dates() {
-    let o = run_upload(3000, 64, FakeTusServer::new(ALL, "sha256"), on_patches(|n| (n == 1).then(|| Fault::Status(429, Some("2".into())))), 3);
+    let o = run_upload(
+        3000,
+        64,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| (n == 1).then(|| Fault::Status(429, Some("2".into())))),
+        3,
+    );
     let s = assert_uploaded(&o);
     assert_eq!((s.retries, o.env.sleeps.clone()), (1, vec![2000]));
     assert_eq!(s.chunks[1].retries, 1);
 
     // An HTTP-date 3 s after the fake clock's start, which advanced a little meanwhile.
     let date = "Tue, 14 Nov 2023 22:13:23 GMT"; // 1_700_000_003_000 ms
-    let o = run_upload(3000, 64, FakeTusServer::new(ALL, "sha256"), on_patches(move |n| (n == 0).then(|| Fault::Status(503, Some(date.into())))), 3);
+    let o = run_upload(
+        3000,
+        64,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(move |n| (n == 0).then(|| Fault::Status(503, Some(date.into())))),
+        3,
+    );
     assert_uploaded(&o);
-    assert!((2900..=3000).contains(&o.env.sleeps[0]), "{:?}", o.env.sleeps);
+    assert!(
+        (2900..=3000).contains(&o.env.sleeps[0]),
+        "{:?}",
+        o.env.sleeps
+    );
 
     // A server asking for an hour is capped at maxDelayMs.
-    let o = run_upload(10, 64, FakeTusServer::new(ALL, "sha256"), on_patches(|n| (n == 0).then(|| Fault::Status(429, Some("3600".into())))), 3);
+    let o = run_upload(
+        10,
+        64,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| (n == 0).then(|| Fault::Status(429, Some("3600".into())))),
+        3,
+    );
     assert_uploaded(&o);
     assert_eq!(o.env.sleeps, vec![5000]);
 }
@@ -137,7 +216,8 @@ fn retries_every_transient_status_on_every_request_kind() {
     for status in [408, 423, 429, 500, 502, 503, 504] {
         for n in 0..5 {
             // n-th request: OPTIONS, POST, PATCH, PATCH, PATCH (HEADs appear after failures).
-            let faults: FaultPlan = Box::new(move |_, i| (i == n).then_some(Fault::Status(status, None)));
+            let faults: FaultPlan =
+                Box::new(move |_, i| (i == n).then_some(Fault::Status(status, None)));
             let o = run_upload(2500, 300, FakeTusServer::new(ALL, "sha256"), faults, 3);
             let s = assert_uploaded(&o);
             assert_eq!(s.retries, 1, "status {status} on request {n}");
@@ -148,10 +228,19 @@ fn retries_every_transient_status_on_every_request_kind() {
 #[test]
 fn a_reset_that_kept_part_of_a_chunk_is_rehashed_not_resent() {
     // No checksum: the server keeps 400 of the second chunk's 1000 bytes.
-    let o = run_upload(3000, 64, FakeTusServer::new("creation,termination", ""), on_patches(|n| (n == 1).then_some(Fault::Reset { keep: 400 })), 3);
+    let o = run_upload(
+        3000,
+        64,
+        FakeTusServer::new("creation,termination", ""),
+        on_patches(|n| (n == 1).then_some(Fault::Reset { keep: 400 })),
+        3,
+    );
     let s = assert_uploaded(&o);
     let layout: Vec<_> = s.chunks.iter().map(|c| (c.offset, c.length)).collect();
-    assert_eq!(layout, vec![(0, 1000), (1000, 400), (1400, 1000), (2400, 600)]);
+    assert_eq!(
+        layout,
+        vec![(0, 1000), (1000, 400), (1400, 1000), (2400, 600)]
+    );
     assert_eq!(s.chunks[1].retries, 1);
     // The reader was recreated at the checkpoint (1000) to re-hash the kept part.
     assert_eq!(o.source.opens, vec![0, 1000]);
@@ -159,7 +248,13 @@ fn a_reset_that_kept_part_of_a_chunk_is_rehashed_not_resent() {
 
 #[test]
 fn a_reset_with_checksums_discards_the_partial_chunk() {
-    let o = run_upload(3000, 64, FakeTusServer::new(ALL, "sha256"), on_patches(|n| (n == 1).then_some(Fault::Reset { keep: 400 })), 3);
+    let o = run_upload(
+        3000,
+        64,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| (n == 1).then_some(Fault::Reset { keep: 400 })),
+        3,
+    );
     let s = assert_uploaded(&o);
     let layout: Vec<_> = s.chunks.iter().map(|c| (c.offset, c.length)).collect();
     assert_eq!(layout, vec![(0, 1000), (1000, 1000), (2000, 1000)]);
@@ -168,17 +263,32 @@ fn a_reset_with_checksums_discards_the_partial_chunk() {
 
 #[test]
 fn a_corrupted_chunk_is_refused_with_460_and_resent() {
-    let o = run_upload(3000, 64, FakeTusServer::new(ALL, "sha256"), on_patches(|n| (n == 2).then_some(Fault::Corrupt)), 3);
+    let o = run_upload(
+        3000,
+        64,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| (n == 2).then_some(Fault::Corrupt)),
+        3,
+    );
     let s = assert_uploaded(&o);
     assert_eq!(s.retries, 1);
     let statuses: Vec<_> = o.env.server.log.iter().map(|(m, _)| m.as_str()).collect();
-    assert_eq!(statuses, ["OPTIONS", "POST", "PATCH", "PATCH", "PATCH", "HEAD", "PATCH"]);
+    assert_eq!(
+        statuses,
+        ["OPTIONS", "POST", "PATCH", "PATCH", "PATCH", "HEAD", "PATCH"]
+    );
 }
 
 #[test]
 fn a_lost_response_to_an_accepted_chunk_is_not_resent() {
     // The server stored the whole chunk but the connection broke before the answer.
-    let o = run_upload(2000, 64, FakeTusServer::new("creation", ""), on_patches(|n| (n == 0).then_some(Fault::Reset { keep: 1000 })), 3);
+    let o = run_upload(
+        2000,
+        64,
+        FakeTusServer::new("creation", ""),
+        on_patches(|n| (n == 0).then_some(Fault::Reset { keep: 1000 })),
+        3,
+    );
     let s = assert_uploaded(&o);
     assert_eq!(s.chunks.len(), 2);
     // HEAD said 1000: the hashed chunk was committed without re-reading.
@@ -202,13 +312,21 @@ fn random_fault_storms_never_corrupt_the_result() {
                 };
                 match roll {
                     0..=9 => Some(Fault::Status([429, 500, 503][roll as usize % 3], None)),
-                    10..=19 if len > 0 => Some(Fault::Reset { keep: fault_rng.below(len + 1) }),
+                    10..=19 if len > 0 => Some(Fault::Reset {
+                        keep: fault_rng.below(len + 1),
+                    }),
                     // Without checksums a corrupted body goes unnoticed: that is what they are for.
                     20..=24 if len > 0 && checksums => Some(Fault::Corrupt),
                     _ => None,
                 }
             });
-            let o = run_upload(size, piece, FakeTusServer::new(extensions, algorithms), faults, 20);
+            let o = run_upload(
+                size,
+                piece,
+                FakeTusServer::new(extensions, algorithms),
+                faults,
+                20,
+            );
             assert_uploaded(&o);
         }
     }
@@ -216,10 +334,19 @@ fn random_fault_storms_never_corrupt_the_result() {
 
 #[test]
 fn gives_up_after_the_configured_retries_without_progress() {
-    let o = run_upload(3000, 64, FakeTusServer::new(ALL, "sha256"), on_patches(|n| (n >= 1).then_some(Fault::Status(503, None))), 4);
+    let o = run_upload(
+        3000,
+        64,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| (n >= 1).then_some(Fault::Status(503, None))),
+        4,
+    );
     let err = o.result.unwrap_err();
     assert_eq!((err.code(), err.status()), ("retries_exhausted", Some(503)));
-    assert!(matches!(err, UploadError::RetriesExhausted { attempts: 4, .. }));
+    assert!(matches!(
+        err,
+        UploadError::RetriesExhausted { attempts: 4, .. }
+    ));
     assert_eq!(o.env.sleeps.len(), 4);
     // Backoff ceilings 100, 200, 400, 800 with full jitter.
     for (sleep, ceiling) in o.env.sleeps.iter().zip([100, 200, 400, 800]) {
@@ -230,7 +357,13 @@ fn gives_up_after_the_configured_retries_without_progress() {
 #[test]
 fn attempts_reset_when_the_offset_advances() {
     // Every chunk fails once; one retry in a row is allowed, so the upload still succeeds.
-    let o = run_upload(5000, 64, FakeTusServer::new(ALL, "sha256"), on_patches(|n| (n % 2 == 0).then_some(Fault::Status(500, None))), 1);
+    let o = run_upload(
+        5000,
+        64,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| (n % 2 == 0).then_some(Fault::Status(500, None))),
+        1,
+    );
     let s = assert_uploaded(&o);
     assert_eq!(s.retries, 5);
     assert!(s.chunks.iter().all(|c| c.retries == 1));
@@ -239,33 +372,66 @@ fn attempts_reset_when_the_offset_advances() {
 #[test]
 fn permanent_errors_fail_at_once() {
     for status in [400, 401, 403, 404, 410, 413, 415] {
-        let o = run_upload(3000, 64, FakeTusServer::new(ALL, "sha256"), on_patches(move |n| (n == 1).then_some(Fault::Status(status, None))), 5);
+        let o = run_upload(
+            3000,
+            64,
+            FakeTusServer::new(ALL, "sha256"),
+            on_patches(move |n| (n == 1).then_some(Fault::Status(status, None))),
+            5,
+        );
         let err = o.result.unwrap_err();
-        assert_eq!((err.code(), err.status(), err.is_retryable()), ("http_status", Some(status), false));
+        assert_eq!(
+            (err.code(), err.status(), err.is_retryable()),
+            ("http_status", Some(status), false)
+        );
         assert!(o.env.sleeps.is_empty());
     }
 }
 
 #[test]
 fn exhausted_checksum_mismatches_say_so() {
-    let o = run_upload(3000, 64, FakeTusServer::new(ALL, "sha256"), on_patches(|_| Some(Fault::Corrupt)), 2);
+    let o = run_upload(
+        3000,
+        64,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|_| Some(Fault::Corrupt)),
+        2,
+    );
     let err = o.result.unwrap_err();
     assert_eq!(err.code(), "retries_exhausted");
-    assert_eq!(err.cause().map(UploadError::code), Some("checksum_mismatch"));
+    assert_eq!(
+        err.cause().map(UploadError::code),
+        Some("checksum_mismatch")
+    );
     assert_eq!(err.status(), Some(460));
 }
 
 #[test]
 fn abort_terminates_the_upload_when_the_server_can() {
-    let o = run_upload(5000, 64, FakeTusServer::new(ALL, "sha256"), on_patches(|n| (n == 2).then_some(Fault::Abort)), 3);
+    let o = run_upload(
+        5000,
+        64,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| (n == 2).then_some(Fault::Abort)),
+        3,
+    );
     assert_eq!(o.result.unwrap_err(), UploadError::Aborted);
     assert_eq!(o.env.detached.len(), 1);
     assert_eq!(o.env.detached[0].method, crate::core::http::Method::Delete);
     assert_eq!(o.env.server.deleted, vec!["u1".to_string()]);
 
-    let o = run_upload(5000, 64, FakeTusServer::new("creation", ""), on_patches(|n| (n == 2).then_some(Fault::Abort)), 3);
+    let o = run_upload(
+        5000,
+        64,
+        FakeTusServer::new("creation", ""),
+        on_patches(|n| (n == 2).then_some(Fault::Abort)),
+        3,
+    );
     assert_eq!(o.result.unwrap_err(), UploadError::Aborted);
-    assert!(o.env.detached.is_empty(), "no termination extension, no DELETE");
+    assert!(
+        o.env.detached.is_empty(),
+        "no termination extension, no DELETE"
+    );
 
     // Abort before creation: nothing to delete.
     let faults: FaultPlan = Box::new(|_, n| (n == 0).then_some(Fault::Abort));
@@ -286,17 +452,34 @@ fn abort_during_a_backoff_sleep_ends_the_upload() {
     // Abort as soon as the first retry is reported.
     struct AbortOnRetry<'a>(&'a mut FakeEnv);
     impl Environment for AbortOnRetry<'_> {
-        async fn send(&mut self, r: &HttpRequest) -> Result<HttpResponse, UploadError> { self.0.send(r).await }
-        async fn sleep(&mut self, ms: u32) -> Result<(), UploadError> { self.0.sleep(ms).await }
-        fn now_ms(&self) -> f64 { self.0.now_ms() }
-        fn random(&mut self) -> f64 { self.0.random() }
+        async fn send(&mut self, r: &HttpRequest) -> Result<HttpResponse, UploadError> {
+            self.0.send(r).await
+        }
+        async fn sleep(&mut self, ms: u32) -> Result<(), UploadError> {
+            self.0.sleep(ms).await
+        }
+        fn now_ms(&self) -> f64 {
+            self.0.now_ms()
+        }
+        fn random(&mut self) -> f64 {
+            self.0.random()
+        }
         fn report(&mut self, p: &Progress) {
-            if p.phase == crate::core::progress::Phase::Retrying { self.0.aborted = true; }
+            if p.phase == crate::core::progress::Phase::Retrying {
+                self.0.aborted = true;
+            }
             self.0.report(p)
         }
-        fn send_detached(&mut self, r: HttpRequest) { self.0.send_detached(r) }
+        fn send_detached(&mut self, r: HttpRequest) {
+            self.0.send_detached(r)
+        }
     }
-    let result = block_on(upload(&mut tus, &mut AbortOnRetry(&mut env), &mut source, config(5)));
+    let result = block_on(upload(
+        &mut tus,
+        &mut AbortOnRetry(&mut env),
+        &mut source,
+        config(5),
+    ));
     assert_eq!(result.unwrap_err(), UploadError::Aborted);
     assert!(env.sleeps.is_empty(), "the sleep ended at once");
     assert_eq!(env.server.deleted.len(), 1);
@@ -306,16 +489,29 @@ fn abort_during_a_backoff_sleep_ends_the_upload() {
 fn a_server_that_loses_acknowledged_bytes_is_a_protocol_error() {
     let mut server = FakeTusServer::new(ALL, "sha256");
     server.lose_bytes_after_patch = Some(500);
-    let o = run_upload(3000, 64, server, on_patches(|n| (n == 1).then_some(Fault::Status(500, None))), 3);
+    let o = run_upload(
+        3000,
+        64,
+        server,
+        on_patches(|n| (n == 1).then_some(Fault::Status(500, None))),
+        3,
+    );
     let err = o.result.unwrap_err();
     assert_eq!(err.code(), "protocol");
-    assert!(err.to_string().contains("went back from 1000 to 500"), "{err}");
+    assert!(
+        err.to_string().contains("went back from 1000 to 500"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_file_shorter_than_its_size_fails_to_read() {
     let file = Rc::new(pseudo_random_bytes(1500, 1));
-    let mut env = FakeEnv::new(FakeTusServer::new(ALL, "sha256"), Rc::clone(&file), no_faults());
+    let mut env = FakeEnv::new(
+        FakeTusServer::new(ALL, "sha256"),
+        Rc::clone(&file),
+        no_faults(),
+    );
     let mut source = MemorySource::new(Rc::clone(&file), 64);
     source.claimed_size = 2500;
     let mut tus = TusUpload::new("http://127.0.0.1:9/files/".into(), 2500, CHUNK, vec![]);
@@ -326,15 +522,42 @@ fn a_file_shorter_than_its_size_fails_to_read() {
 
 #[test]
 fn progress_reports_phases_attempts_and_the_read_position() {
-    let o = run_upload(3000, 64, FakeTusServer::new(ALL, "sha256"), on_patches(|n| (n == 1).then_some(Fault::Status(503, None))), 3);
+    let o = run_upload(
+        3000,
+        64,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| (n == 1).then_some(Fault::Status(503, None))),
+        3,
+    );
     assert_uploaded(&o);
     use crate::core::progress::Phase::*;
     let phases: Vec<_> = o.env.reports.iter().map(|p| p.phase).collect();
     assert_eq!(phases.first(), Some(&Starting));
-    let retry = o.env.reports.iter().find(|p| p.phase == Retrying).expect("a retrying report");
+    let retry = o
+        .env
+        .reports
+        .iter()
+        .find(|p| p.phase == Retrying)
+        .expect("a retrying report");
     assert_eq!((retry.attempt, retry.retries, retry.chunk_index), (2, 1, 1));
     assert!(retry.retry_in_ms.is_some());
-    assert!(o.env.reports.iter().any(|p| p.bytes_read > 0 && p.chunk.is_none() && p.phase == Uploading));
+    assert!(o
+        .env
+        .reports
+        .iter()
+        .any(|p| p.bytes_read > 0 && p.chunk.is_none() && p.phase == Uploading));
+    let first_with_url = o
+        .env
+        .reports
+        .iter()
+        .position(|p| p.upload_url.is_some())
+        .expect("url reported");
+    assert!(o.env.reports[first_with_url..]
+        .iter()
+        .all(|p| p.upload_url.as_deref() == Some("http://127.0.0.1:9/files/u1")));
+    assert!(o.env.reports[..first_with_url]
+        .iter()
+        .all(|p| p.phase == Starting));
     let chunk_counts: Vec<_> = o.env.reports.iter().map(|p| p.chunk_count).collect();
     assert!(chunk_counts.iter().all(|c| *c == 3), "{chunk_counts:?}");
 }

@@ -14,8 +14,11 @@ use crate::core::http::Method;
 pub enum RetryAfter {
     /// `Retry-After: 120`
     Seconds(u64),
-    /// `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`, as milliseconds since the Unix epoch.
-    At { epoch_ms: u64 },
+    /// `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`.
+    At {
+        /// The date as milliseconds since the Unix epoch.
+        epoch_ms: u64,
+    },
 }
 
 /// Everything that can make an upload fail.
@@ -28,36 +31,57 @@ pub enum UploadError {
     /// The server answered with a status the protocol does not accept at this point.
     #[error("the server answered {method} ({purpose}) with HTTP {status}")]
     HttpStatus {
+        /// The request's method.
         method: Method,
+        /// What the request was for.
         purpose: &'static str,
+        /// The HTTP status.
         status: u16,
+        /// Whether the status is worth a retry.
         retryable: bool,
+        /// How long the server asked us to wait, if it did.
         retry_after: Option<RetryAfter>,
     },
 
     /// The server said the bytes it received do not match the checksum we sent (tus 460).
     #[error("the server received the chunk at byte {offset} corrupted (checksum mismatch, HTTP {status})")]
-    ChecksumMismatch { offset: u64, status: u16 },
+    ChecksumMismatch {
+        /// Where the refused chunk starts.
+        offset: u64,
+        /// The HTTP status (460 for tus).
+        status: u16,
+    },
 
     /// The request never got an HTTP answer: offline, DNS, connection reset, CORS.
     #[error("network error during {method} ({purpose}): {detail}")]
     Network {
+        /// The request's method.
         method: Method,
+        /// What the request was for.
         purpose: &'static str,
+        /// The browser's own words ("Failed to fetch").
         detail: String,
     },
 
     /// No answer arrived within `timeoutMs`.
     #[error("{method} ({purpose}) got no answer within {timeout_ms} ms")]
     Timeout {
+        /// The request's method.
         method: Method,
+        /// What the request was for.
         purpose: &'static str,
+        /// The limit that passed.
         timeout_ms: u32,
     },
 
     /// Retryable failures kept happening without the server's offset moving.
     #[error("gave up after {attempts} retries without progress; last error: {last}")]
-    RetriesExhausted { attempts: u32, last: Box<UploadError> },
+    RetriesExhausted {
+        /// Retries made in a row before giving up.
+        attempts: u32,
+        /// The last failure.
+        last: Box<UploadError>,
+    },
 
     /// The caller's AbortSignal fired.
     #[error("the upload was aborted")]
@@ -96,9 +120,8 @@ impl UploadError {
     /// The HTTP status behind this error, if there is one (for `retries_exhausted`, the last).
     pub fn status(&self) -> Option<u16> {
         match self {
-            UploadError::HttpStatus { status, .. } | UploadError::ChecksumMismatch { status, .. } => {
-                Some(*status)
-            }
+            UploadError::HttpStatus { status, .. }
+            | UploadError::ChecksumMismatch { status, .. } => Some(*status),
             UploadError::RetriesExhausted { last, .. } => last.status(),
             _ => None,
         }
@@ -157,7 +180,10 @@ mod tests {
         assert_eq!(exhausted.code(), "retries_exhausted");
         assert_eq!(exhausted.status(), Some(503));
         assert!(!exhausted.is_retryable());
-        assert_eq!(exhausted.cause().map(UploadError::code), Some("http_status"));
+        assert_eq!(
+            exhausted.cause().map(UploadError::code),
+            Some("http_status")
+        );
         assert_eq!(
             exhausted.to_string(),
             "gave up after 3 retries without progress; last error: the server answered PATCH (upload chunk) with HTTP 503"
@@ -166,8 +192,14 @@ mod tests {
         assert_eq!(UploadError::invalid("x").code(), "invalid_input");
         assert_eq!(UploadError::protocol("x").code(), "protocol");
         assert_eq!(UploadError::ReadFailed("x".into()).code(), "read_failed");
-        assert_eq!(UploadError::HeadersFailed("x".into()).code(), "headers_failed");
-        let mismatch = UploadError::ChecksumMismatch { offset: 2, status: 460 };
+        assert_eq!(
+            UploadError::HeadersFailed("x".into()).code(),
+            "headers_failed"
+        );
+        let mismatch = UploadError::ChecksumMismatch {
+            offset: 2,
+            status: 460,
+        };
         assert_eq!(mismatch.code(), "checksum_mismatch");
         assert!(mismatch.is_retryable());
     }

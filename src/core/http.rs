@@ -8,6 +8,7 @@ use std::fmt;
 
 /// The HTTP methods the upload protocols use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)] // the names are the documentation
 pub enum Method {
     Options,
     Head,
@@ -40,18 +41,27 @@ impl fmt::Display for Method {
 /// What a request carries as its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body {
+    /// No body.
     Empty,
     /// The bytes `start..end` of the file being uploaded.
-    FileRange { start: u64, end: u64 },
+    FileRange {
+        /// First byte.
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+    },
 }
 
 /// One request a protocol wants sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
+    /// The method.
     pub method: Method,
+    /// The absolute URL.
     pub url: String,
     /// Protocol headers. The transport adds the caller's own headers beneath them.
     pub headers: Vec<(String, String)>,
+    /// The body.
     pub body: Body,
     /// A few words for error messages ("create upload", "upload chunk"), never the URL.
     pub purpose: &'static str,
@@ -85,6 +95,7 @@ impl HttpRequest {
 /// The parts of a response the protocols look at: the status and the headers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HttpResponse {
+    /// The HTTP status.
     pub status: u16,
     /// Header names are stored lower-case.
     headers: Vec<(String, String)>,

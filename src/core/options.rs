@@ -22,10 +22,13 @@ pub const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 pub struct UploadSettings {
     /// Absolute http(s) URL where uploads are created.
     pub endpoint: String,
+    /// Bytes per request.
     pub chunk_size: u64,
     /// `Upload-Metadata` pairs, defaults (`filename`, `filetype`) first, caller's after.
     pub metadata: Vec<(String, String)>,
+    /// When and how often to retry.
     pub retry: RetryPolicy,
+    /// Minimum time between throttled progress calls.
     pub progress_interval_ms: u32,
     /// 0 disables the per-request timeout.
     pub timeout_ms: u32,
@@ -65,10 +68,7 @@ pub fn check_endpoint(url: &str) -> Result<(), UploadError> {
 
 /// Checks a tus metadata key: non-empty, ASCII, no spaces or commas (they delimit pairs).
 pub fn check_metadata_key(key: &str) -> Result<(), UploadError> {
-    let ok = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b',');
+    let ok = !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic() && b != b',');
     if ok {
         Ok(())
     } else {
@@ -103,7 +103,9 @@ mod tests {
         for bad in [0.0, -1.0, 1.5, 11.0, f64::NAN, f64::INFINITY] {
             let err = whole_number("chunkSize", bad, 1, 10).unwrap_err();
             assert_eq!(err.code(), "invalid_input");
-            assert!(err.to_string().starts_with("chunkSize must be a whole number"));
+            assert!(err
+                .to_string()
+                .starts_with("chunkSize must be a whole number"));
         }
     }
 
@@ -111,7 +113,14 @@ mod tests {
     fn endpoints() {
         assert!(check_endpoint("https://up.example.com/files/").is_ok());
         assert!(check_endpoint("HTTP://127.0.0.1:8080/files/").is_ok());
-        for bad in ["", "ftp://x/", "files/", "https://", "https:///x", "javascript:alert(1)"] {
+        for bad in [
+            "",
+            "ftp://x/",
+            "files/",
+            "https://",
+            "https:///x",
+            "javascript:alert(1)",
+        ] {
             assert!(check_endpoint(bad).is_err(), "{bad:?}");
         }
     }
@@ -123,8 +132,14 @@ mod tests {
             assert!(check_metadata_key(bad).is_err(), "{bad:?}");
         }
         let merged = merge_metadata(
-            vec![("filename".into(), "a.txt".into()), ("filetype".into(), "text/plain".into())],
-            vec![("filename".into(), "b.txt".into()), ("c".into(), "1".into())],
+            vec![
+                ("filename".into(), "a.txt".into()),
+                ("filetype".into(), "text/plain".into()),
+            ],
+            vec![
+                ("filename".into(), "b.txt".into()),
+                ("c".into(), "1".into()),
+            ],
         )
         .unwrap();
         assert_eq!(

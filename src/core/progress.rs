@@ -37,9 +37,13 @@ impl Phase {
 /// One chunk the server acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadedChunk {
+    /// 0-based position among the acknowledged chunks.
     pub index: u64,
+    /// Where it starts in the file.
     pub offset: u64,
+    /// Its length in bytes.
     pub length: u64,
+    /// SHA-256 of its bytes.
     pub sha256: Sha256Bytes,
     /// Retries spent on this chunk before it was acknowledged.
     pub retries: u32,
@@ -48,12 +52,14 @@ pub struct UploadedChunk {
 /// The snapshot handed to `onProgress`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
+    /// Where the upload is.
     pub phase: Phase,
     /// Bytes that have passed through the counting stream, as a file position. Rewinds when
     /// a retry re-reads part of the file.
     pub bytes_read: u64,
     /// Bytes the server acknowledged. Never decreases.
     pub bytes_uploaded: u64,
+    /// The file's size.
     pub bytes_total: u64,
     /// `bytesUploaded / bytesTotal` as 0..=100.
     pub percent: f64,
@@ -73,6 +79,8 @@ pub struct Progress {
     pub retry_in_ms: Option<u32>,
     /// Set on the call made when a chunk was acknowledged.
     pub chunk: Option<UploadedChunk>,
+    /// The upload's URL on the server, once it exists (to show, log or resume).
+    pub upload_url: Option<String>,
 }
 
 /// Smoothed throughput of acknowledged bytes: an exponentially weighted moving average
@@ -137,6 +145,7 @@ impl ProgressModel {
                 retries: 0,
                 retry_in_ms: None,
                 chunk: None,
+                upload_url: None,
             },
             interval_ms: f64::from(interval_ms),
             last_emit_ms: None,
@@ -169,6 +178,11 @@ impl ProgressModel {
     /// The attempt number changed without a wait (after the offset advanced it is back to 1).
     pub fn set_attempt(&mut self, attempt: u32) {
         self.current.attempt = attempt;
+    }
+
+    /// The server created the upload at `url`.
+    pub fn set_upload_url(&mut self, url: &str) {
+        self.current.upload_url = Some(url.to_owned());
     }
 
     /// Work moved to the chunk `index` of (now) `count`.
@@ -233,10 +247,7 @@ impl ProgressModel {
                 .map(|r| remaining as f64 / r)
         };
         self.last_emit_ms = Some(now_ms);
-        Progress {
-            chunk,
-            ..p.clone()
-        }
+        Progress { chunk, ..p.clone() }
     }
 }
 
@@ -262,7 +273,9 @@ mod tests {
         let p = m.read(20, 100.0).expect("interval elapsed");
         assert_eq!(p.bytes_read, 20);
         assert!(m.read(30, 150.0).is_none());
-        let p = m.acknowledged(100, Some(chunk(0)), 160.0).expect("boundary");
+        let p = m
+            .acknowledged(100, Some(chunk(0)), 160.0)
+            .expect("boundary");
         assert_eq!(p.chunk.as_ref().map(|c| c.index), Some(0));
         assert_eq!(p.bytes_read, 30);
         assert!(m.acknowledged(150, None, 170.0).is_none());
@@ -281,7 +294,10 @@ mod tests {
         }
         assert_eq!(m.current().bytes_uploaded, 900);
         let done = m.done(6.0);
-        assert_eq!((done.percent, done.bytes_uploaded, done.phase), (100.0, 1000, Phase::Done));
+        assert_eq!(
+            (done.percent, done.bytes_uploaded, done.phase),
+            (100.0, 1000, Phase::Done)
+        );
         assert_eq!(done.eta_seconds, Some(0.0));
     }
 
@@ -293,12 +309,20 @@ mod tests {
             m.acknowledged(s * 1_000_000, Some(chunk(s)), s as f64 * 1000.0);
         }
         let p = m.current().clone();
-        assert!((p.bytes_per_second - 1_000_000.0).abs() < 1.0, "{}", p.bytes_per_second);
+        assert!(
+            (p.bytes_per_second - 1_000_000.0).abs() < 1.0,
+            "{}",
+            p.bytes_per_second
+        );
         // 7 MB left at 1 MB/s.
-        let eta = m.acknowledged(3_000_000, Some(chunk(3)), 3000.0).and_then(|p| p.eta_seconds);
+        let eta = m
+            .acknowledged(3_000_000, Some(chunk(3)), 3000.0)
+            .and_then(|p| p.eta_seconds);
         assert!((eta.unwrap_or(0.0) - 7.0).abs() < 0.01);
         // A 2 s stall then one fast chunk: smoothing keeps the estimate between extremes.
-        let p = m.acknowledged(4_000_000, Some(chunk(4)), 5000.0).expect("forced");
+        let p = m
+            .acknowledged(4_000_000, Some(chunk(4)), 5000.0)
+            .expect("forced");
         assert!(p.bytes_per_second < 1_000_000.0 && p.bytes_per_second > 333_333.0);
     }
 
@@ -306,7 +330,10 @@ mod tests {
     fn retrying_reports_the_wait_and_clears_it_after() {
         let mut m = ProgressModel::new(100, 1, 100, 0.0);
         let p = m.retrying(2, 1, 750, 10.0);
-        assert_eq!((p.phase, p.attempt, p.retries, p.retry_in_ms), (Phase::Retrying, 2, 1, Some(750)));
+        assert_eq!(
+            (p.phase, p.attempt, p.retries, p.retry_in_ms),
+            (Phase::Retrying, 2, 1, Some(750))
+        );
         let p = m.phase(Phase::Uploading, 20.0);
         assert_eq!(p.retry_in_ms, None);
         assert_eq!(p.eta_seconds, None);

@@ -119,8 +119,13 @@ pub fn parse_http_date(value: &str) -> Option<u64> {
         // RFC 9110: a two-digit year more than 50 years ahead is in the past century.
         year += if year < 70 { 2000 } else { 1900 };
     }
-    let hms: Vec<u32> = time.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
-    let [h, m, s] = hms.as_slice() else { return None };
+    let hms: Vec<u32> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = hms.as_slice() else {
+        return None;
+    };
     if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *s > 60 {
         return None;
     }
@@ -180,7 +185,9 @@ mod tests {
             .collect();
         assert_eq!(
             schedule,
-            [100, 200, 400, 800, 1000].map(Decision::RetryAfterMs).to_vec()
+            [100, 200, 400, 800, 1000]
+                .map(Decision::RetryAfterMs)
+                .to_vec()
         );
         assert_eq!(
             POLICY.decide(&status(503, None), 3, 0.0, 0.0),
@@ -194,16 +201,31 @@ mod tests {
 
     #[test]
     fn gives_up_after_the_allowed_attempts_or_on_permanent_errors() {
-        assert_eq!(POLICY.decide(&status(503, None), 5, 0.5, 0.0), Decision::GiveUp);
-        assert_eq!(POLICY.decide(&status(404, None), 0, 0.5, 0.0), Decision::GiveUp);
-        assert_eq!(POLICY.decide(&status(403, None), 0, 0.5, 0.0), Decision::GiveUp);
-        assert_eq!(POLICY.decide(&UploadError::Aborted, 0, 0.5, 0.0), Decision::GiveUp);
+        assert_eq!(
+            POLICY.decide(&status(503, None), 5, 0.5, 0.0),
+            Decision::GiveUp
+        );
+        assert_eq!(
+            POLICY.decide(&status(404, None), 0, 0.5, 0.0),
+            Decision::GiveUp
+        );
+        assert_eq!(
+            POLICY.decide(&status(403, None), 0, 0.5, 0.0),
+            Decision::GiveUp
+        );
+        assert_eq!(
+            POLICY.decide(&UploadError::Aborted, 0, 0.5, 0.0),
+            Decision::GiveUp
+        );
         let network = UploadError::Network {
             method: Method::Patch,
             purpose: "upload chunk",
             detail: "Failed to fetch".into(),
         };
-        assert!(matches!(POLICY.decide(&network, 0, 0.5, 0.0), Decision::RetryAfterMs(_)));
+        assert!(matches!(
+            POLICY.decide(&network, 0, 0.5, 0.0),
+            Decision::RetryAfterMs(_)
+        ));
     }
 
     #[test]
@@ -212,7 +234,9 @@ mod tests {
         assert_eq!(ask(RetryAfter::Seconds(0)), Decision::RetryAfterMs(0));
         assert_eq!(ask(RetryAfter::Seconds(1)), Decision::RetryAfterMs(1000));
         assert_eq!(ask(RetryAfter::Seconds(3600)), Decision::RetryAfterMs(1000));
-        let soon = RetryAfter::At { epoch_ms: 1_000_700 };
+        let soon = RetryAfter::At {
+            epoch_ms: 1_000_700,
+        };
         assert_eq!(ask(soon), Decision::RetryAfterMs(700));
         let past = RetryAfter::At { epoch_ms: 5 };
         assert_eq!(ask(past), Decision::RetryAfterMs(0));
@@ -223,7 +247,9 @@ mod tests {
         assert_eq!(parse_retry_after("120"), Some(RetryAfter::Seconds(120)));
         assert_eq!(parse_retry_after(" 0 "), Some(RetryAfter::Seconds(0)));
         // RFC 9110's example date is 784111777 s after the epoch.
-        let at = Some(RetryAfter::At { epoch_ms: 784_111_777_000 });
+        let at = Some(RetryAfter::At {
+            epoch_ms: 784_111_777_000,
+        });
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), at);
         assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT"), at);
         assert_eq!(parse_retry_after("Sun Nov  6 08:49:37 1994"), at);
@@ -233,9 +259,18 @@ mod tests {
         );
         assert_eq!(
             parse_retry_after("Sun, 29 Feb 2032 23:59:59 GMT"),
-            Some(RetryAfter::At { epoch_ms: 1_961_711_999_000 })
+            Some(RetryAfter::At {
+                epoch_ms: 1_961_711_999_000
+            })
         );
-        for bad in ["", "-1", "1.5", "soon", "Sun, 06 Nov 1994 25:49:37 GMT", "06 Nov 1994"] {
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "soon",
+            "Sun, 06 Nov 1994 25:49:37 GMT",
+            "06 Nov 1994",
+        ] {
             assert_eq!(parse_retry_after(bad), None, "{bad:?}");
         }
     }

@@ -118,17 +118,31 @@ impl FakeTusServer {
     }
 
     fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
-        request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        request
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
-    fn handle(&mut self, request: &HttpRequest, file: &[u8], fault: Option<Fault>) -> Result<HttpResponse, UploadError> {
+    fn handle(
+        &mut self,
+        request: &HttpRequest,
+        file: &[u8],
+        fault: Option<Fault>,
+    ) -> Result<HttpResponse, UploadError> {
         self.log.push((request.method, request.url.clone()));
         let empty: [(&str, String); 0] = [];
         if let Some(Fault::Status(status, retry_after)) = &fault {
-            let headers: Vec<(&str, String)> = retry_after.iter().map(|v| ("Retry-After", v.clone())).collect();
+            let headers: Vec<(&str, String)> = retry_after
+                .iter()
+                .map(|v| ("Retry-After", v.clone()))
+                .collect();
             return Ok(HttpResponse::new(*status, headers));
         }
-        if request.method != Method::Options && Self::header(request, "Tus-Resumable") != Some("1.0.0") {
+        if request.method != Method::Options
+            && Self::header(request, "Tus-Resumable") != Some("1.0.0")
+        {
             return Ok(HttpResponse::new(412, empty));
         }
         match request.method {
@@ -137,12 +151,17 @@ impl FakeTusServer {
                 [
                     ("Tus-Version", "1.0.0".to_string()),
                     ("Tus-Extension", self.extensions.to_string()),
-                    ("Tus-Checksum-Algorithm", self.checksum_algorithms.to_string()),
+                    (
+                        "Tus-Checksum-Algorithm",
+                        self.checksum_algorithms.to_string(),
+                    ),
                 ],
             )),
             Method::Post => {
                 let length = Self::header(request, "Upload-Length").and_then(|v| v.parse().ok());
-                let Some(length) = length else { return Ok(HttpResponse::new(400, empty)) };
+                let Some(length) = length else {
+                    return Ok(HttpResponse::new(400, empty));
+                };
                 self.next_id += 1;
                 let id = format!("u{}", self.next_id);
                 self.uploads.insert(
@@ -153,7 +172,10 @@ impl FakeTusServer {
                         metadata: Self::header(request, "Upload-Metadata").map(str::to_owned),
                     },
                 );
-                Ok(HttpResponse::new(201, [("Location", format!("/files/{id}"))]))
+                Ok(HttpResponse::new(
+                    201,
+                    [("Location", format!("/files/{id}"))],
+                ))
             }
             Method::Head => {
                 let lose = self.lose_bytes_after_patch.unwrap_or(0);
@@ -161,7 +183,10 @@ impl FakeTusServer {
                     Some(u) => Ok(HttpResponse::new(
                         200,
                         [
-                            ("Upload-Offset", (u.data.len() as u64).saturating_sub(lose).to_string()),
+                            (
+                                "Upload-Offset",
+                                (u.data.len() as u64).saturating_sub(lose).to_string(),
+                            ),
                             ("Upload-Length", u.length.to_string()),
                         ],
                     )),
@@ -179,16 +204,24 @@ impl FakeTusServer {
         }
     }
 
-    fn patch(&mut self, request: &HttpRequest, file: &[u8], fault: Option<Fault>) -> Result<HttpResponse, UploadError> {
+    fn patch(
+        &mut self,
+        request: &HttpRequest,
+        file: &[u8],
+        fault: Option<Fault>,
+    ) -> Result<HttpResponse, UploadError> {
         let empty: [(&str, String); 0] = [];
         let Some(upload) = self.uploads.get_mut(&Self::id_of(&request.url)) else {
             return Ok(HttpResponse::new(404, empty));
         };
-        let offset: Option<u64> = Self::header(request, "Upload-Offset").and_then(|v| v.parse().ok());
+        let offset: Option<u64> =
+            Self::header(request, "Upload-Offset").and_then(|v| v.parse().ok());
         if offset != Some(upload.data.len() as u64) {
             return Ok(HttpResponse::new(409, empty));
         }
-        let Body::FileRange { start, end } = request.body else { return Ok(HttpResponse::new(400, empty)) };
+        let Body::FileRange { start, end } = request.body else {
+            return Ok(HttpResponse::new(400, empty));
+        };
         let mut body = file[start as usize..end as usize].to_vec();
         if fault == Some(Fault::Corrupt) && !body.is_empty() {
             body[0] ^= 0xff;
@@ -196,7 +229,9 @@ impl FakeTusServer {
         let checksum = Self::header(request, "Upload-Checksum");
         if let Some(Fault::Reset { keep }) = fault {
             if checksum.is_none() {
-                upload.data.extend_from_slice(&body[..keep.min(body.len() as u64) as usize]);
+                upload
+                    .data
+                    .extend_from_slice(&body[..keep.min(body.len() as u64) as usize]);
             }
             return Err(UploadError::Network {
                 method: request.method,
@@ -213,7 +248,10 @@ impl FakeTusServer {
             return Ok(HttpResponse::new(413, empty));
         }
         upload.data.extend_from_slice(&body);
-        Ok(HttpResponse::new(204, [("Upload-Offset", upload.data.len().to_string())]))
+        Ok(HttpResponse::new(
+            204,
+            [("Upload-Offset", upload.data.len().to_string())],
+        ))
     }
 }
 
@@ -335,7 +373,10 @@ impl ByteSource for MemorySource {
     }
 
     async fn read_piece(&mut self, buf: &mut Vec<u8>) -> Result<bool, UploadError> {
-        let at = self.at.ok_or_else(|| UploadError::ReadFailed("read from a closed reader".into()))? as usize;
+        let at = self
+            .at
+            .ok_or_else(|| UploadError::ReadFailed("read from a closed reader".into()))?
+            as usize;
         buf.clear();
         if at >= self.file.len() {
             return Ok(false);

@@ -105,7 +105,11 @@ mod tests {
             ("  /padded  ", "https://up.example.com/padded"),
         ];
         for (reference, expected) in cases {
-            assert_eq!(resolve(BASE, reference).as_deref(), Some(expected), "{reference:?}");
+            assert_eq!(
+                resolve(BASE, reference).as_deref(),
+                Some(expected),
+                "{reference:?}"
+            );
         }
     }
 

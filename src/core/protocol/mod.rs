@@ -20,7 +20,12 @@ pub enum Step {
     Send(HttpRequest),
     /// Read and hash the file bytes `offset..offset + length`, then send the request
     /// [`Protocol::chunk_request`] builds for them.
-    UploadChunk { offset: u64, length: u64 },
+    UploadChunk {
+        /// Where the chunk starts.
+        offset: u64,
+        /// How long it is.
+        length: u64,
+    },
     /// The server holds the whole file.
     Done,
 }

@@ -27,8 +27,11 @@ const TUS_RESUMABLE: &str = "Tus-Resumable";
 /// What the server's OPTIONS answer said it supports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
+    /// `Tus-Extension`.
     pub extensions: Vec<String>,
+    /// `Tus-Checksum-Algorithm`, lower-cased.
     pub checksum_algorithms: Vec<String>,
+    /// `Tus-Max-Size`.
     pub max_size: Option<u64>,
     /// False when the server did not expose `Tus-Extension` (often a CORS misconfiguration):
     /// then creation is simply tried.
@@ -50,7 +53,12 @@ impl Capabilities {
         let extensions = response.header("Tus-Extension");
         Ok(Capabilities {
             advertised: extensions.is_some(),
-            extensions: extensions.map(split_list).into_iter().flatten().map(str::to_owned).collect(),
+            extensions: extensions
+                .map(split_list)
+                .into_iter()
+                .flatten()
+                .map(str::to_owned)
+                .collect(),
             checksum_algorithms: response
                 .header("Tus-Checksum-Algorithm")
                 .map(split_list)
@@ -126,7 +134,12 @@ pub struct TusUpload {
 
 impl TusUpload {
     /// An upload of `size` bytes to the creation URL `endpoint` (absolute).
-    pub fn new(endpoint: String, size: u64, chunk_size: u64, metadata: Vec<(String, String)>) -> Self {
+    pub fn new(
+        endpoint: String,
+        size: u64,
+        chunk_size: u64,
+        metadata: Vec<(String, String)>,
+    ) -> Self {
         TusUpload {
             endpoint,
             plan: ChunkPlan::new(size, chunk_size),
@@ -153,7 +166,11 @@ impl TusUpload {
         self.upload_url.as_deref().unwrap_or(&self.endpoint)
     }
 
-    fn on_options(&mut self, request: &HttpRequest, response: &HttpResponse) -> Result<(), UploadError> {
+    fn on_options(
+        &mut self,
+        request: &HttpRequest,
+        response: &HttpResponse,
+    ) -> Result<(), UploadError> {
         if !response.is_success() {
             return Err(status_error(request, response));
         }
@@ -174,38 +191,70 @@ impl TusUpload {
         Ok(())
     }
 
-    fn on_create(&mut self, request: &HttpRequest, response: &HttpResponse) -> Result<(), UploadError> {
+    fn on_create(
+        &mut self,
+        request: &HttpRequest,
+        response: &HttpResponse,
+    ) -> Result<(), UploadError> {
         if response.status != 201 {
             return Err(status_error(request, response));
         }
         let location = response
             .header("Location")
             .filter(|l| !l.is_empty())
-            .ok_or_else(|| bad_response(request.method, request.purpose, "has no Location header (is it exposed by CORS?)"))?;
-        let url = resolve(&request.url, location)
-            .ok_or_else(|| bad_response(request.method, request.purpose, "has a Location that is not a URL"))?;
+            .ok_or_else(|| {
+                bad_response(
+                    request.method,
+                    request.purpose,
+                    "has no Location header (is it exposed by CORS?)",
+                )
+            })?;
+        let url = resolve(&request.url, location).ok_or_else(|| {
+            bad_response(
+                request.method,
+                request.purpose,
+                "has a Location that is not a URL",
+            )
+        })?;
         self.upload_url = Some(url);
         self.offset = 0;
         self.state = State::Upload;
         Ok(())
     }
 
-    fn read_offset(&self, request: &HttpRequest, response: &HttpResponse) -> Result<u64, UploadError> {
+    fn read_offset(
+        &self,
+        request: &HttpRequest,
+        response: &HttpResponse,
+    ) -> Result<u64, UploadError> {
         let offset = response
             .u64_header("Upload-Offset")
             .map_err(|e| bad_response(request.method, request.purpose, &e))?
-            .ok_or_else(|| bad_response(request.method, request.purpose, "has no Upload-Offset header (is it exposed by CORS?)"))?;
+            .ok_or_else(|| {
+                bad_response(
+                    request.method,
+                    request.purpose,
+                    "has no Upload-Offset header (is it exposed by CORS?)",
+                )
+            })?;
         if offset > self.plan.size {
             return Err(bad_response(
                 request.method,
                 request.purpose,
-                &format!("claims offset {offset}, beyond the file's {} bytes", self.plan.size),
+                &format!(
+                    "claims offset {offset}, beyond the file's {} bytes",
+                    self.plan.size
+                ),
             ));
         }
         Ok(offset)
     }
 
-    fn on_head(&mut self, request: &HttpRequest, response: &HttpResponse) -> Result<(), UploadError> {
+    fn on_head(
+        &mut self,
+        request: &HttpRequest,
+        response: &HttpResponse,
+    ) -> Result<(), UploadError> {
         if !response.is_success() {
             return Err(status_error(request, response));
         }
@@ -223,7 +272,12 @@ impl TusUpload {
         Ok(())
     }
 
-    fn on_patch(&mut self, request: &HttpRequest, end: u64, response: &HttpResponse) -> Result<(), UploadError> {
+    fn on_patch(
+        &mut self,
+        request: &HttpRequest,
+        end: u64,
+        response: &HttpResponse,
+    ) -> Result<(), UploadError> {
         match response.status {
             200 | 204 => {}
             460 => {
@@ -306,7 +360,10 @@ impl Protocol for TusUpload {
             .header("Content-Type", "application/offset+octet-stream")
             .file_range(chunk.offset, end);
         if self.verified_checksum().is_some() {
-            request = request.header("Upload-Checksum", format!("sha256 {}", base64(&chunk.sha256)));
+            request = request.header(
+                "Upload-Checksum",
+                format!("sha256 {}", base64(&chunk.sha256)),
+            );
         }
         self.in_flight = Some(InFlight::Patch {
             request: request.clone(),
@@ -317,10 +374,18 @@ impl Protocol for TusUpload {
 
     fn handle_response(&mut self, response: &HttpResponse) -> Result<(), UploadError> {
         let Some(in_flight) = self.in_flight.take() else {
-            return Err(UploadError::protocol("a response arrived with no request in flight"));
+            return Err(UploadError::protocol(
+                "a response arrived with no request in flight",
+            ));
         };
-        if response.header(TUS_RESUMABLE).is_some_and(|v| v != TUS_VERSION) && response.status == 412 {
-            return Err(UploadError::protocol("the server does not speak tus 1.0.0 (HTTP 412)"));
+        if response
+            .header(TUS_RESUMABLE)
+            .is_some_and(|v| v != TUS_VERSION)
+            && response.status == 412
+        {
+            return Err(UploadError::protocol(
+                "the server does not speak tus 1.0.0 (HTTP 412)",
+            ));
         }
         match in_flight {
             InFlight::Options(request) => self.on_options(&request, response),
@@ -353,7 +418,8 @@ impl Protocol for TusUpload {
         let url = self.upload_url.as_deref()?;
         let caps = self.capabilities.as_ref()?;
         caps.has("termination").then(|| {
-            HttpRequest::new(Method::Delete, url, "terminate upload").header(TUS_RESUMABLE, TUS_VERSION)
+            HttpRequest::new(Method::Delete, url, "terminate upload")
+                .header(TUS_RESUMABLE, TUS_VERSION)
         })
     }
 
@@ -394,30 +460,54 @@ mod tests {
     }
 
     fn created(size: u64, chunk: u64, extensions: &str) -> TusUpload {
-        let mut t = TusUpload::new(ENDPOINT.into(), size, chunk, vec![("filename".into(), "a.txt".into())]);
+        let mut t = TusUpload::new(
+            ENDPOINT.into(),
+            size,
+            chunk,
+            vec![("filename".into(), "a.txt".into())],
+        );
         assert!(matches!(t.next_step(), Step::Send(r) if r.method == Method::Options));
-        t.handle_response(&options_response(extensions, "sha1,sha256")).unwrap();
-        let Step::Send(post) = t.next_step() else { panic!("expected POST") };
+        t.handle_response(&options_response(extensions, "sha1,sha256"))
+            .unwrap();
+        let Step::Send(post) = t.next_step() else {
+            panic!("expected POST")
+        };
         assert_eq!(post.method, Method::Post);
-        assert_eq!(header(&post, "Upload-Length"), Some(size.to_string().as_str()));
+        assert_eq!(
+            header(&post, "Upload-Length"),
+            Some(size.to_string().as_str())
+        );
         assert_eq!(header(&post, "Upload-Metadata"), Some("filename YS50eHQ="));
         assert_eq!(header(&post, "Tus-Resumable"), Some("1.0.0"));
-        t.handle_response(&HttpResponse::new(201, [("Location", "/files/abc")])).unwrap();
+        t.handle_response(&HttpResponse::new(201, [("Location", "/files/abc")]))
+            .unwrap();
         assert_eq!(t.upload_url(), Some("https://up.example.com/files/abc"));
         t
     }
 
     #[test]
     fn parses_capabilities() {
-        let caps = Capabilities::from_response(&options_response("creation, termination,checksum", "SHA1, sha256")).unwrap();
+        let caps = Capabilities::from_response(&options_response(
+            "creation, termination,checksum",
+            "SHA1, sha256",
+        ))
+        .unwrap();
         assert!(caps.has("creation") && caps.has("termination") && caps.verifies_sha256());
         assert_eq!(caps.max_size, Some(1_000_000));
-        let none = Capabilities::from_response(&HttpResponse::new(204, [("Tus-Resumable", "1.0.0")])).unwrap();
+        let none =
+            Capabilities::from_response(&HttpResponse::new(204, [("Tus-Resumable", "1.0.0")]))
+                .unwrap();
         assert!(!none.advertised && !none.verifies_sha256());
         let old = HttpResponse::new(204, [("Tus-Version", "0.2.2")]);
-        assert_eq!(Capabilities::from_response(&old).unwrap_err().code(), "protocol");
+        assert_eq!(
+            Capabilities::from_response(&old).unwrap_err().code(),
+            "protocol"
+        );
         let bad_max = HttpResponse::new(204, [("Tus-Max-Size", "lots")]);
-        assert_eq!(Capabilities::from_response(&bad_max).unwrap_err().code(), "protocol");
+        assert_eq!(
+            Capabilities::from_response(&bad_max).unwrap_err().code(),
+            "protocol"
+        );
     }
 
     #[test]
@@ -427,7 +517,10 @@ mod tests {
             ("empty".to_string(), String::new()),
             ("conversationId".to_string(), "abc".to_string()),
         ];
-        assert_eq!(encode_metadata(&pairs), "filename csOpc3Vtw6kucGRm,empty,conversationId YWJj");
+        assert_eq!(
+            encode_metadata(&pairs),
+            "filename csOpc3Vtw6kucGRm,empty,conversationId YWJj"
+        );
     }
 
     #[test]
@@ -438,28 +531,58 @@ mod tests {
         let mut offset = 0;
         while let Step::UploadChunk { offset: o, length } = t.next_step() {
             assert_eq!(o, offset);
-            let chunk = ChunkDigest { offset: o, length, sha256: sha256(&data[o as usize..(o + length) as usize]) };
+            let chunk = ChunkDigest {
+                offset: o,
+                length,
+                sha256: sha256(&data[o as usize..(o + length) as usize]),
+            };
             let patch = t.chunk_request(&chunk);
             assert_eq!(patch.method, Method::Patch);
             assert_eq!(patch.url, "https://up.example.com/files/abc");
-            assert_eq!(header(&patch, "Upload-Offset"), Some(o.to_string().as_str()));
-            assert_eq!(header(&patch, "Content-Type"), Some("application/offset+octet-stream"));
-            assert_eq!(header(&patch, "Upload-Checksum"), Some(format!("sha256 {}", base64(&chunk.sha256)).as_str()));
-            assert_eq!(patch.body, crate::core::http::Body::FileRange { start: o, end: o + length });
+            assert_eq!(
+                header(&patch, "Upload-Offset"),
+                Some(o.to_string().as_str())
+            );
+            assert_eq!(
+                header(&patch, "Content-Type"),
+                Some("application/offset+octet-stream")
+            );
+            assert_eq!(
+                header(&patch, "Upload-Checksum"),
+                Some(format!("sha256 {}", base64(&chunk.sha256)).as_str())
+            );
+            assert_eq!(
+                patch.body,
+                crate::core::http::Body::FileRange {
+                    start: o,
+                    end: o + length
+                }
+            );
             offset = o + length;
-            t.handle_response(&HttpResponse::new(204, [("Upload-Offset", offset.to_string())])).unwrap();
+            t.handle_response(&HttpResponse::new(
+                204,
+                [("Upload-Offset", offset.to_string())],
+            ))
+            .unwrap();
         }
         assert_eq!(offset, 25);
         assert_eq!(t.next_step(), Step::Done);
         let delete = t.termination_request().unwrap();
-        assert_eq!((delete.method, delete.url.as_str()), (Method::Delete, "https://up.example.com/files/abc"));
+        assert_eq!(
+            (delete.method, delete.url.as_str()),
+            (Method::Delete, "https://up.example.com/files/abc")
+        );
     }
 
     #[test]
     fn no_checksum_header_without_sha256_and_no_delete_without_termination() {
         let mut t = created(5, 10, "creation");
         assert_eq!(t.verified_checksum(), None);
-        let chunk = ChunkDigest { offset: 0, length: 5, sha256: [0; 32] };
+        let chunk = ChunkDigest {
+            offset: 0,
+            length: 5,
+            sha256: [0; 32],
+        };
         assert_eq!(header(&t.chunk_request(&chunk), "Upload-Checksum"), None);
         assert_eq!(t.termination_request(), None);
     }
@@ -467,16 +590,43 @@ mod tests {
     #[test]
     fn failure_resyncs_with_head() {
         let mut t = created(30, 10, "creation,checksum");
-        let Step::UploadChunk { offset: 0, length: 10 } = t.next_step() else { panic!() };
-        t.chunk_request(&ChunkDigest { offset: 0, length: 10, sha256: [1; 32] });
-        let err = t.handle_response(&HttpResponse::new(460, Vec::<(&str, &str)>::new())).unwrap_err();
-        assert_eq!((err.code(), err.is_retryable()), ("checksum_mismatch", true));
+        let Step::UploadChunk {
+            offset: 0,
+            length: 10,
+        } = t.next_step()
+        else {
+            panic!()
+        };
+        t.chunk_request(&ChunkDigest {
+            offset: 0,
+            length: 10,
+            sha256: [1; 32],
+        });
+        let err = t
+            .handle_response(&HttpResponse::new(460, Vec::<(&str, &str)>::new()))
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.is_retryable()),
+            ("checksum_mismatch", true)
+        );
         t.recover();
-        let Step::Send(head) = t.next_step() else { panic!("expected HEAD") };
+        let Step::Send(head) = t.next_step() else {
+            panic!("expected HEAD")
+        };
         assert_eq!(head.method, Method::Head);
-        t.handle_response(&HttpResponse::new(200, [("Upload-Offset", "7"), ("Upload-Length", "30")])).unwrap();
+        t.handle_response(&HttpResponse::new(
+            200,
+            [("Upload-Offset", "7"), ("Upload-Length", "30")],
+        ))
+        .unwrap();
         assert_eq!(t.acknowledged_offset(), 7);
-        assert_eq!(t.next_step(), Step::UploadChunk { offset: 7, length: 10 });
+        assert_eq!(
+            t.next_step(),
+            Step::UploadChunk {
+                offset: 7,
+                length: 10
+            }
+        );
     }
 
     #[test]
@@ -485,39 +635,65 @@ mod tests {
         let patch = |t: &mut TusUpload, status: u16, headers: Vec<(&str, &str)>| {
             t.recover();
             let _ = t.next_step();
-            t.handle_response(&HttpResponse::new(200, [("Upload-Offset", "0")])).unwrap();
+            t.handle_response(&HttpResponse::new(200, [("Upload-Offset", "0")]))
+                .unwrap();
             let _ = t.next_step();
-            t.chunk_request(&ChunkDigest { offset: 0, length: 10, sha256: [0; 32] });
-            t.handle_response(&HttpResponse::new(status, headers)).unwrap_err()
+            t.chunk_request(&ChunkDigest {
+                offset: 0,
+                length: 10,
+                sha256: [0; 32],
+            });
+            t.handle_response(&HttpResponse::new(status, headers))
+                .unwrap_err()
         };
         let e = patch(&mut t, 429, vec![("Retry-After", "3")]);
-        assert!(matches!(e, UploadError::HttpStatus { status: 429, retryable: true, retry_after: Some(crate::core::error::RetryAfter::Seconds(3)), .. }));
+        assert!(matches!(
+            e,
+            UploadError::HttpStatus {
+                status: 429,
+                retryable: true,
+                retry_after: Some(crate::core::error::RetryAfter::Seconds(3)),
+                ..
+            }
+        ));
         assert!(patch(&mut t, 409, vec![]).is_retryable());
         assert!(patch(&mut t, 503, vec![]).is_retryable());
         assert!(!patch(&mut t, 403, vec![]).is_retryable());
         assert!(!patch(&mut t, 404, vec![]).is_retryable());
         assert_eq!(patch(&mut t, 204, vec![]).code(), "protocol");
-        assert_eq!(patch(&mut t, 204, vec![("Upload-Offset", "11")]).code(), "protocol");
+        assert_eq!(
+            patch(&mut t, 204, vec![("Upload-Offset", "11")]).code(),
+            "protocol"
+        );
     }
 
     #[test]
     fn creation_errors() {
         let mut t = TusUpload::new(ENDPOINT.into(), 2_000_000, 10, vec![]);
         let _ = t.next_step();
-        let err = t.handle_response(&options_response("creation", "")).unwrap_err();
+        let err = t
+            .handle_response(&options_response("creation", ""))
+            .unwrap_err();
         assert_eq!(err.code(), "invalid_input");
 
         let mut t = TusUpload::new(ENDPOINT.into(), 10, 10, vec![]);
         let _ = t.next_step();
-        let err = t.handle_response(&options_response("termination", "")).unwrap_err();
+        let err = t
+            .handle_response(&options_response("termination", ""))
+            .unwrap_err();
         assert_eq!(err.code(), "protocol");
 
         let mut t = TusUpload::new(ENDPOINT.into(), 10, 10, vec![]);
         let _ = t.next_step();
-        t.handle_response(&HttpResponse::new(204, Vec::<(&str, &str)>::new())).unwrap();
-        let Step::Send(post) = t.next_step() else { panic!() };
+        t.handle_response(&HttpResponse::new(204, Vec::<(&str, &str)>::new()))
+            .unwrap();
+        let Step::Send(post) = t.next_step() else {
+            panic!()
+        };
         assert_eq!(header(&post, "Upload-Metadata"), None);
-        let err = t.handle_response(&HttpResponse::new(201, Vec::<(&str, &str)>::new())).unwrap_err();
+        let err = t
+            .handle_response(&HttpResponse::new(201, Vec::<(&str, &str)>::new()))
+            .unwrap_err();
         assert!(err.to_string().contains("no Location"));
         t.recover();
         assert!(matches!(t.next_step(), Step::Send(r) if r.method == Method::Post));

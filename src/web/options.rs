@@ -1,0 +1,293 @@
+//! Checking what JavaScript passed to `uploadFile` before anything is sent.
+//!
+//! Every mistake is reported as `invalid_input` with a message naming the option, and
+//! unknown option names are refused (a typo such as `chunksize` would otherwise be silently
+//! ignored). The rules themselves live in `core::options`.
+
+use js_sys::{Function, Object, Promise};
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{AbortSignal, Blob, File};
+
+use crate::core::error::UploadError;
+use crate::core::options::{
+    check_endpoint, merge_metadata, whole_number, UploadSettings, DEFAULT_CHUNK_SIZE,
+    DEFAULT_PROGRESS_INTERVAL_MS, DEFAULT_TIMEOUT_MS, MAX_SAFE_INTEGER,
+};
+use crate::core::retry::RetryPolicy;
+use crate::web::js::{get, message_of, settle};
+
+const KNOWN_OPTIONS: [&str; 10] = [
+    "endpoint",
+    "protocol",
+    "chunkSize",
+    "headers",
+    "metadata",
+    "filename",
+    "signal",
+    "retry",
+    "progressIntervalMs",
+    "timeoutMs",
+];
+const KNOWN_RETRY_OPTIONS: [&str; 3] = ["attempts", "baseDelayMs", "maxDelayMs"];
+
+/// Where request headers come from: fixed, or a (possibly async) function called before
+/// every request so that short-lived tokens stay fresh.
+#[derive(Clone)]
+pub enum HeaderSource {
+    Fixed(Vec<(String, String)>),
+    Callback(Function),
+}
+
+impl HeaderSource {
+    /// The headers for the next request.
+    pub async fn resolve(&self) -> Result<Vec<(String, String)>, UploadError> {
+        match self {
+            HeaderSource::Fixed(pairs) => Ok(pairs.clone()),
+            HeaderSource::Callback(callback) => {
+                let returned = callback
+                    .call0(&JsValue::NULL)
+                    .map_err(|e| UploadError::HeadersFailed(message_of(&e)))?;
+                let value = match returned.dyn_into::<Promise>() {
+                    Ok(promise) => settle(promise)
+                        .await
+                        .map_err(|e| UploadError::HeadersFailed(message_of(&e)))?,
+                    Err(value) => value,
+                };
+                string_map(&value, "the value returned by headers()")
+                    .map_err(|e| UploadError::HeadersFailed(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Everything `uploadFile` was given, checked.
+pub struct UploadInput {
+    pub blob: Blob,
+    pub size: u64,
+    pub on_progress: Option<Function>,
+    pub signal: Option<AbortSignal>,
+    pub headers: HeaderSource,
+    pub settings: UploadSettings,
+}
+
+/// Checks the three arguments of `uploadFile`.
+pub fn parse(
+    file: &JsValue,
+    on_progress: &JsValue,
+    options: &JsValue,
+) -> Result<UploadInput, UploadError> {
+    let blob: Blob = file
+        .clone()
+        .dyn_into()
+        .map_err(|_| UploadError::invalid("file must be a Blob or a File"))?;
+    let on_progress = if on_progress.is_undefined() || on_progress.is_null() {
+        None
+    } else {
+        Some(on_progress.clone().dyn_into::<Function>().map_err(|_| {
+            UploadError::invalid("onProgress must be a function, null or undefined")
+        })?)
+    };
+    if !options.is_object() || options.is_function() || js_sys::Array::is_array(options) {
+        return Err(UploadError::invalid(
+            "options must be an object with at least an endpoint",
+        ));
+    }
+    reject_unknown(options, &KNOWN_OPTIONS, "options")?;
+
+    let protocol = optional_string(options, "protocol")?.unwrap_or_else(|| "tus".into());
+    if protocol != "tus" {
+        return Err(UploadError::invalid(format!(
+            "protocol {protocol:?} is not supported; use \"tus\""
+        )));
+    }
+    let endpoint = optional_string(options, "endpoint")?.ok_or_else(|| {
+        UploadError::invalid("options.endpoint is required: the URL where uploads are created")
+    })?;
+    let endpoint = absolute_url(&endpoint)?;
+
+    let chunk_size = optional_number(options, "chunkSize", 1, MAX_SAFE_INTEGER as u64)?
+        .unwrap_or(DEFAULT_CHUNK_SIZE);
+    let progress_interval_ms = optional_number(options, "progressIntervalMs", 0, 60_000)?
+        .map_or(DEFAULT_PROGRESS_INTERVAL_MS, |v| v as u32);
+    let timeout_ms = optional_number(options, "timeoutMs", 0, 86_400_000)?
+        .map_or(DEFAULT_TIMEOUT_MS, |v| v as u32);
+    let retry = retry_policy(&get(options, "retry"))?;
+
+    let headers_value = get(options, "headers");
+    let headers = if headers_value.is_undefined() || headers_value.is_null() {
+        HeaderSource::Fixed(Vec::new())
+    } else if let Some(callback) = headers_value.dyn_ref::<Function>() {
+        HeaderSource::Callback(callback.clone())
+    } else {
+        HeaderSource::Fixed(string_map(&headers_value, "options.headers")?)
+    };
+
+    let signal_value = get(options, "signal");
+    let signal = if signal_value.is_undefined() || signal_value.is_null() {
+        None
+    } else {
+        Some(
+            signal_value
+                .dyn_into::<AbortSignal>()
+                .map_err(|_| UploadError::invalid("options.signal must be an AbortSignal"))?,
+        )
+    };
+
+    let (default_name, default_type) = describe(&blob);
+    let filename = optional_string(options, "filename")?.unwrap_or(default_name);
+    let metadata_value = get(options, "metadata");
+    let callers_metadata = if metadata_value.is_undefined() || metadata_value.is_null() {
+        Vec::new()
+    } else {
+        string_map(&metadata_value, "options.metadata")?
+    };
+    let metadata = merge_metadata(
+        vec![
+            ("filename".into(), filename),
+            ("filetype".into(), default_type),
+        ],
+        callers_metadata,
+    )?;
+
+    Ok(UploadInput {
+        size: blob.size() as u64,
+        blob,
+        on_progress,
+        signal,
+        headers,
+        settings: UploadSettings {
+            endpoint,
+            chunk_size,
+            metadata,
+            retry,
+            progress_interval_ms,
+            timeout_ms,
+        },
+    })
+}
+
+/// A File's name and type; a plain Blob is called "blob", as in FormData.
+fn describe(blob: &Blob) -> (String, String) {
+    let name = blob
+        .dyn_ref::<File>()
+        .map_or_else(|| "blob".to_owned(), File::name);
+    let kind = blob.type_();
+    let kind = if kind.is_empty() {
+        "application/octet-stream".to_owned()
+    } else {
+        kind
+    };
+    (name, kind)
+}
+
+/// Resolves a possibly relative endpoint against the page's address.
+fn absolute_url(endpoint: &str) -> Result<String, UploadError> {
+    let base = get(&get(&js_sys::global(), "location"), "href").as_string();
+    let parsed = match &base {
+        Some(base) => web_sys::Url::new_with_base(endpoint, base),
+        None => web_sys::Url::new(endpoint),
+    }
+    .map_err(|_| UploadError::invalid("options.endpoint is not a valid URL"))?;
+    let href: String = parsed.href();
+    check_endpoint(&href).map_err(|e| UploadError::invalid(format!("options.endpoint: {e}")))?;
+    Ok(href)
+}
+
+fn reject_unknown(object: &JsValue, known: &[&str], what: &str) -> Result<(), UploadError> {
+    for key in Object::keys(object.unchecked_ref::<Object>()).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if !known.contains(&key.as_str()) {
+            return Err(UploadError::invalid(format!(
+                "{what}.{key} is not an option; known options: {}",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn optional_string(object: &JsValue, key: &str) -> Result<Option<String>, UploadError> {
+    let value = get(object, key);
+    if value.is_undefined() {
+        return Ok(None);
+    }
+    value
+        .as_string()
+        .map(Some)
+        .ok_or_else(|| UploadError::invalid(format!("options.{key} must be a string")))
+}
+
+fn optional_number(
+    object: &JsValue,
+    key: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, UploadError> {
+    let value = get(object, key);
+    if value.is_undefined() {
+        return Ok(None);
+    }
+    let number = value
+        .as_f64()
+        .ok_or_else(|| UploadError::invalid(format!("options.{key} must be a number")))?;
+    whole_number(&format!("options.{key}"), number, min, max).map(Some)
+}
+
+fn retry_policy(value: &JsValue) -> Result<RetryPolicy, UploadError> {
+    let defaults = RetryPolicy::default();
+    if value.is_undefined() {
+        return Ok(defaults);
+    }
+    if !value.is_object() || value.is_null() {
+        return Err(UploadError::invalid("options.retry must be an object"));
+    }
+    reject_unknown(value, &KNOWN_RETRY_OPTIONS, "options.retry")?;
+    let field = |key: &str, max: u64, default: u32| -> Result<u32, UploadError> {
+        let v = get(value, key);
+        if v.is_undefined() {
+            return Ok(default);
+        }
+        let n = v
+            .as_f64()
+            .ok_or_else(|| UploadError::invalid(format!("options.retry.{key} must be a number")))?;
+        whole_number(&format!("options.retry.{key}"), n, 0, max).map(|n| n as u32)
+    };
+    let policy = RetryPolicy {
+        attempts: field("attempts", 1000, defaults.attempts)?,
+        base_delay_ms: field("baseDelayMs", 3_600_000, defaults.base_delay_ms)?,
+        max_delay_ms: field("maxDelayMs", 3_600_000, defaults.max_delay_ms)?,
+    };
+    if policy.max_delay_ms < policy.base_delay_ms {
+        return Err(UploadError::invalid(
+            "options.retry.maxDelayMs must not be below baseDelayMs",
+        ));
+    }
+    Ok(policy)
+}
+
+/// A plain object whose values are all strings, as `(key, value)` pairs. Values are never
+/// quoted in errors: they may be tokens.
+fn string_map(value: &JsValue, what: &str) -> Result<Vec<(String, String)>, UploadError> {
+    if !value.is_object()
+        || value.is_null()
+        || js_sys::Array::is_array(value)
+        || value.is_function()
+    {
+        return Err(UploadError::invalid(format!(
+            "{what} must be an object of strings"
+        )));
+    }
+    let entries = Object::entries(value.unchecked_ref::<Object>());
+    entries
+        .iter()
+        .map(|entry| {
+            let pair: js_sys::Array = entry.unchecked_into();
+            let key = pair.get(0).as_string().unwrap_or_default();
+            let val = pair
+                .get(1)
+                .as_string()
+                .ok_or_else(|| UploadError::invalid(format!("{what}.{key} must be a string")))?;
+            Ok((key, val))
+        })
+        .collect()
+}

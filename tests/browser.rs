@@ -1,0 +1,605 @@
+//! Browser tests: the real `uploadFile` in headless Chromium against the reference server
+//! (`scripts/test.mjs` starts it and passes its URL in `CHUNKUP_SERVER_URL` at build time).
+//!
+//! Every upload is checked end to end: the server's SHA-256 of the stored bytes must equal
+//! `result.sha256` and the SHA-256 computed here, progress must never go back and must end
+//! at 100 %, and where faults were asked for, the server must say it injected them.
+
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::{Array, Function, Promise, Reflect, Uint8Array, JSON};
+use sha2::{Digest, Sha256};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+use web_sys::{AbortController, Blob, Response};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const SERVER: &str = match option_env!("CHUNKUP_SERVER_URL") {
+    Some(url) => url,
+    None => "http://127.0.0.1:8080/",
+};
+const KIB: usize = 1024;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = fetch)]
+    fn fetch_url(url: &str) -> Promise;
+}
+
+fn pseudo_random(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn blob_of(bytes: &[u8]) -> Blob {
+    let parts = Array::of1(&Uint8Array::from(bytes));
+    Blob::new_with_u8_array_sequence(&parts).expect("blob")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn get(v: &JsValue, key: &str) -> JsValue {
+    Reflect::get(v, &JsValue::from_str(key)).expect("property")
+}
+
+fn num(v: &JsValue, key: &str) -> f64 {
+    get(v, key)
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number"))
+}
+
+fn string(v: &JsValue, key: &str) -> String {
+    get(v, key)
+        .as_string()
+        .unwrap_or_else(|| panic!("{key} is not a string"))
+}
+
+/// Options from JSON, with quick retries so fault tests stay fast.
+fn options(endpoint: &str, chunk_size: usize, extra: &str) -> JsValue {
+    let json = format!(
+        r#"{{"endpoint":"{endpoint}","chunkSize":{chunk_size},"retry":{{"attempts":12,"baseDelayMs":5,"maxDelayMs":1500}},"progressIntervalMs":0{extra}}}"#
+    );
+    JSON::parse(&json).expect("options json")
+}
+
+fn endpoint(faults: &str) -> String {
+    if faults.is_empty() {
+        format!("{SERVER}files/")
+    } else {
+        format!("{SERVER}faults/{faults}/files/")
+    }
+}
+
+/// Collects every progress object.
+struct ProgressLog {
+    calls: Rc<RefCell<Vec<JsValue>>>,
+    callback: Closure<dyn FnMut(JsValue)>,
+}
+
+impl ProgressLog {
+    fn new() -> Self {
+        let calls = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&calls);
+        let callback = Closure::new(move |p: JsValue| sink.borrow_mut().push(p));
+        ProgressLog { calls, callback }
+    }
+    fn function(&self) -> JsValue {
+        self.callback.as_ref().clone()
+    }
+}
+
+async fn json(url: &str) -> (u16, JsValue) {
+    let response: Response = JsFuture::from(fetch_url(url))
+        .await
+        .expect("fetch")
+        .unchecked_into();
+    let status = response.status();
+    let body = JsFuture::from(response.json().expect("json"))
+        .await
+        .unwrap_or(JsValue::NULL);
+    (status, body)
+}
+
+async fn upload(file: &Blob, progress: &JsValue, options: &JsValue) -> Result<JsValue, JsValue> {
+    chunkup::upload_file(file.clone().into(), progress.clone(), options.clone()).await
+}
+
+/// Uploads `len` bytes with `faults`, checks everything, returns the result and the
+/// server's /info.
+async fn upload_and_verify(len: usize, chunk_size: usize, faults: &str) -> (JsValue, JsValue) {
+    let bytes = pseudo_random(len, len as u32 + 7);
+    let expected = hex(&Sha256::digest(&bytes));
+    let log = ProgressLog::new();
+    let result = upload(
+        &blob_of(&bytes),
+        &log.function(),
+        &options(&endpoint(faults), chunk_size, ""),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "upload of {len} bytes with faults {faults:?} failed: {}",
+            string(&e, "message")
+        )
+    });
+
+    assert_eq!(string(&result, "sha256"), expected, "result.sha256");
+    assert_eq!(num(&result, "size") as usize, len);
+    let (status, info) = json(&format!("{}/info", string(&result, "url"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        string(&info, "sha256"),
+        expected,
+        "server's sha256 of the stored bytes"
+    );
+    assert_eq!(num(&info, "offset") as usize, len);
+
+    // Chunks tile the file.
+    let chunks: Array = get(&result, "chunks").unchecked_into();
+    let mut next = 0.0;
+    for chunk in chunks.iter() {
+        assert_eq!(num(&chunk, "offset"), next);
+        let (start, length) = (next as usize, num(&chunk, "length") as usize);
+        assert_eq!(
+            string(&chunk, "sha256"),
+            hex(&Sha256::digest(&bytes[start..start + length]))
+        );
+        next += length as f64;
+    }
+    assert_eq!(next as usize, len);
+
+    // Progress never goes back and ends at 100 %.
+    let calls = log.calls.borrow();
+    assert!(!calls.is_empty());
+    let mut last = (0.0, 0.0);
+    for p in calls.iter() {
+        let now = (num(p, "bytesUploaded"), num(p, "percent"));
+        assert!(
+            now.0 >= last.0 && now.1 >= last.1,
+            "progress went back: {last:?} -> {now:?}"
+        );
+        assert_eq!(num(p, "bytesTotal") as usize, len);
+        last = now;
+    }
+    let final_call = calls.last().expect("a final call");
+    assert_eq!(string(final_call, "phase"), "done");
+    assert_eq!(num(final_call, "percent"), 100.0);
+    assert_eq!(num(final_call, "bytesUploaded") as usize, len);
+    let acknowledged = calls.iter().filter(|p| !get(p, "chunk").is_null()).count();
+    assert_eq!(
+        acknowledged as u32,
+        chunks.length(),
+        "one call per acknowledged chunk"
+    );
+    (result, info)
+}
+
+fn injected(info: &JsValue, kind: &str) -> f64 {
+    num(&get(info, "faults"), kind)
+}
+
+#[wasm_bindgen_test]
+async fn uploads_every_chunk_boundary_size() {
+    let c = 64 * KIB;
+    for len in [0, 1, c - 1, c, c + 1, 3 * c - 1, 3 * c, 3 * c + 1] {
+        upload_and_verify(len, c, "").await;
+    }
+}
+
+#[wasm_bindgen_test]
+async fn uploads_a_few_mebibytes_in_default_size_pieces() {
+    upload_and_verify(5 * 1024 * KIB + 123, 1024 * KIB, "").await;
+}
+
+#[wasm_bindgen_test]
+async fn survives_rate_limits_with_retry_after_seconds() {
+    let (_, info) = upload_and_verify(600 * KIB, 64 * KIB, "429:0.2,retry-after:1").await;
+    assert!(injected(&info, "429") > 0.0);
+}
+
+#[wasm_bindgen_test]
+async fn survives_rate_limits_with_retry_after_dates() {
+    let (_, info) = upload_and_verify(600 * KIB, 64 * KIB, "429:0.2,retry-after:date").await;
+    assert!(injected(&info, "429") > 0.0);
+}
+
+#[wasm_bindgen_test]
+async fn survives_server_errors() {
+    let (_, info) = upload_and_verify(1024 * KIB + 5, 64 * KIB, "500:0.2,503:0.2").await;
+    assert!(injected(&info, "500") + injected(&info, "503") > 0.0);
+}
+
+#[wasm_bindgen_test]
+async fn survives_connections_reset_mid_chunk_with_checksums() {
+    let mut resets = 0.0;
+    for len in [64 * KIB - 1, 64 * KIB + 1, 1024 * KIB] {
+        let (result, info) = upload_and_verify(len, 64 * KIB, "reset:0.4").await;
+        assert_eq!(string(&result, "checksum"), "sha256");
+        resets += injected(&info, "reset");
+    }
+    assert!(resets > 0.0, "no reset was injected");
+}
+
+/// Without checksums the server keeps the part of a broken PATCH it received: the client
+/// must resume from there, re-hashing (not re-sending) the kept part.
+#[wasm_bindgen_test]
+async fn survives_connections_reset_mid_chunk_without_checksums() {
+    let (result, info) =
+        upload_and_verify(1024 * KIB + 17, 64 * KIB, "reset:0.4,checksum:off").await;
+    assert!(get(&result, "checksum").is_null());
+    assert!(injected(&info, "reset") > 0.0, "no reset was injected");
+    // A kept partial chunk shows as a chunk shorter than chunkSize before the last one.
+    let chunks: Array = get(&result, "chunks").unchecked_into();
+    let partial = chunks
+        .iter()
+        .take(chunks.length() as usize - 1)
+        .any(|c| num(&c, "length") < (64 * KIB) as f64);
+    assert!(partial, "no partial chunk was kept and resumed");
+}
+
+#[wasm_bindgen_test]
+async fn survives_latency_and_throttled_bandwidth() {
+    upload_and_verify(512 * KIB, 128 * KIB, "latency:30,bandwidth:4MB").await;
+}
+
+#[wasm_bindgen_test]
+async fn survives_every_fault_at_once() {
+    let (_, info) = upload_and_verify(
+        2048 * KIB + 3,
+        128 * KIB,
+        "429:0.1,retry-after:0,500:0.1,503:0.1,reset:0.15,latency:5",
+    )
+    .await;
+    let total: f64 = ["429", "500", "503", "reset"]
+        .iter()
+        .map(|k| injected(&info, k))
+        .sum();
+    assert!(total > 0.0);
+}
+
+#[wasm_bindgen_test]
+async fn sends_metadata_and_reports_the_checksum() {
+    let bytes = pseudo_random(1000, 1);
+    let opts = options(
+        &endpoint(""),
+        400,
+        r#","filename":"../../etc/passwd","metadata":{"conversationId":"abc"}"#,
+    );
+    let result = upload(&blob_of(&bytes), &JsValue::NULL, &opts)
+        .await
+        .expect("upload");
+    assert_eq!(string(&result, "protocol"), "tus");
+    assert_eq!(string(&result, "checksum"), "sha256");
+    let (_, info) = json(&format!("{}/info", string(&result, "url"))).await;
+    let metadata = get(&info, "metadata");
+    assert_eq!(string(&metadata, "filename"), "../../etc/passwd");
+    assert_eq!(string(&metadata, "filetype"), "application/octet-stream");
+    assert_eq!(string(&metadata, "conversationId"), "abc");
+}
+
+#[wasm_bindgen_test]
+async fn a_throwing_progress_callback_does_not_break_the_upload() {
+    let bytes = pseudo_random(300 * KIB, 2);
+    let thrower = Function::new_no_args("throw new Error('widget bug')");
+    let result = upload(
+        &blob_of(&bytes),
+        &thrower,
+        &options(&endpoint(""), 64 * KIB, ""),
+    )
+    .await
+    .expect("upload");
+    assert_eq!(string(&result, "sha256"), hex(&Sha256::digest(&bytes)));
+}
+
+#[wasm_bindgen_test]
+async fn calls_the_headers_function_before_every_request() {
+    let bytes = pseudo_random(200 * KIB, 3);
+    let counter = Rc::new(RefCell::new(0u32));
+    let count = Rc::clone(&counter);
+    let headers = Closure::<dyn FnMut() -> JsValue>::new(move || {
+        *count.borrow_mut() += 1;
+        // Resolve asynchronously, as a token refresh would.
+        Promise::resolve(
+            &JSON::parse(r#"{"Authorization":"Bearer secret-token-123"}"#).expect("json"),
+        )
+        .into()
+    });
+    let opts = options(&endpoint(""), 64 * KIB, "");
+    Reflect::set(&opts, &"headers".into(), headers.as_ref()).expect("set");
+    let result = upload(&blob_of(&bytes), &JsValue::NULL, &opts)
+        .await
+        .expect("upload");
+    // OPTIONS, POST and 4 PATCHes.
+    assert_eq!(*counter.borrow(), 6);
+    assert_eq!(get(&result, "chunks").unchecked_into::<Array>().length(), 4);
+}
+
+#[wasm_bindgen_test]
+async fn header_problems_are_reported_without_their_values() {
+    let bytes = pseudo_random(10, 4);
+    let opts = options(
+        &endpoint(""),
+        64 * KIB,
+        r#","headers":{"bad header":"secret-token-123"}"#,
+    );
+    let err = upload(&blob_of(&bytes), &JsValue::NULL, &opts)
+        .await
+        .expect_err("must fail");
+    assert_eq!(string(&err, "code"), "headers_failed");
+    assert!(!string(&err, "message").contains("secret-token-123"));
+
+    let opts = options(&endpoint(""), 64 * KIB, "");
+    let failing = Function::new_no_args("return Promise.reject(new Error('token service down'))");
+    Reflect::set(&opts, &"headers".into(), &failing).expect("set");
+    let err = upload(&blob_of(&bytes), &JsValue::NULL, &opts)
+        .await
+        .expect_err("must fail");
+    assert_eq!(string(&err, "code"), "headers_failed");
+    assert!(string(&err, "message").contains("token service down"));
+}
+
+#[wasm_bindgen_test]
+async fn abort_mid_upload_rejects_quickly_and_deletes_the_upload() {
+    let bytes = pseudo_random(4096 * KIB, 5);
+    let controller = AbortController::new().expect("controller");
+    let upload_url: Rc<RefCell<Option<String>>> = Rc::default();
+    // Abort on the first acknowledged chunk; the server is slowed so more remain.
+    let signal_owner = controller.clone();
+    let url_seen = Rc::clone(&upload_url);
+    let on_progress = Closure::<dyn FnMut(JsValue)>::new(move |p: JsValue| {
+        if let Some(url) = get(&p, "url").as_string() {
+            *url_seen.borrow_mut() = Some(url);
+        }
+        if !get(&p, "chunk").is_null() {
+            signal_owner.abort();
+        }
+    });
+    let opts = options(&endpoint("latency:100"), 256 * KIB, "");
+    Reflect::set(&opts, &"signal".into(), &controller.signal()).expect("set");
+    let started = js_sys::Date::now();
+    let err = upload(&blob_of(&bytes), on_progress.as_ref(), &opts)
+        .await
+        .expect_err("aborted");
+    assert_eq!(string(&err, "code"), "aborted");
+    assert_eq!(get(&err, "retryable"), JsValue::FALSE);
+    assert_eq!(string(&err, "name"), "ChunkupError");
+    assert!(js_sys::Date::now() - started < 10_000.0);
+
+    // The DELETE goes out after the rejection; the server soon forgets the upload.
+    let url = upload_url
+        .borrow()
+        .clone()
+        .expect("the upload URL was reported");
+    let mut status = 0;
+    for _ in 0..50 {
+        status = json(&format!("{url}/info")).await.0;
+        if status == 404 {
+            break;
+        }
+        gloo_timers::future::TimeoutFuture::new(100).await;
+    }
+    assert_eq!(status, 404, "the partial upload was deleted");
+}
+
+#[wasm_bindgen_test]
+async fn an_already_aborted_signal_sends_nothing() {
+    let controller = AbortController::new().expect("controller");
+    controller.abort();
+    let opts = options("http://127.0.0.1:1/never/", 1024, "");
+    Reflect::set(&opts, &"signal".into(), &controller.signal()).expect("set");
+    let err = upload(&blob_of(b"abc"), &JsValue::NULL, &opts)
+        .await
+        .expect_err("aborted");
+    assert_eq!(string(&err, "code"), "aborted");
+}
+
+#[wasm_bindgen_test]
+async fn bad_input_is_rejected_before_any_request() {
+    let blob = blob_of(b"hello");
+    let valid = || options(&endpoint(""), 1024, "");
+    let headers_calls = Rc::new(RefCell::new(0));
+    let calls = Rc::clone(&headers_calls);
+    let spy = Closure::<dyn FnMut() -> JsValue>::new(move || {
+        *calls.borrow_mut() += 1;
+        JSON::parse("{}").expect("json")
+    });
+    let with = |key: &str, value: JsValue| {
+        let o = valid();
+        Reflect::set(&o, &key.into(), &value).expect("set");
+        Reflect::set(&o, &"headers".into(), spy.as_ref()).expect("set");
+        o
+    };
+    let parsed = |s: &str| JSON::parse(s).expect("json");
+    let cases: Vec<(&str, JsValue, JsValue, JsValue)> = vec![
+        (
+            "not a blob",
+            "hello".into(),
+            JsValue::NULL,
+            with("chunkSize", 10.into()),
+        ),
+        (
+            "onProgress not a function",
+            blob.clone().into(),
+            "x".into(),
+            with("chunkSize", 10.into()),
+        ),
+        (
+            "options missing",
+            blob.clone().into(),
+            JsValue::NULL,
+            JsValue::UNDEFINED,
+        ),
+        ("endpoint missing", blob.clone().into(), JsValue::NULL, {
+            let o = with("chunkSize", 10.into());
+            Reflect::delete_property(o.unchecked_ref::<js_sys::Object>(), &"endpoint".into())
+                .expect("delete");
+            o
+        }),
+        (
+            "endpoint malformed",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("endpoint", "http://[::1".into()),
+        ),
+        (
+            "endpoint not http",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("endpoint", "ftp://example.com/".into()),
+        ),
+        (
+            "endpoint not a string",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("endpoint", 5.into()),
+        ),
+        (
+            "chunkSize zero",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("chunkSize", 0.into()),
+        ),
+        (
+            "chunkSize negative",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("chunkSize", (-1).into()),
+        ),
+        (
+            "chunkSize fractional",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("chunkSize", 1.5.into()),
+        ),
+        (
+            "chunkSize string",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("chunkSize", "8".into()),
+        ),
+        (
+            "chunkSize NaN",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("chunkSize", f64::NAN.into()),
+        ),
+        (
+            "unknown option",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("chunksize", 10.into()),
+        ),
+        (
+            "metadata value",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("metadata", parsed(r#"{"a":1}"#)),
+        ),
+        (
+            "metadata key",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("metadata", parsed(r#"{"a b":"x"}"#)),
+        ),
+        ("headers value", blob.clone().into(), JsValue::NULL, {
+            let o = valid();
+            Reflect::set(&o, &"headers".into(), &parsed(r#"{"X-A":1}"#)).expect("set");
+            o
+        }),
+        (
+            "signal",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("signal", parsed("{}")),
+        ),
+        (
+            "retry unknown",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("retry", parsed(r#"{"tries":3}"#)),
+        ),
+        (
+            "retry negative",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("retry", parsed(r#"{"attempts":-1}"#)),
+        ),
+        (
+            "retry max below base",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("retry", parsed(r#"{"baseDelayMs":10,"maxDelayMs":5}"#)),
+        ),
+        (
+            "timeout",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("timeoutMs", "soon".into()),
+        ),
+        (
+            "protocol",
+            blob.clone().into(),
+            JsValue::NULL,
+            with("protocol", "ftp".into()),
+        ),
+    ];
+    for (what, file, progress, opts) in cases {
+        let err = chunkup::upload_file(file, progress, opts)
+            .await
+            .expect_err(what);
+        assert_eq!(
+            string(&err, "code"),
+            "invalid_input",
+            "{what}: {}",
+            string(&err, "message")
+        );
+        assert!(err.is_instance_of::<js_sys::Error>(), "{what}");
+        assert_eq!(get(&err, "retryable"), JsValue::FALSE);
+    }
+    assert_eq!(*headers_calls.borrow(), 0, "no request was prepared");
+}
+
+#[wasm_bindgen_test]
+async fn a_permanent_http_error_fails_at_once_with_its_status() {
+    let err = upload(
+        &blob_of(b"abc"),
+        &JsValue::NULL,
+        &options(&format!("{SERVER}no-such-endpoint/"), 1024, ""),
+    )
+    .await
+    .expect_err("404");
+    // The reference server answers OPTIONS on a non-tus path with 405.
+    assert_eq!(string(&err, "code"), "http_status");
+    assert_eq!(num(&err, "status"), 405.0);
+    assert_eq!(get(&err, "retryable"), JsValue::FALSE);
+}
+
+#[wasm_bindgen_test]
+async fn persistent_failures_exhaust_the_retries() {
+    let opts = JSON::parse(&format!(
+        r#"{{"endpoint":"{}","chunkSize":1024,"retry":{{"attempts":2,"baseDelayMs":1,"maxDelayMs":5}}}}"#,
+        endpoint("503:1")
+    ))
+    .expect("json");
+    let err = upload(&blob_of(b"abc"), &JsValue::NULL, &opts)
+        .await
+        .expect_err("503 forever");
+    assert_eq!(string(&err, "code"), "retries_exhausted");
+    assert_eq!(num(&err, "status"), 503.0);
+    assert_eq!(string(&get(&err, "cause"), "code"), "http_status");
+}
