@@ -1,11 +1,14 @@
 //! SHA-256 bookkeeping for one upload: the digest of every chunk, the running digest of the
 //! whole file, and a checkpoint at the server's acknowledged offset so a retry can rewind.
 //!
-//! The running digest is always "file bytes `0..hashed_offset`". When a request fails, the
-//! server may have kept none, all, or (without a checksum) part of the chunk we were
-//! sending. [`FileDigest::rewind`] goes back to the last acknowledged offset; the engine
-//! then re-reads from there, so no byte is ever counted twice and none is skipped, wherever
-//! a retry cuts a chunk.
+//! The running digest is always "file bytes `0..hashed_offset`", and a snapshot of it is
+//! kept at the end of every finished chunk until the server acknowledges that offset (the
+//! engine hashes one chunk ahead while the previous one uploads, so the running digest is
+//! often past the offset being acknowledged). When a request fails, the server may have kept
+//! none, all, or (without a checksum) part of the chunk we were sending.
+//! [`FileDigest::rewind`] goes back to the last acknowledged offset; the engine then re-reads
+//! from there, so no byte is ever counted twice and none is skipped, wherever a retry cuts a
+//! chunk.
 
 use sha2::{Digest, Sha256};
 
@@ -31,6 +34,8 @@ pub struct FileDigest {
     running: Sha256,
     hashed_offset: u64,
     chunk: Option<(u64, Sha256)>,
+    /// Snapshots of `running` at the ends of finished chunks, not yet acknowledged.
+    boundaries: Vec<(u64, Sha256)>,
 }
 
 impl Default for FileDigest {
@@ -48,6 +53,7 @@ impl FileDigest {
             running: Sha256::new(),
             hashed_offset: 0,
             chunk: None,
+            boundaries: Vec::new(),
         }
     }
 
@@ -75,8 +81,11 @@ impl FileDigest {
         self.hashed_offset += bytes.len() as u64;
     }
 
-    /// Closes the open chunk and returns its digest (an empty chunk if none was open).
+    /// Closes the open chunk, snapshots the running digest at its end, and returns its
+    /// digest (an empty chunk if none was open).
     pub fn finish_chunk(&mut self) -> ChunkDigest {
+        self.boundaries
+            .push((self.hashed_offset, self.running.clone()));
         let (offset, hasher) = self
             .chunk
             .take()
@@ -90,16 +99,34 @@ impl FileDigest {
 
     /// Moves the checkpoint to the current hashed offset (the server acknowledged it).
     pub fn commit(&mut self) {
-        self.checkpoint = self.running.clone();
-        self.checkpoint_offset = self.hashed_offset;
+        let at = self.hashed_offset;
+        let committed = self.commit_to(at);
+        debug_assert!(committed);
     }
 
-    /// Throws away everything hashed after the checkpoint, including an open chunk, and
-    /// returns the checkpoint offset: the place to re-read the file from.
+    /// Moves the checkpoint to `offset`, which must be the hashed offset or the end of a
+    /// finished chunk; returns false (and changes nothing) otherwise.
+    pub fn commit_to(&mut self, offset: u64) -> bool {
+        let state = if offset == self.hashed_offset {
+            self.running.clone()
+        } else if let Some((_, state)) = self.boundaries.iter().find(|(at, _)| *at == offset) {
+            state.clone()
+        } else {
+            return false;
+        };
+        self.checkpoint = state;
+        self.checkpoint_offset = offset;
+        self.boundaries.retain(|(at, _)| *at > offset);
+        true
+    }
+
+    /// Throws away everything hashed after the checkpoint, including an open chunk and the
+    /// snapshots after it, and returns the checkpoint offset: where to re-read the file from.
     pub fn rewind(&mut self) -> u64 {
         self.running = self.checkpoint.clone();
         self.hashed_offset = self.checkpoint_offset;
         self.chunk = None;
+        self.boundaries.clear();
         self.checkpoint_offset
     }
 
@@ -198,6 +225,32 @@ mod tests {
             }
             assert_eq!(d.file_sha256(), sha256(&data));
         }
+    }
+
+    /// Hashing runs a chunk ahead of the acknowledgements: committing to an earlier chunk end
+    /// uses its snapshot, not the running state.
+    #[test]
+    fn commits_to_a_chunk_end_behind_the_running_digest() {
+        let data = pseudo_random_bytes(300, 4);
+        let mut d = FileDigest::new();
+        for range in [0..100, 100..200, 200..250] {
+            d.start_chunk();
+            d.update(&data[range]);
+            let _ = d.finish_chunk();
+        }
+        assert!(!d.commit_to(150), "not a chunk end");
+        assert!(d.commit_to(100));
+        assert_eq!(d.checkpoint_offset(), 100);
+        assert!(d.commit_to(200));
+        assert!(
+            !d.commit_to(100),
+            "snapshots before the checkpoint are gone"
+        );
+        assert_eq!(d.rewind(), 200);
+        assert_eq!(d.file_sha256(), sha256(&data[..200]));
+        d.update(&data[200..300]);
+        d.commit();
+        assert_eq!(d.file_sha256(), sha256(&data));
     }
 
     #[test]

@@ -6,13 +6,18 @@
 //! timers) and natively in tests (`core::testkit` implements them with an in-memory tus
 //! server that injects faults).
 //!
-//! One chunk at a time: read `offset..offset + length` from the stream into the digest
-//! (never buffering the chunk: bytes are hashed as they arrive and dropped), ask the
-//! protocol for the request, send it with the file slice as body, learn the new offset.
+//! Chunk by chunk: read `offset..offset + length` from the stream into the digest (never
+//! buffering the chunk: bytes are hashed as they arrive and dropped), ask the protocol for
+//! the request, send it with the file slice as body, learn the new offset. While a chunk
+//! travels, the next one is read and hashed, so the CPU and the network work at once.
 //! After a retryable failure the current reader is cancelled, the protocol re-learns the
 //! server's offset, and the digest rewinds to its checkpoint; the next chunk then reopens the
 //! file at the checkpoint and, if the server kept part of the failed chunk, re-hashes that
 //! part before going on.
+
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
 
 use crate::core::chunker::Rechunker;
 use crate::core::digest::{ChunkDigest, FileDigest, Sha256Bytes};
@@ -22,22 +27,23 @@ use crate::core::progress::{Phase, Progress, ProgressModel, UploadedChunk};
 use crate::core::protocol::{Protocol, Step};
 use crate::core::retry::{Decision, RetryPolicy};
 
-/// The effects the engine needs from its surroundings.
+/// The effects the engine needs from its surroundings. Methods take `&self` because a
+/// request and the hashing of the next chunk run at the same time.
 #[allow(async_fn_in_trait)] // single-threaded wasm: futures need not be Send.
 pub trait Environment {
     /// Sends a request and returns the response, whatever its status. Fails with
     /// `Network`, `Timeout`, `HeadersFailed` or `Aborted`.
-    async fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, UploadError>;
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, UploadError>;
     /// Waits, or fails with `Aborted` as soon as the upload is aborted.
-    async fn sleep(&mut self, ms: u32) -> Result<(), UploadError>;
+    async fn sleep(&self, ms: u32) -> Result<(), UploadError>;
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> f64;
     /// Uniform in `[0, 1)`, for jitter.
-    fn random(&mut self) -> f64;
+    fn random(&self) -> f64;
     /// Hands a progress snapshot to the caller.
-    fn report(&mut self, progress: &Progress);
+    fn report(&self, progress: &Progress);
     /// Sends a request without waiting for it (best-effort clean-up after an abort).
-    fn send_detached(&mut self, request: HttpRequest);
+    fn send_detached(&self, request: HttpRequest);
 }
 
 /// The file being uploaded, readable from any offset.
@@ -90,7 +96,7 @@ pub struct UploadSummary {
 /// (without waiting for it) and fails with `Aborted`.
 pub async fn upload<P: Protocol, E: Environment, S: ByteSource>(
     protocol: &mut P,
-    env: &mut E,
+    env: &E,
     source: &mut S,
     config: EngineConfig,
 ) -> Result<UploadSummary, UploadError> {
@@ -105,19 +111,22 @@ pub async fn upload<P: Protocol, E: Environment, S: ByteSource>(
         ),
         protocol,
         env,
-        source,
+        reader: Reader {
+            source,
+            digest: FileDigest::new(),
+            rechunker: Rechunker::new(),
+            at: None,
+        },
         retry: config.retry,
-        digest: FileDigest::new(),
-        rechunker: Rechunker::new(),
-        reader_at: None,
         prepared: None,
+        ahead: None,
         chunks: Vec::new(),
         failures_in_a_row: 0,
         retries: 0,
         retries_since_chunk: 0,
     };
     let outcome = run.run(started_ms).await;
-    run.source.close();
+    run.reader.close();
     if matches!(outcome, Err(UploadError::Aborted)) {
         if let Some(request) = run.protocol.termination_request() {
             run.env.send_detached(request);
@@ -126,18 +135,91 @@ pub async fn upload<P: Protocol, E: Environment, S: ByteSource>(
     outcome
 }
 
-struct Run<'a, P, E, S> {
-    protocol: &'a mut P,
-    env: &'a mut E,
+/// The file's reader, its re-chunker and the digest of what was read, kept together
+/// because they move together: the digest covers exactly the bytes the reader yielded.
+struct Reader<'a, S> {
     source: &'a mut S,
-    retry: RetryPolicy,
-    progress: ProgressModel,
     digest: FileDigest,
     rechunker: Rechunker,
     /// File position of the next byte the reader (through the re-chunker) yields.
-    reader_at: Option<u64>,
-    /// The chunk hashed and sent but not yet acknowledged.
+    at: Option<u64>,
+}
+
+impl<S: ByteSource> Reader<'_, S> {
+    fn close(&mut self) {
+        self.source.close();
+        self.rechunker.clear();
+        self.at = None;
+    }
+
+    /// Reads the next `length` bytes as one chunk and returns its digest.
+    async fn read_chunk<E: Environment>(
+        &mut self,
+        length: u64,
+        progress: &mut ProgressModel,
+        env: &E,
+    ) -> Result<ChunkDigest, UploadError> {
+        self.digest.start_chunk();
+        self.hash_next(length, progress, env).await?;
+        Ok(self.digest.finish_chunk())
+    }
+
+    /// Reads the next `length` bytes of the file into the digest, opening a reader at the
+    /// digest's position if the current one is elsewhere (or was cancelled).
+    async fn hash_next<E: Environment>(
+        &mut self,
+        length: u64,
+        progress: &mut ProgressModel,
+        env: &E,
+    ) -> Result<(), UploadError> {
+        let start = self.digest.hashed_offset();
+        if self.at != Some(start) {
+            self.rechunker.clear();
+            self.source.open_at(start)?;
+            self.at = Some(start);
+        }
+        let mut remaining = length;
+        while remaining > 0 {
+            if self.rechunker.is_empty() {
+                let more = match self.source.read_piece(self.rechunker.refill()).await {
+                    Ok(more) => more,
+                    Err(error) => {
+                        // The buffer's contents are undefined now: never yield them.
+                        self.close();
+                        return Err(error);
+                    }
+                };
+                if !more {
+                    self.close();
+                    return Err(UploadError::ReadFailed(format!(
+                        "the file ended at byte {} but is {} bytes long (was it changed while uploading?)",
+                        start + length - remaining,
+                        self.source.size()
+                    )));
+                }
+                if let Some(report) = progress.read(self.source.position(), env.now_ms()) {
+                    env.report(&report);
+                }
+            }
+            let bytes = self.rechunker.take(remaining);
+            self.digest.update(bytes);
+            remaining -= bytes.len() as u64;
+        }
+        self.at = Some(start + length);
+        Ok(())
+    }
+}
+
+struct Run<'a, P, E, S> {
+    protocol: &'a mut P,
+    env: &'a E,
+    reader: Reader<'a, S>,
+    retry: RetryPolicy,
+    progress: ProgressModel,
+    /// The chunk sent but not yet acknowledged.
     prepared: Option<ChunkDigest>,
+    /// The chunk after it, hashed while it was being sent.
+    ahead: Option<ChunkDigest>,
     chunks: Vec<UploadedChunk>,
     failures_in_a_row: u32,
     retries: u32,
@@ -147,7 +229,7 @@ struct Run<'a, P, E, S> {
 impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
     async fn run(&mut self, started_ms: f64) -> Result<UploadSummary, UploadError> {
         let size = self.protocol.plan().size;
-        if self.source.size() != size {
+        if self.reader.source.size() != size {
             return Err(UploadError::protocol(
                 "the protocol and the file disagree about the size",
             ));
@@ -178,7 +260,7 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         Ok(UploadSummary {
             url,
             size,
-            sha256: self.digest.file_sha256(),
+            sha256: self.reader.digest.file_sha256(),
             chunks: std::mem::take(&mut self.chunks),
             retries: self.retries,
             duration_ms: now - started_ms,
@@ -189,7 +271,11 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
 
     async fn exchange(&mut self, request: &HttpRequest) -> Result<(), UploadError> {
         let response = self.env.send(request).await?;
-        self.protocol.handle_response(&response)?;
+        self.handle(&response)
+    }
+
+    fn handle(&mut self, response: &HttpResponse) -> Result<(), UploadError> {
+        self.protocol.handle_response(response)?;
         if self.progress.current().upload_url.is_none() {
             if let Some(url) = self.protocol.upload_url() {
                 self.progress.set_upload_url(url);
@@ -198,8 +284,9 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         Ok(())
     }
 
+    /// Sends the chunk `offset..offset + length` and, while it travels, reads and hashes the
+    /// chunk after it, so hashing and the network overlap.
     async fn upload_chunk(&mut self, offset: u64, length: u64) -> Result<(), UploadError> {
-        self.align_to(offset).await?;
         let plan = self.protocol.plan();
         let index = self.chunks.len() as u64;
         self.progress
@@ -208,77 +295,56 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
             let report = self.progress.phase(Phase::Uploading, self.env.now_ms());
             self.env.report(&report);
         }
-        self.digest.start_chunk();
-        self.hash_next(length).await?;
-        let chunk = self.digest.finish_chunk();
+        let hashed_ahead = self.ahead.take().filter(|c| {
+            c.offset == offset
+                && c.length == length
+                && self.reader.digest.checkpoint_offset() == offset
+        });
+        let chunk = match hashed_ahead {
+            Some(chunk) => chunk,
+            None => {
+                self.align_to(offset).await?;
+                self.reader
+                    .read_chunk(length, &mut self.progress, self.env)
+                    .await?
+            }
+        };
         let request = self.protocol.chunk_request(&chunk);
         self.prepared = Some(chunk);
-        self.exchange(&request).await
-    }
-
-    /// Reads the next `length` bytes of the file into the digest, opening a reader at the
-    /// digest's position if the current one is elsewhere (or was cancelled).
-    async fn hash_next(&mut self, length: u64) -> Result<(), UploadError> {
-        let start = self.digest.hashed_offset();
-        if self.reader_at != Some(start) {
-            self.rechunker.clear();
-            self.source.open_at(start)?;
-            self.reader_at = Some(start);
-        }
-        let mut remaining = length;
-        while remaining > 0 {
-            if self.rechunker.is_empty() {
-                let more = match self.source.read_piece(self.rechunker.refill()).await {
-                    Ok(more) => more,
-                    Err(error) => {
-                        // The buffer's contents are undefined now: never yield them.
-                        self.rechunker.clear();
-                        self.reader_at = None;
-                        return Err(error);
-                    }
-                };
-                if !more {
-                    self.rechunker.clear();
-                    self.reader_at = None;
-                    return Err(UploadError::ReadFailed(format!(
-                        "the file ended at byte {} but is {} bytes long (was it changed while uploading?)",
-                        start + length - remaining,
-                        self.source.size()
-                    )));
-                }
-                if let Some(report) = self
-                    .progress
-                    .read(self.source.position(), self.env.now_ms())
-                {
-                    self.env.report(&report);
-                }
-            }
-            let bytes = self.rechunker.take(remaining);
-            self.digest.update(bytes);
-            remaining -= bytes.len() as u64;
-        }
-        self.reader_at = Some(start + length);
-        Ok(())
+        let next_length = plan.chunk_len_at(offset + length);
+        let response = if next_length == 0 {
+            self.env.send(&request).await?
+        } else {
+            let send = self.env.send(&request);
+            let hash_ahead = self
+                .reader
+                .read_chunk(next_length, &mut self.progress, self.env);
+            let (sent, hashed) = both(send, hash_ahead).await;
+            self.ahead = Some(hashed?);
+            sent?
+        };
+        self.handle(&response)
     }
 
     /// Makes the digest's checkpoint equal the server's offset `target`, re-reading the part
     /// of a chunk the server kept when a request broke off.
     async fn align_to(&mut self, target: u64) -> Result<(), UploadError> {
-        if self.digest.checkpoint_offset() == target && self.digest.hashed_offset() == target {
+        let digest = &mut self.reader.digest;
+        if digest.checkpoint_offset() == target && digest.hashed_offset() == target {
             return Ok(());
         }
         self.prepared = None;
-        let from = self.digest.rewind();
+        self.ahead = None;
+        let from = digest.rewind();
         if target < from {
-            return Err(UploadError::protocol(format!(
-                "the server's offset went back from {from} to {target}: it lost bytes it had acknowledged"
-            )));
+            return Err(offset_went_back(from, target));
         }
         if target > from {
-            self.digest.start_chunk();
-            self.hash_next(target - from).await?;
-            let partial = self.digest.finish_chunk();
-            self.digest.commit();
+            let partial = self
+                .reader
+                .read_chunk(target - from, &mut self.progress, self.env)
+                .await?;
+            self.reader.digest.commit();
             self.record(partial);
         }
         Ok(())
@@ -287,11 +353,9 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
     /// Looks at the offset the protocol learned from the last response.
     fn acknowledge(&mut self) -> Result<(), UploadError> {
         let acknowledged = self.protocol.acknowledged_offset();
-        let checkpoint = self.digest.checkpoint_offset();
+        let checkpoint = self.reader.digest.checkpoint_offset();
         if acknowledged < checkpoint {
-            return Err(UploadError::protocol(format!(
-                "the server's offset went back from {checkpoint} to {acknowledged}: it lost bytes it had acknowledged"
-            )));
+            return Err(offset_went_back(checkpoint, acknowledged));
         }
         if acknowledged == checkpoint {
             return Ok(());
@@ -300,14 +364,11 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         self.progress.set_attempt(1);
         let whole_chunk = self
             .prepared
-            .as_ref()
-            .is_some_and(|c| c.offset == checkpoint && c.offset + c.length == acknowledged);
-        match self.prepared.take().filter(|_| whole_chunk) {
-            Some(chunk) => {
-                self.digest.commit();
-                self.record(chunk);
-            }
-            None => {
+            .take()
+            .filter(|c| c.offset == checkpoint && c.offset + c.length == acknowledged);
+        match whole_chunk {
+            Some(chunk) if self.reader.digest.commit_to(acknowledged) => self.record(chunk),
+            _ => {
                 // Part of a chunk: the digest catches up when the next step aligns to it.
                 if let Some(report) =
                     self.progress
@@ -361,9 +422,8 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         self.failures_in_a_row += 1;
         self.retries += 1;
         self.retries_since_chunk += 1;
-        self.source.close();
-        self.reader_at = None;
-        self.rechunker.clear();
+        self.reader.close();
+        self.ahead = None;
         self.protocol.recover();
         let before = self.progress.current().phase;
         let report = self.progress.retrying(
@@ -383,6 +443,39 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         self.env.report(&report);
         Ok(())
     }
+}
+
+fn offset_went_back(from: u64, to: u64) -> UploadError {
+    UploadError::protocol(format!(
+        "the server's offset went back from {from} to {to}: it lost bytes it had acknowledged"
+    ))
+}
+
+/// Runs two futures at once and returns both outputs (a two-way join, std only).
+async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut out_a, mut out_b) = (None, None);
+    poll_fn(|cx| {
+        if out_a.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                out_a = Some(v);
+            }
+        }
+        if out_b.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                out_b = Some(v);
+            }
+        }
+        match (out_a.take(), out_b.take()) {
+            (Some(x), Some(y)) => Poll::Ready((x, y)),
+            (x, y) => {
+                out_a = x;
+                out_b = y;
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

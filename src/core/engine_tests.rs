@@ -7,7 +7,8 @@ use super::*;
 use crate::core::digest::sha256;
 use crate::core::protocol::tus::TusUpload;
 use crate::core::testkit::{
-    block_on, pseudo_random_bytes, FakeEnv, FakeTusServer, Fault, FaultPlan, MemorySource, XorShift,
+    block_on, pseudo_random_bytes, FakeEnv, FakeState, FakeTusServer, Fault, FaultPlan,
+    MemorySource, XorShift,
 };
 
 const ALL: &str = "creation,checksum,termination";
@@ -15,7 +16,7 @@ const CHUNK: u64 = 1000;
 
 struct Outcome {
     result: Result<UploadSummary, UploadError>,
-    env: FakeEnv,
+    env: FakeState,
     source: MemorySource,
     file: Rc<Vec<u8>>,
 }
@@ -39,7 +40,7 @@ fn run_upload(
     attempts: u32,
 ) -> Outcome {
     let file = Rc::new(pseudo_random_bytes(size, size as u64 + 11));
-    let mut env = FakeEnv::new(server, Rc::clone(&file), faults);
+    let env = FakeEnv::new(server, Rc::clone(&file), faults);
     let mut source = MemorySource::new(Rc::clone(&file), piece);
     let mut tus = TusUpload::new(
         "http://127.0.0.1:9/files/".into(),
@@ -47,10 +48,10 @@ fn run_upload(
         CHUNK,
         vec![("filename".into(), "f.bin".into())],
     );
-    let result = block_on(upload(&mut tus, &mut env, &mut source, config(attempts)));
+    let result = block_on(upload(&mut tus, &env, &mut source, config(attempts)));
     Outcome {
         result,
-        env,
+        env: env.into_state(),
         source,
         file,
     }
@@ -446,43 +447,40 @@ fn abort_during_a_backoff_sleep_ends_the_upload() {
         (request.method == crate::core::http::Method::Patch).then_some(Fault::Status(503, None))
     });
     let file = Rc::new(pseudo_random_bytes(100, 1));
-    let mut env = FakeEnv::new(FakeTusServer::new(ALL, "sha256"), Rc::clone(&file), faults);
+    let env = FakeEnv::new(FakeTusServer::new(ALL, "sha256"), Rc::clone(&file), faults);
     let mut source = MemorySource::new(Rc::clone(&file), 10);
     let mut tus = TusUpload::new("http://127.0.0.1:9/files/".into(), 100, CHUNK, vec![]);
     // Abort as soon as the first retry is reported.
-    struct AbortOnRetry<'a>(&'a mut FakeEnv);
-    impl Environment for AbortOnRetry<'_> {
-        async fn send(&mut self, r: &HttpRequest) -> Result<HttpResponse, UploadError> {
+    struct AbortOnRetry(FakeEnv);
+    impl Environment for AbortOnRetry {
+        async fn send(&self, r: &HttpRequest) -> Result<HttpResponse, UploadError> {
             self.0.send(r).await
         }
-        async fn sleep(&mut self, ms: u32) -> Result<(), UploadError> {
+        async fn sleep(&self, ms: u32) -> Result<(), UploadError> {
             self.0.sleep(ms).await
         }
         fn now_ms(&self) -> f64 {
             self.0.now_ms()
         }
-        fn random(&mut self) -> f64 {
+        fn random(&self) -> f64 {
             self.0.random()
         }
-        fn report(&mut self, p: &Progress) {
+        fn report(&self, p: &Progress) {
             if p.phase == crate::core::progress::Phase::Retrying {
-                self.0.aborted = true;
+                self.0.abort();
             }
             self.0.report(p)
         }
-        fn send_detached(&mut self, r: HttpRequest) {
+        fn send_detached(&self, r: HttpRequest) {
             self.0.send_detached(r)
         }
     }
-    let result = block_on(upload(
-        &mut tus,
-        &mut AbortOnRetry(&mut env),
-        &mut source,
-        config(5),
-    ));
+    let env = AbortOnRetry(env);
+    let result = block_on(upload(&mut tus, &env, &mut source, config(5)));
     assert_eq!(result.unwrap_err(), UploadError::Aborted);
-    assert!(env.sleeps.is_empty(), "the sleep ended at once");
-    assert_eq!(env.server.deleted.len(), 1);
+    let state = env.0.into_state();
+    assert!(state.sleeps.is_empty(), "the sleep ended at once");
+    assert_eq!(state.server.deleted.len(), 1);
 }
 
 #[test]
@@ -507,7 +505,7 @@ fn a_server_that_loses_acknowledged_bytes_is_a_protocol_error() {
 #[test]
 fn a_file_shorter_than_its_size_fails_to_read() {
     let file = Rc::new(pseudo_random_bytes(1500, 1));
-    let mut env = FakeEnv::new(
+    let env = FakeEnv::new(
         FakeTusServer::new(ALL, "sha256"),
         Rc::clone(&file),
         no_faults(),
@@ -515,7 +513,7 @@ fn a_file_shorter_than_its_size_fails_to_read() {
     let mut source = MemorySource::new(Rc::clone(&file), 64);
     source.claimed_size = 2500;
     let mut tus = TusUpload::new("http://127.0.0.1:9/files/".into(), 2500, CHUNK, vec![]);
-    let err = block_on(upload(&mut tus, &mut env, &mut source, config(3))).unwrap_err();
+    let err = block_on(upload(&mut tus, &env, &mut source, config(3))).unwrap_err();
     assert_eq!(err.code(), "read_failed");
     assert!(err.to_string().contains("ended at byte 1500"), "{err}");
 }

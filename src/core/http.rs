@@ -85,6 +85,14 @@ impl HttpRequest {
         self
     }
 
+    /// The first value of a header, looked up case-insensitively.
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Sets the body to a range of the file (builder style).
     pub fn file_range(mut self, start: u64, end: u64) -> Self {
         self.body = Body::FileRange { start, end };

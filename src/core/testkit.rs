@@ -4,6 +4,7 @@
 //! They let the whole upload loop (retries, rewinds, partial chunks, aborts) be exercised
 //! thousands of times per second with exact assertions on what the server stored.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
@@ -117,14 +118,6 @@ impl FakeTusServer {
         url.rsplit('/').next().unwrap_or_default().to_owned()
     }
 
-    fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
-        request
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
     fn handle(
         &mut self,
         request: &HttpRequest,
@@ -141,7 +134,7 @@ impl FakeTusServer {
             return Ok(HttpResponse::new(*status, headers));
         }
         if request.method != Method::Options
-            && Self::header(request, "Tus-Resumable") != Some("1.0.0")
+            && request.header_value("Tus-Resumable") != Some("1.0.0")
         {
             return Ok(HttpResponse::new(412, empty));
         }
@@ -158,7 +151,9 @@ impl FakeTusServer {
                 ],
             )),
             Method::Post => {
-                let length = Self::header(request, "Upload-Length").and_then(|v| v.parse().ok());
+                let length = request
+                    .header_value("Upload-Length")
+                    .and_then(|v| v.parse().ok());
                 let Some(length) = length else {
                     return Ok(HttpResponse::new(400, empty));
                 };
@@ -169,7 +164,7 @@ impl FakeTusServer {
                     StoredUpload {
                         length,
                         data: Vec::new(),
-                        metadata: Self::header(request, "Upload-Metadata").map(str::to_owned),
+                        metadata: request.header_value("Upload-Metadata").map(str::to_owned),
                     },
                 );
                 Ok(HttpResponse::new(
@@ -214,8 +209,9 @@ impl FakeTusServer {
         let Some(upload) = self.uploads.get_mut(&Self::id_of(&request.url)) else {
             return Ok(HttpResponse::new(404, empty));
         };
-        let offset: Option<u64> =
-            Self::header(request, "Upload-Offset").and_then(|v| v.parse().ok());
+        let offset: Option<u64> = request
+            .header_value("Upload-Offset")
+            .and_then(|v| v.parse().ok());
         if offset != Some(upload.data.len() as u64) {
             return Ok(HttpResponse::new(409, empty));
         }
@@ -226,7 +222,7 @@ impl FakeTusServer {
         if fault == Some(Fault::Corrupt) && !body.is_empty() {
             body[0] ^= 0xff;
         }
-        let checksum = Self::header(request, "Upload-Checksum");
+        let checksum = request.header_value("Upload-Checksum");
         if let Some(Fault::Reset { keep }) = fault {
             if checksum.is_none() {
                 upload
@@ -255,8 +251,12 @@ impl FakeTusServer {
     }
 }
 
-/// The engine's surroundings, simulated.
-pub struct FakeEnv {
+/// The engine's surroundings, simulated. The engine holds it by shared reference (a send
+/// and the hashing of the next chunk run at once), so the state sits in a `RefCell`.
+pub struct FakeEnv(RefCell<FakeState>);
+
+/// What the simulated surroundings saw and hold.
+pub struct FakeState {
     pub server: FakeTusServer,
     file: Rc<Vec<u8>>,
     faults: FaultPlan,
@@ -271,7 +271,7 @@ pub struct FakeEnv {
 
 impl FakeEnv {
     pub fn new(server: FakeTusServer, file: Rc<Vec<u8>>, faults: FaultPlan) -> Self {
-        FakeEnv {
+        FakeEnv(RefCell::new(FakeState {
             server,
             file,
             faults,
@@ -282,55 +282,70 @@ impl FakeEnv {
             sleeps: Vec::new(),
             reports: Vec::new(),
             detached: Vec::new(),
-        }
+        }))
+    }
+
+    /// The state, once the engine is done with the environment.
+    pub fn into_state(self) -> FakeState {
+        self.0.into_inner()
+    }
+
+    /// Marks the upload as aborted from now on.
+    pub fn abort(&self) {
+        self.0.borrow_mut().aborted = true;
     }
 }
 
 impl Environment for FakeEnv {
-    async fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, UploadError> {
-        if self.aborted {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, UploadError> {
+        let mut state = self.0.borrow_mut();
+        if state.aborted {
             return Err(UploadError::Aborted);
         }
-        let fault = (self.faults)(request, self.requests);
-        self.requests += 1;
+        let n = state.requests;
+        let fault = (state.faults)(request, n);
+        state.requests += 1;
         if fault == Some(Fault::Abort) {
-            self.aborted = true;
+            state.aborted = true;
             return Err(UploadError::Aborted);
         }
         let bytes = match request.body {
             Body::FileRange { start, end } => end - start,
             Body::Empty => 0,
         };
-        self.clock_ms += 5.0 + bytes as f64 / 100_000.0;
-        self.server.handle(request, &self.file, fault)
+        state.clock_ms += 5.0 + bytes as f64 / 100_000.0;
+        let file = Rc::clone(&state.file);
+        state.server.handle(request, &file, fault)
     }
 
-    async fn sleep(&mut self, ms: u32) -> Result<(), UploadError> {
-        if self.aborted {
+    async fn sleep(&self, ms: u32) -> Result<(), UploadError> {
+        let mut state = self.0.borrow_mut();
+        if state.aborted {
             return Err(UploadError::Aborted);
         }
-        self.sleeps.push(ms);
-        self.clock_ms += f64::from(ms);
+        state.sleeps.push(ms);
+        state.clock_ms += f64::from(ms);
         Ok(())
     }
 
     fn now_ms(&self) -> f64 {
-        self.clock_ms
+        self.0.borrow().clock_ms
     }
 
-    fn random(&mut self) -> f64 {
-        self.rng.unit()
+    fn random(&self) -> f64 {
+        self.0.borrow_mut().rng.unit()
     }
 
-    fn report(&mut self, progress: &Progress) {
-        self.reports.push(progress.clone());
+    fn report(&self, progress: &Progress) {
+        self.0.borrow_mut().reports.push(progress.clone());
     }
 
-    fn send_detached(&mut self, request: HttpRequest) {
-        self.aborted = false;
-        let file = Rc::clone(&self.file);
-        let _ = self.server.handle(&request, &file, None);
-        self.detached.push(request);
+    fn send_detached(&self, request: HttpRequest) {
+        let mut state = self.0.borrow_mut();
+        state.aborted = false;
+        let file = Rc::clone(&state.file);
+        let _ = state.server.handle(&request, &file, None);
+        state.detached.push(request);
     }
 }
 

@@ -1,6 +1,8 @@
 //! The engine's `Environment` in a browser: fetch, gloo-timers, `Date.now()`,
 //! `Math.random()` and the caller's `onProgress` callback.
 
+use std::cell::Cell;
+
 use js_sys::Function;
 use wasm_bindgen::JsValue;
 
@@ -15,7 +17,7 @@ use crate::web::transport::Transport;
 pub struct BrowserEnv {
     transport: Transport,
     on_progress: Option<Function>,
-    warned_about_callback: bool,
+    warned_about_callback: Cell<bool>,
 }
 
 impl BrowserEnv {
@@ -24,17 +26,17 @@ impl BrowserEnv {
         BrowserEnv {
             transport,
             on_progress,
-            warned_about_callback: false,
+            warned_about_callback: Cell::new(false),
         }
     }
 }
 
 impl Environment for BrowserEnv {
-    async fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, UploadError> {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, UploadError> {
         self.transport.send(request).await
     }
 
-    async fn sleep(&mut self, ms: u32) -> Result<(), UploadError> {
+    async fn sleep(&self, ms: u32) -> Result<(), UploadError> {
         self.transport.abort_watch().sleep(ms).await
     }
 
@@ -42,11 +44,11 @@ impl Environment for BrowserEnv {
         js_sys::Date::now()
     }
 
-    fn random(&mut self) -> f64 {
+    fn random(&self) -> f64 {
         js_sys::Math::random()
     }
 
-    fn report(&mut self, progress: &Progress) {
+    fn report(&self, progress: &Progress) {
         let Some(callback) = &self.on_progress else {
             return;
         };
@@ -55,15 +57,16 @@ impl Environment for BrowserEnv {
         };
         // A callback that throws must not break the upload; say so once, without details
         // that could carry the caller's data.
-        if callback.call1(&JsValue::NULL, &value).is_err() && !self.warned_about_callback {
-            self.warned_about_callback = true;
+        if callback.call1(&JsValue::NULL, &value).is_err()
+            && !self.warned_about_callback.replace(true)
+        {
             web_sys::console::warn_1(&JsValue::from_str(
                 "chunkup: onProgress threw; the upload goes on and further errors are ignored",
             ));
         }
     }
 
-    fn send_detached(&mut self, request: HttpRequest) {
+    fn send_detached(&self, request: HttpRequest) {
         let transport = self.transport.detached();
         wasm_bindgen_futures::spawn_local(async move {
             // Best effort: the upload already failed with `aborted`, whatever happens here.

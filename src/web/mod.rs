@@ -35,7 +35,7 @@ pub async fn upload_file(
     }
     let settings = &input.settings;
     let mut source = source::FileSource::new(input.blob.clone(), std::rc::Rc::clone(&abort));
-    let mut env = env::BrowserEnv::new(
+    let env = env::BrowserEnv::new(
         transport::Transport::new(
             input.blob.clone(),
             input.headers.clone(),
@@ -54,7 +54,7 @@ pub async fn upload_file(
         settings.chunk_size,
         settings.metadata.clone(),
     );
-    let summary = upload(&mut protocol, &mut env, &mut source, config).await?;
+    let summary = upload(&mut protocol, &env, &mut source, config).await?;
     convert::summary_to_js(&summary)
 }
 

@@ -105,11 +105,12 @@ pub fn parse(
     })?;
     let endpoint = absolute_url(&endpoint)?;
 
-    let chunk_size = optional_number(options, "chunkSize", 1, MAX_SAFE_INTEGER as u64)?
+    let chunk_size = optional_number(options, "options", "chunkSize", 1, MAX_SAFE_INTEGER as u64)?
         .unwrap_or(DEFAULT_CHUNK_SIZE);
-    let progress_interval_ms = optional_number(options, "progressIntervalMs", 0, 60_000)?
-        .map_or(DEFAULT_PROGRESS_INTERVAL_MS, |v| v as u32);
-    let timeout_ms = optional_number(options, "timeoutMs", 0, 86_400_000)?
+    let progress_interval_ms =
+        optional_number(options, "options", "progressIntervalMs", 0, 60_000)?
+            .map_or(DEFAULT_PROGRESS_INTERVAL_MS, |v| v as u32);
+    let timeout_ms = optional_number(options, "options", "timeoutMs", 0, 86_400_000)?
         .map_or(DEFAULT_TIMEOUT_MS, |v| v as u32);
     let retry = retry_policy(&get(options, "retry"))?;
 
@@ -217,8 +218,11 @@ fn optional_string(object: &JsValue, key: &str) -> Result<Option<String>, Upload
         .ok_or_else(|| UploadError::invalid(format!("options.{key} must be a string")))
 }
 
+/// `object[key]` as a whole number in `min..=max`, or `None` when absent; `path` names the
+/// object in messages (`options`, `options.retry`).
 fn optional_number(
     object: &JsValue,
+    path: &str,
     key: &str,
     min: u64,
     max: u64,
@@ -229,8 +233,8 @@ fn optional_number(
     }
     let number = value
         .as_f64()
-        .ok_or_else(|| UploadError::invalid(format!("options.{key} must be a number")))?;
-    whole_number(&format!("options.{key}"), number, min, max).map(Some)
+        .ok_or_else(|| UploadError::invalid(format!("{path}.{key} must be a number")))?;
+    whole_number(&format!("{path}.{key}"), number, min, max).map(Some)
 }
 
 fn retry_policy(value: &JsValue) -> Result<RetryPolicy, UploadError> {
@@ -243,14 +247,7 @@ fn retry_policy(value: &JsValue) -> Result<RetryPolicy, UploadError> {
     }
     reject_unknown(value, &KNOWN_RETRY_OPTIONS, "options.retry")?;
     let field = |key: &str, max: u64, default: u32| -> Result<u32, UploadError> {
-        let v = get(value, key);
-        if v.is_undefined() {
-            return Ok(default);
-        }
-        let n = v
-            .as_f64()
-            .ok_or_else(|| UploadError::invalid(format!("options.retry.{key} must be a number")))?;
-        whole_number(&format!("options.retry.{key}"), n, 0, max).map(|n| n as u32)
+        Ok(optional_number(value, "options.retry", key, 0, max)?.map_or(default, |n| n as u32))
     };
     let policy = RetryPolicy {
         attempts: field("attempts", 1000, defaults.attempts)?,

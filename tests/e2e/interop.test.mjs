@@ -16,7 +16,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 import { startReferenceServer, startTusNodeServer, stop } from "../../scripts/lib.mjs";
 
@@ -43,18 +43,7 @@ before(async () => {
     started.push(server);
     tusUrl = server.url;
   }
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launchChromium();
   page = await browser.newPage();
   await page.goto(pageUrl);
   await page.evaluate(async () => {

@@ -451,14 +451,6 @@ mod tests {
         )
     }
 
-    fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
-        request
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
     fn created(size: u64, chunk: u64, extensions: &str) -> TusUpload {
         let mut t = TusUpload::new(
             ENDPOINT.into(),
@@ -474,11 +466,14 @@ mod tests {
         };
         assert_eq!(post.method, Method::Post);
         assert_eq!(
-            header(&post, "Upload-Length"),
+            post.header_value("Upload-Length"),
             Some(size.to_string().as_str())
         );
-        assert_eq!(header(&post, "Upload-Metadata"), Some("filename YS50eHQ="));
-        assert_eq!(header(&post, "Tus-Resumable"), Some("1.0.0"));
+        assert_eq!(
+            post.header_value("Upload-Metadata"),
+            Some("filename YS50eHQ=")
+        );
+        assert_eq!(post.header_value("Tus-Resumable"), Some("1.0.0"));
         t.handle_response(&HttpResponse::new(201, [("Location", "/files/abc")]))
             .unwrap();
         assert_eq!(t.upload_url(), Some("https://up.example.com/files/abc"));
@@ -540,15 +535,15 @@ mod tests {
             assert_eq!(patch.method, Method::Patch);
             assert_eq!(patch.url, "https://up.example.com/files/abc");
             assert_eq!(
-                header(&patch, "Upload-Offset"),
+                patch.header_value("Upload-Offset"),
                 Some(o.to_string().as_str())
             );
             assert_eq!(
-                header(&patch, "Content-Type"),
+                patch.header_value("Content-Type"),
                 Some("application/offset+octet-stream")
             );
             assert_eq!(
-                header(&patch, "Upload-Checksum"),
+                patch.header_value("Upload-Checksum"),
                 Some(format!("sha256 {}", base64(&chunk.sha256)).as_str())
             );
             assert_eq!(
@@ -583,7 +578,10 @@ mod tests {
             length: 5,
             sha256: [0; 32],
         };
-        assert_eq!(header(&t.chunk_request(&chunk), "Upload-Checksum"), None);
+        assert_eq!(
+            t.chunk_request(&chunk).header_value("Upload-Checksum"),
+            None
+        );
         assert_eq!(t.termination_request(), None);
     }
 
@@ -690,7 +688,7 @@ mod tests {
         let Step::Send(post) = t.next_step() else {
             panic!()
         };
-        assert_eq!(header(&post, "Upload-Metadata"), None);
+        assert_eq!(post.header_value("Upload-Metadata"), None);
         let err = t
             .handle_response(&HttpResponse::new(201, Vec::<(&str, &str)>::new()))
             .unwrap_err();
