@@ -201,6 +201,25 @@ async fn uploads_every_chunk_boundary_size() {
     }
 }
 
+/// Every chunk-boundary size under every fault kind (quick retries, Retry-After 0).
+#[wasm_bindgen_test]
+async fn uploads_every_chunk_boundary_size_under_every_fault_kind() {
+    let c = 64 * KIB;
+    let faults = [
+        "429:0.3,retry-after:0",
+        "500:0.3",
+        "503:0.3",
+        "reset:0.4",
+        "reset:0.4,checksum:off",
+        "latency:5,bandwidth:20MB",
+    ];
+    for fault in faults {
+        for len in [0, 1, c - 1, c, c + 1, 3 * c - 1, 3 * c, 3 * c + 1] {
+            upload_and_verify(len, c, fault).await;
+        }
+    }
+}
+
 #[wasm_bindgen_test]
 async fn uploads_a_few_mebibytes_in_default_size_pieces() {
     upload_and_verify(5 * 1024 * KIB + 123, 1024 * KIB, "").await;
@@ -602,4 +621,61 @@ async fn persistent_failures_exhaust_the_retries() {
     assert_eq!(string(&err, "code"), "retries_exhausted");
     assert_eq!(num(&err, "status"), 503.0);
     assert_eq!(string(&get(&err, "cause"), "code"), "http_status");
+}
+
+#[wasm_bindgen_test]
+async fn abort_during_a_backoff_wait_ends_it_at_once() {
+    let controller = AbortController::new().expect("controller");
+    let owner = controller.clone();
+    let on_progress = Closure::<dyn FnMut(JsValue)>::new(move |p: JsValue| {
+        if string(&p, "phase") == "retrying" {
+            owner.abort();
+        }
+    });
+    // Every request fails with 503 and the backoff would wait up to 60 s.
+    let opts = JSON::parse(&format!(
+        r#"{{"endpoint":"{}","retry":{{"attempts":5,"baseDelayMs":60000,"maxDelayMs":60000}}}}"#,
+        endpoint("503:1")
+    ))
+    .expect("json");
+    Reflect::set(&opts, &"signal".into(), &controller.signal()).expect("set");
+    let started = js_sys::Date::now();
+    let err = upload(&blob_of(b"abc"), on_progress.as_ref(), &opts)
+        .await
+        .expect_err("aborted");
+    assert_eq!(string(&err, "code"), "aborted");
+    assert!(
+        js_sys::Date::now() - started < 5_000.0,
+        "the backoff sleep was not cut short"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_request_without_an_answer_times_out_and_is_retried() {
+    // The server answers after 1.5 s; the client gives up on each request after 300 ms.
+    let opts = JSON::parse(&format!(
+        r#"{{"endpoint":"{}","timeoutMs":300,"retry":{{"attempts":1,"baseDelayMs":1,"maxDelayMs":5}}}}"#,
+        endpoint("latency:1500")
+    ))
+    .expect("json");
+    let err = upload(&blob_of(b"abc"), &JsValue::NULL, &opts)
+        .await
+        .expect_err("timeout");
+    assert_eq!(string(&err, "code"), "retries_exhausted");
+    let cause = get(&err, "cause");
+    assert_eq!(string(&cause, "code"), "timeout");
+    assert_eq!(get(&cause, "retryable"), JsValue::TRUE);
+}
+
+#[wasm_bindgen_test]
+async fn sha256_file_hashes_like_an_upload() {
+    let bytes = pseudo_random(3 * 1024 * KIB + 5, 9);
+    let hash = chunkup::sha256_file(blob_of(&bytes).into())
+        .await
+        .expect("hash");
+    assert_eq!(hash, hex(&Sha256::digest(&bytes)));
+    let err = chunkup::sha256_file("not a blob".into())
+        .await
+        .expect_err("invalid");
+    assert_eq!(string(&err, "code"), "invalid_input");
 }
