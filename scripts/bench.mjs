@@ -16,10 +16,11 @@ const runs = Number(process.env.BENCH_RUNS ?? 2);
 const tmpdir = mkdtempSync(path.join(systemTmp(), "chunkup-bench-"));
 
 await run("cargo", ["build", "--release", "-p", "chunkup-server"]);
-const server = await startReferenceServer([], { quiet: true });
-const browser = await launchChromium();
+const server = await startReferenceServer([], { log: path.join(tmpdir, "server.log") });
+let browser;
 
 try {
+  browser = await launchChromium();
   const page = await browser.newPage();
   await page.goto(server.url);
   // A real file on disk, as a customer would pick it (and not a 256 MiB Blob in memory,
@@ -128,7 +129,7 @@ try {
   console.log(`\npkg/chunkup_bg.wasm: ${wasm.length} bytes raw, ${gzipSync(wasm, { level: 9 }).length} gzipped`);
   console.log(`pkg/chunkup.js: ${js.length} bytes raw, ${gzipSync(js, { level: 9 }).length} gzipped`);
 } finally {
-  await browser.close();
+  await browser?.close();
   await stop(server);
   rmSync(tmpdir, { recursive: true, force: true });
 }

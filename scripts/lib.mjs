@@ -1,6 +1,7 @@
 // Helpers shared by the build, start, test and bench scripts: run a command, start a
 // server and learn its URL from its first line, stop it again.
 import { spawn } from "node:child_process";
+import { mkdirSync, openSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -21,13 +22,19 @@ export function run(command, args, options = {}) {
 
 /**
  * Starts a long-running server and resolves once it printed a line matching `pattern`
- * (whose first group is its URL). Its stderr goes to ours unless `quiet`.
+ * (whose first group is its URL). Its stderr goes to ours, or with `log` to that file
+ * (the tests keep servers quiet but leave their logs in target/test-logs/).
  */
-export function startServer(command, args, pattern, { quiet = false, env } = {}) {
+export function startServer(command, args, pattern, { log, env } = {}) {
   return new Promise((resolve, reject) => {
+    let stderr = "inherit";
+    if (log) {
+      mkdirSync(path.dirname(log), { recursive: true });
+      stderr = openSync(log, "w");
+    }
     const child = spawn(command, args, {
       cwd: root,
-      stdio: ["ignore", "pipe", quiet ? "ignore" : "inherit"],
+      stdio: ["ignore", "pipe", stderr],
       env: env ?? process.env,
     });
     const timer = setTimeout(() => {
@@ -49,14 +56,18 @@ export function startServer(command, args, pattern, { quiet = false, env } = {})
 
 /** Stops a server started with startServer and waits for it to exit. */
 export function stop(server) {
-  if (!server || server.child.exitCode !== null) return Promise.resolve();
+  const { child } = server ?? {};
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
-    server.child.removeAllListeners("exit");
-    server.child.on("exit", resolve);
-    server.child.kill("SIGTERM");
-    setTimeout(() => server.child.kill("SIGKILL"), 5000).unref();
+    child.removeAllListeners("exit");
+    child.on("exit", resolve);
+    child.kill("SIGTERM");
+    setTimeout(() => child.kill("SIGKILL"), 5000).unref();
   });
 }
+
+/** Where the tests leave the servers' logs. */
+export const logDir = path.join(root, "target", "test-logs");
 
 /** Starts the reference server on a free port. */
 export function startReferenceServer(extraArgs = [], options = {}) {

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs whatever chunkup's build and tests need and is missing; quick when nothing is.
 # Works offline except for the package registries (crates.io, npm, Debian): every tool is
-# built or installed from them, never downloaded as a prebuilt binary (see TOOLCHAIN.md).
+# built or installed from them, never downloaded as a prebuilt binary, which fails here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else echo "setup: need root (or sudo) to run: $*" >&2; exit 1
+  fi
+}
 
 # Rust's wasm target.
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
@@ -25,16 +30,17 @@ if [ "$have" != "$want" ]; then
     || cargo install wasm-bindgen-cli --version "$want" --force
 fi
 
-if ! command -v wasm-pack >/dev/null; then
-  say "building wasm-pack (a few minutes, once)"
-  cargo install wasm-pack --locked
+WASM_PACK_VERSION=0.15.1
+if [ "$(wasm-pack --version 2>/dev/null | awk '{print $2}')" != "$WASM_PACK_VERSION" ]; then
+  say "building wasm-pack $WASM_PACK_VERSION (a few minutes, once)"
+  cargo install wasm-pack --version "$WASM_PACK_VERSION" --locked --force
 fi
 
 # Chromium and its driver, from Debian (browser tests and end-to-end tests).
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   say "installing chromium and chromium-driver"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium chromium-driver >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 # npm dev dependencies, when package-lock.json changed since the last install.

@@ -5,7 +5,8 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { root, run, startReferenceServer, startTusNodeServer, stop } from "./lib.mjs";
+import { readdirSync } from "node:fs";
+import { logDir, root, run, startReferenceServer, startTusNodeServer, stop } from "./lib.mjs";
 
 const step = (name) => console.log(`\n\x1b[1m== ${name}\x1b[0m`);
 const servers = [];
@@ -14,7 +15,9 @@ const cleanUp = async () => {
   await Promise.all(servers.map(stop));
   rmSync(tusDir, { recursive: true, force: true });
 };
-process.on("SIGINT", () => cleanUp().then(() => process.exit(130)));
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]]) {
+  process.on(signal, () => cleanUp().then(() => process.exit(code)));
+}
 
 try {
   step("native tests (cargo test)");
@@ -25,7 +28,7 @@ try {
   await run(process.execPath, [path.join(root, "scripts", "build.mjs")]);
 
   step("browser tests (wasm-pack test --headless --chrome)");
-  const reference = await startReferenceServer([], { quiet: true });
+  const reference = await startReferenceServer([], { log: path.join(logDir, "reference-server.log") });
   servers.push(reference);
   await run("wasm-pack", ["test", "--headless", "--chrome", "--chromedriver", "/usr/bin/chromedriver"], {
     env: {
@@ -36,9 +39,13 @@ try {
   });
 
   step("end-to-end tests (playwright-core, headless Chromium)");
-  const tusNode = await startTusNodeServer(tusDir, { quiet: true });
+  const tusNode = await startTusNodeServer(tusDir, { log: path.join(logDir, "tus-node-server.log") });
   servers.push(tusNode);
-  await run(process.execPath, ["--test", "--test-concurrency=1", "tests/e2e/"], {
+  // Files listed one by one: Node 22+ no longer expands a directory argument.
+  const e2e = readdirSync(path.join(root, "tests", "e2e"))
+    .filter((name) => name.endsWith(".test.mjs"))
+    .map((name) => path.join("tests", "e2e", name));
+  await run(process.execPath, ["--test", "--test-concurrency=1", ...e2e], {
     env: {
       ...process.env,
       CHUNKUP_SERVER_URL: reference.url,
@@ -48,7 +55,7 @@ try {
   });
   console.log("\nnpm test: all suites passed");
 } catch (error) {
-  console.error(`\nnpm test failed: ${error.message}`);
+  console.error(`\nnpm test failed: ${error.message}\n(server logs: ${logDir})`);
   process.exitCode = 1;
 } finally {
   await cleanUp();

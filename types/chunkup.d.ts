@@ -13,27 +13,53 @@ export type HeadersOption =
   | Record<string, string>
   | (() => Record<string, string> | Promise<Record<string, string>>);
 
-/** The options of {@link uploadFile}. Unknown option names are rejected. */
+/** What a `target()` callback returns: where the next attempt goes, and its headers. */
+export interface UploadTarget {
+  /** An absolute http(s) URL, e.g. a freshly presigned one. */
+  url: string;
+  /** Headers to send exactly as given (they replace `options.headers`). */
+  headers?: Record<string, string>;
+}
+
+/** The upload protocols. */
+export type UploadProtocol = "tus" | "put" | "range";
+
+/**
+ * The options of {@link uploadFile}. Unknown option names, and options the chosen protocol
+ * would ignore, are rejected. `null` counts as not given.
+ */
 export interface UploadOptions {
-  /** The tus 1.0 creation URL, absolute or relative to the page. Required. */
+  /**
+   * Required. `tus`: the creation URL; `put`: the presigned URL; `range`: the session URI.
+   * Absolute or relative to the page, http(s), without user name or password.
+   */
   endpoint: string;
-  /** The upload protocol. Only `"tus"` (the default) for now. */
-  protocol?: "tus";
-  /** Bytes per request (a whole number >= 1). Default 8 MiB (8388608). */
+  /** `"tus"` (default), `"put"` (one presigned PUT) or `"range"` (Content-Range session). */
+  protocol?: UploadProtocol;
+  /** `tus`, `range`: bytes per request (a whole number >= 1; `range`: a multiple of 256 KiB). Default 8 MiB. */
   chunkSize?: number;
   /** Extra request headers (e.g. Authorization); never included in errors or logs. */
-  headers?: HeadersOption;
-  /** tus `Upload-Metadata` entries. `filename` and `filetype` are added from the file. */
+  headers?: HeadersOption | Headers | Map<string, string>;
+  /** `tus`: `Upload-Metadata` entries. `filename` and `filetype` are added from the file. */
   metadata?: Record<string, string>;
-  /** The `filename` metadata; default `file.name`, or `"blob"` for a Blob. */
+  /** `tus`: the `filename` metadata; default `file.name`, or `"blob"` for a Blob. */
   filename?: string;
+  /** `put`: the Content-Type to send; default `file.type` (none if empty or if `headers` names one). */
+  contentType?: string;
+  /** `put`: called before every attempt for a fresh `{ url, headers }`; a 403 is then retried too. */
+  target?: () => UploadTarget | Promise<UploadTarget>;
+  /** Also compute the file's MD5 (`result.md5`). Default false. */
+  md5?: boolean;
   /** Aborts the upload: in-flight request, file read and backoff sleep. */
   signal?: AbortSignal;
-  /** Retry schedule. */
+  /** Retry schedule (attempts 0-1000, delays 0-3600000 ms). */
   retry?: RetryOptions;
   /** Minimum ms between progress calls (phase changes, chunk acknowledgements and the final call always go out). Default 100. */
   progressIntervalMs?: number;
-  /** A request with no answer after this many ms fails with `timeout` and is retried; 0 = never. Default 120000. */
+  /**
+   * A request (body included) or a headers/target callback with no answer after this many
+   * ms fails with `timeout` and is retried; 0 = never. Default 120000, at most 86400000.
+   */
   timeoutMs?: number;
 }
 
@@ -50,7 +76,7 @@ export interface UploadedChunk {
   length: number;
   /** Lower-case hex SHA-256 of the chunk's bytes. */
   sha256: string;
-  /** Retries spent before the server acknowledged it. */
+  /** Retries since the previous chunk was acknowledged (chunk 0 includes those spent starting). */
   retries: number;
 }
 
@@ -61,8 +87,10 @@ export interface UploadProgress {
   bytesRead: number;
   /** Bytes the server acknowledged. Never decreases. */
   bytesUploaded: number;
+  /** Bytes handed to the network: byte by byte for `put`, else equal to `bytesUploaded`. Goes back when a `put` restarts. */
+  bytesSent: number;
   bytesTotal: number;
-  /** `bytesUploaded / bytesTotal * 100`; exactly 100 on the final call. */
+  /** `max(bytesUploaded, bytesSent) / bytesTotal * 100`; never decreases; below 100 until confirmed, exactly 100 on the final call. */
   percent: number;
   /** Smoothed rate of acknowledged bytes (about 3 s time constant). */
   bytesPerSecond: number;
@@ -72,7 +100,7 @@ export interface UploadProgress {
   chunkIndex: number;
   /** How many chunks the upload will have, as planned now. */
   chunkCount: number;
-  /** Try number of the current request: 1, then 2 after its first retry... */
+  /** Failures in a row plus one: 1 until something fails, back to 1 when the offset advances. */
   attempt: number;
   /** Retries so far over the whole upload. */
   retries: number;
@@ -86,17 +114,19 @@ export interface UploadProgress {
 
 /** What {@link uploadFile} resolves to. */
 export interface UploadResult {
-  /** The upload's URL on the server. */
+  /** The upload's URL on the server, without its query (which may hold credentials). */
   url: string;
   size: number;
   /** Lower-case hex SHA-256 of the whole file. */
   sha256: string;
+  /** Lower-case hex MD5 of the whole file when `md5: true`, else null. */
+  md5: string | null;
   /** The acknowledged chunks, in order; they cover the file exactly. */
   chunks: UploadedChunk[];
   /** Retries over the whole upload. */
   retries: number;
   durationMs: number;
-  protocol: "tus";
+  protocol: UploadProtocol;
   /** The algorithm the server verified every chunk with (`Upload-Checksum`), or `null`. */
   checksum: "sha256" | null;
 }
@@ -105,14 +135,14 @@ export interface UploadResult {
  * The stable `error.code` values:
  * - `invalid_input`: bad arguments or options, or a file larger than the server accepts; nothing was uploaded.
  * - `http_status`: the server answered with a status that cannot be retried (`status` says which).
- * - `network`: no HTTP answer (offline, reset, CORS); retried before it is ever thrown.
- * - `timeout`: no answer within `timeoutMs`; retried before it is ever thrown.
+ * - `network`: no HTTP answer (offline, reset, CORS); always retried, so seen as a `cause` of `retries_exhausted`.
+ * - `timeout`: no answer within `timeoutMs`; likewise.
  * - `retries_exhausted`: `retry.attempts` retries in a row without progress; `cause` is the last error.
  * - `checksum_mismatch`: the server received a chunk corrupted (tus 460); appears as a `cause`.
  * - `aborted`: `options.signal` fired; the partial upload was deleted where the server allows it.
  * - `read_failed`: the file could not be read (removed, changed, permission revoked).
- * - `headers_failed`: the `headers` function threw or returned something that is not an object of strings.
- * - `protocol`: the server broke the upload protocol (a missing header, an impossible offset).
+ * - `headers_failed`: the `headers` or `target` function threw, returned something unusable or never settled, or a header name or value is invalid.
+ * - `protocol`: the server broke the upload protocol (a missing header, an impossible offset, a success that kept nothing).
  */
 export type UploadErrorCode =
   | "invalid_input"

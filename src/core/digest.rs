@@ -10,10 +10,37 @@
 //! from there, so no byte is ever counted twice and none is skipped, wherever a retry cuts a
 //! chunk.
 
+use md5::Md5;
 use sha2::{Digest, Sha256};
 
 /// A SHA-256 digest.
 pub type Sha256Bytes = [u8; 32];
+/// An MD5 digest.
+pub type Md5Bytes = [u8; 16];
+
+/// The whole-file hash states, rewound together.
+#[derive(Clone)]
+struct FileHashes {
+    sha256: Sha256,
+    /// Only when the caller asked for the file's MD5 (e.g. for an attachment API).
+    md5: Option<Md5>,
+}
+
+impl FileHashes {
+    fn new(md5: bool) -> Self {
+        FileHashes {
+            sha256: Sha256::new(),
+            md5: md5.then(Md5::new),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha256.update(bytes);
+        if let Some(md5) = &mut self.md5 {
+            md5.update(bytes);
+        }
+    }
+}
 
 /// One finished chunk: its place in the file and the SHA-256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,28 +56,23 @@ pub struct ChunkDigest {
 /// Running whole-file digest with a rewindable checkpoint and an optional open chunk.
 #[derive(Clone)]
 pub struct FileDigest {
-    checkpoint: Sha256,
+    checkpoint: FileHashes,
     checkpoint_offset: u64,
-    running: Sha256,
+    running: FileHashes,
     hashed_offset: u64,
     chunk: Option<(u64, Sha256)>,
     /// Snapshots of `running` at the ends of finished chunks, not yet acknowledged.
-    boundaries: Vec<(u64, Sha256)>,
-}
-
-impl Default for FileDigest {
-    fn default() -> Self {
-        Self::new()
-    }
+    boundaries: Vec<(u64, FileHashes)>,
 }
 
 impl FileDigest {
-    /// A digest of nothing, checkpointed at offset 0.
-    pub fn new() -> Self {
+    /// A digest of nothing, checkpointed at offset 0; with `md5`, an MD5 of the whole file
+    /// is kept beside the SHA-256.
+    pub fn new(md5: bool) -> Self {
         FileDigest {
-            checkpoint: Sha256::new(),
+            checkpoint: FileHashes::new(md5),
             checkpoint_offset: 0,
-            running: Sha256::new(),
+            running: FileHashes::new(md5),
             hashed_offset: 0,
             chunk: None,
             boundaries: Vec::new(),
@@ -132,7 +154,12 @@ impl FileDigest {
 
     /// The SHA-256 of the file bytes `0..hashed_offset`.
     pub fn file_sha256(&self) -> Sha256Bytes {
-        self.running.clone().finalize().into()
+        self.running.sha256.clone().finalize().into()
+    }
+
+    /// The MD5 of the file bytes `0..hashed_offset`, if it is being kept.
+    pub fn file_md5(&self) -> Option<Md5Bytes> {
+        self.running.md5.clone().map(|md5| md5.finalize().into())
     }
 }
 
@@ -175,7 +202,7 @@ mod tests {
     fn incremental_equals_one_shot_across_any_split() {
         let data = pseudo_random_bytes(5000, 1);
         for split in [0, 1, 63, 64, 65, 4999, 5000] {
-            let mut d = FileDigest::new();
+            let mut d = FileDigest::new(false);
             d.update(&data[..split]);
             d.update(&data[split..]);
             assert_eq!(d.file_sha256(), sha256(&data), "split {split}");
@@ -185,7 +212,7 @@ mod tests {
     #[test]
     fn chunks_hash_their_own_bytes() {
         let data = pseudo_random_bytes(1000, 2);
-        let mut d = FileDigest::new();
+        let mut d = FileDigest::new(false);
         d.update(&data[..100]);
         d.start_chunk();
         d.update(&data[100..350]);
@@ -205,7 +232,7 @@ mod tests {
         let data = pseudo_random_bytes(10_000, 3);
         let mut rng = XorShift::new(7);
         for _ in 0..200 {
-            let mut d = FileDigest::new();
+            let mut d = FileDigest::new(false);
             while d.checkpoint_offset() < data.len() as u64 {
                 let from = d.checkpoint_offset() as usize;
                 let ahead = from + 1 + rng.below((data.len() - from) as u64) as usize;
@@ -232,7 +259,7 @@ mod tests {
     #[test]
     fn commits_to_a_chunk_end_behind_the_running_digest() {
         let data = pseudo_random_bytes(300, 4);
-        let mut d = FileDigest::new();
+        let mut d = FileDigest::new(false);
         for range in [0..100, 100..200, 200..250] {
             d.start_chunk();
             d.update(&data[range]);
@@ -254,8 +281,29 @@ mod tests {
     }
 
     #[test]
+    fn md5_is_kept_and_rewound_with_the_sha256() {
+        let data = pseudo_random_bytes(3000, 5);
+        let mut d = FileDigest::new(true);
+        d.update(&data[..1000]);
+        d.commit();
+        d.update(&data[1000..2500]);
+        assert_eq!(d.rewind(), 1000);
+        d.update(&data[1000..]);
+        assert_eq!(d.file_sha256(), sha256(&data));
+        assert_eq!(d.file_md5(), Some(<[u8; 16]>::from(Md5::digest(&data))));
+        // RFC 1321 test vector.
+        let mut abc = FileDigest::new(true);
+        abc.update(b"abc");
+        assert_eq!(
+            hex(&abc.file_md5().unwrap_or_default()),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
+        assert_eq!(FileDigest::new(false).file_md5(), None);
+    }
+
+    #[test]
     fn rewind_drops_an_open_chunk() {
-        let mut d = FileDigest::new();
+        let mut d = FileDigest::new(false);
         d.update(b"hello");
         d.commit();
         d.start_chunk();

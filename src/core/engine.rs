@@ -15,12 +15,13 @@
 //! file at the checkpoint and, if the server kept part of the failed chunk, re-hashes that
 //! part before going on.
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
 
 use crate::core::chunker::Rechunker;
-use crate::core::digest::{ChunkDigest, FileDigest, Sha256Bytes};
+use crate::core::digest::{ChunkDigest, FileDigest, Md5Bytes, Sha256Bytes};
 use crate::core::error::UploadError;
 use crate::core::http::{HttpRequest, HttpResponse};
 use crate::core::progress::{Phase, Progress, ProgressModel, UploadedChunk};
@@ -28,12 +29,17 @@ use crate::core::protocol::{Protocol, Step};
 use crate::core::retry::{Decision, RetryPolicy};
 
 /// The effects the engine needs from its surroundings. Methods take `&self` because a
-/// request and the hashing of the next chunk run at the same time.
+/// request and the hashing of a chunk run at the same time.
 #[allow(async_fn_in_trait)] // single-threaded wasm: futures need not be Send.
 pub trait Environment {
     /// Sends a request and returns the response, whatever its status. Fails with
-    /// `Network`, `Timeout`, `HeadersFailed` or `Aborted`.
-    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, UploadError>;
+    /// `Network`, `Timeout`, `HeadersFailed` or `Aborted`. For a request that asks for
+    /// upload progress, calls `on_sent` with the body bytes sent so far, as they go.
+    async fn send(
+        &self,
+        request: &HttpRequest,
+        on_sent: &dyn Fn(u64),
+    ) -> Result<HttpResponse, UploadError>;
     /// Waits, or fails with `Aborted` as soon as the upload is aborted.
     async fn sleep(&self, ms: u32) -> Result<(), UploadError>;
     /// Milliseconds since the Unix epoch.
@@ -69,6 +75,8 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// Minimum time between throttled progress calls.
     pub progress_interval_ms: u32,
+    /// Also compute the MD5 of the whole file (for APIs that ask for it).
+    pub md5: bool,
 }
 
 /// What a finished upload reports.
@@ -80,6 +88,8 @@ pub struct UploadSummary {
     pub size: u64,
     /// SHA-256 of the whole file.
     pub sha256: Sha256Bytes,
+    /// MD5 of the whole file, when asked for.
+    pub md5: Option<Md5Bytes>,
     /// The chunks the server acknowledged, in order; together they cover the file exactly.
     pub chunks: Vec<UploadedChunk>,
     /// Retries over the whole upload.
@@ -94,7 +104,7 @@ pub struct UploadSummary {
 
 /// Uploads `source` with `protocol`. On abort, sends the protocol's termination request
 /// (without waiting for it) and fails with `Aborted`.
-pub async fn upload<P: Protocol, E: Environment, S: ByteSource>(
+pub async fn upload<P: Protocol + ?Sized, E: Environment, S: ByteSource>(
     protocol: &mut P,
     env: &E,
     source: &mut S,
@@ -103,17 +113,20 @@ pub async fn upload<P: Protocol, E: Environment, S: ByteSource>(
     let started_ms = env.now_ms();
     let plan = protocol.plan();
     let mut run = Run {
-        progress: ProgressModel::new(
-            plan.size,
-            plan.chunks_from(0),
-            config.progress_interval_ms,
-            started_ms,
-        ),
+        reporter: Reporter {
+            model: RefCell::new(ProgressModel::new(
+                plan.size,
+                plan.chunks_from(0),
+                config.progress_interval_ms,
+                started_ms,
+            )),
+            env,
+        },
         protocol,
         env,
         reader: Reader {
             source,
-            digest: FileDigest::new(),
+            digest: FileDigest::new(config.md5),
             rechunker: Rechunker::new(),
             at: None,
         },
@@ -133,6 +146,29 @@ pub async fn upload<P: Protocol, E: Environment, S: ByteSource>(
         }
     }
     outcome
+}
+
+/// The progress model and where its snapshots go. The model sits in a `RefCell` because
+/// a request (reporting bytes sent) and the hashing of a chunk (reporting bytes read) run
+/// at the same time; it is only ever borrowed for one update, never across an await.
+struct Reporter<'a, E> {
+    model: RefCell<ProgressModel>,
+    env: &'a E,
+}
+
+impl<E: Environment> Reporter<'_, E> {
+    /// Applies `change` at the current time and reports the snapshot it returns, if any.
+    fn emit(&self, change: impl FnOnce(&mut ProgressModel, f64) -> Option<Progress>) {
+        let report = change(&mut self.model.borrow_mut(), self.env.now_ms());
+        if let Some(report) = report {
+            self.env.report(&report);
+        }
+    }
+
+    /// Reads or adjusts the model without reporting.
+    fn with<T>(&self, look: impl FnOnce(&mut ProgressModel) -> T) -> T {
+        look(&mut self.model.borrow_mut())
+    }
 }
 
 /// The file's reader, its re-chunker and the digest of what was read, kept together
@@ -156,11 +192,10 @@ impl<S: ByteSource> Reader<'_, S> {
     async fn read_chunk<E: Environment>(
         &mut self,
         length: u64,
-        progress: &mut ProgressModel,
-        env: &E,
+        reporter: &Reporter<'_, E>,
     ) -> Result<ChunkDigest, UploadError> {
         self.digest.start_chunk();
-        self.hash_next(length, progress, env).await?;
+        self.hash_next(length, reporter).await?;
         Ok(self.digest.finish_chunk())
     }
 
@@ -169,8 +204,7 @@ impl<S: ByteSource> Reader<'_, S> {
     async fn hash_next<E: Environment>(
         &mut self,
         length: u64,
-        progress: &mut ProgressModel,
-        env: &E,
+        reporter: &Reporter<'_, E>,
     ) -> Result<(), UploadError> {
         let start = self.digest.hashed_offset();
         if self.at != Some(start) {
@@ -197,9 +231,8 @@ impl<S: ByteSource> Reader<'_, S> {
                         self.source.size()
                     )));
                 }
-                if let Some(report) = progress.read(self.source.position(), env.now_ms()) {
-                    env.report(&report);
-                }
+                let position = self.source.position();
+                reporter.emit(|model, now| model.read(position, now));
             }
             let bytes = self.rechunker.take(remaining);
             self.digest.update(bytes);
@@ -210,12 +243,12 @@ impl<S: ByteSource> Reader<'_, S> {
     }
 }
 
-struct Run<'a, P, E, S> {
+struct Run<'a, P: ?Sized, E, S> {
     protocol: &'a mut P,
     env: &'a E,
     reader: Reader<'a, S>,
     retry: RetryPolicy,
-    progress: ProgressModel,
+    reporter: Reporter<'a, E>,
     /// The chunk sent but not yet acknowledged.
     prepared: Option<ChunkDigest>,
     /// The chunk after it, hashed while it was being sent.
@@ -226,7 +259,7 @@ struct Run<'a, P, E, S> {
     retries_since_chunk: u32,
 }
 
-impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
+impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
     async fn run(&mut self, started_ms: f64) -> Result<UploadSummary, UploadError> {
         let size = self.protocol.plan().size;
         if self.reader.source.size() != size {
@@ -234,20 +267,30 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
                 "the protocol and the file disagree about the size",
             ));
         }
-        let report = self.progress.phase(Phase::Starting, started_ms);
-        self.env.report(&report);
+        self.reporter
+            .emit(|model, _| Some(model.phase(Phase::Starting, started_ms)));
         loop {
             let outcome = match self.protocol.next_step() {
                 Step::Done => break,
                 Step::Send(request) => self.exchange(&request).await,
-                Step::UploadChunk { offset, length } => self.upload_chunk(offset, length).await,
+                Step::UploadChunk { offset, length } => {
+                    self.upload_chunk(offset, length).await.and_then(|()| {
+                        // A 2xx that took none of the bytes would otherwise loop for ever.
+                        let taken = self.protocol.acknowledged_offset() > offset;
+                        (taken || length == 0).then_some(()).ok_or_else(|| {
+                            UploadError::protocol(format!(
+                                "the server answered success but kept none of the {length} bytes sent at offset {offset}"
+                            ))
+                        })
+                    })
+                }
             };
             match outcome {
                 Ok(()) => self.acknowledge()?,
                 Err(error) => self.recover_or_fail(error).await?,
             }
         }
-        // The last acknowledgement may have come from a HEAD after a partial chunk.
+        // The last acknowledgement may have come from a status query after a partial chunk.
         self.align_to(size).await?;
         let url = self
             .protocol
@@ -255,12 +298,12 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
             .ok_or_else(|| UploadError::protocol("the upload finished without a URL"))?
             .to_owned();
         let now = self.env.now_ms();
-        let report = self.progress.done(now);
-        self.env.report(&report);
+        self.reporter.emit(|model, now| Some(model.done(now)));
         Ok(UploadSummary {
             url,
             size,
             sha256: self.reader.digest.file_sha256(),
+            md5: self.reader.digest.file_md5(),
             chunks: std::mem::take(&mut self.chunks),
             retries: self.retries,
             duration_ms: now - started_ms,
@@ -270,30 +313,38 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
     }
 
     async fn exchange(&mut self, request: &HttpRequest) -> Result<(), UploadError> {
-        let response = self.env.send(request).await?;
+        let response = self.env.send(request, &|_| {}).await?;
         self.handle(&response)
     }
 
     fn handle(&mut self, response: &HttpResponse) -> Result<(), UploadError> {
         self.protocol.handle_response(response)?;
-        if self.progress.current().upload_url.is_none() {
-            if let Some(url) = self.protocol.upload_url() {
-                self.progress.set_upload_url(url);
-            }
+        if let Some(url) = self.protocol.upload_url() {
+            self.reporter.with(|model| {
+                if model.current().upload_url.is_none() {
+                    model.set_upload_url(url);
+                }
+            });
         }
         Ok(())
     }
 
-    /// Sends the chunk `offset..offset + length` and, while it travels, reads and hashes the
-    /// chunk after it, so hashing and the network overlap.
+    /// Sends the chunk `offset..offset + length`. When the protocol needs the chunk's digest
+    /// in the request (a checksum header), the chunk is hashed first and the next chunk is
+    /// hashed while this one travels; otherwise the chunk is hashed while it travels.
     async fn upload_chunk(&mut self, offset: u64, length: u64) -> Result<(), UploadError> {
         let plan = self.protocol.plan();
-        let index = self.chunks.len() as u64;
-        self.progress
-            .set_chunk_position(index, index + plan.chunks_from(offset));
-        if self.progress.current().phase != Phase::Uploading {
-            let report = self.progress.phase(Phase::Uploading, self.env.now_ms());
-            self.env.report(&report);
+        if !self.protocol.digest_before_send() {
+            self.align_to(offset).await?;
+            self.announce_chunk(offset);
+            let request = self.protocol.chunk_request(offset, length, None);
+            let reporter = &self.reporter;
+            let on_sent = |sent: u64| reporter.emit(|model, now| model.sent(offset + sent, now));
+            let send = self.env.send(&request, &on_sent);
+            let hash = self.reader.read_chunk(length, &self.reporter);
+            let (response, chunk) = both_or_first_error(send, hash).await?;
+            self.prepared = Some(chunk);
+            return self.handle(&response);
         }
         let hashed_ahead = self.ahead.take().filter(|c| {
             c.offset == offset
@@ -304,26 +355,49 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
             Some(chunk) => chunk,
             None => {
                 self.align_to(offset).await?;
-                self.reader
-                    .read_chunk(length, &mut self.progress, self.env)
-                    .await?
+                self.reader.read_chunk(length, &self.reporter).await?
             }
         };
-        let request = self.protocol.chunk_request(&chunk);
+        self.announce_chunk(offset);
+        let request = self
+            .protocol
+            .chunk_request(offset, length, Some(&chunk.sha256));
         self.prepared = Some(chunk);
+        let reporter = &self.reporter;
+        let on_sent = |sent: u64| reporter.emit(|model, now| model.sent(offset + sent, now));
         let next_length = plan.chunk_len_at(offset + length);
         let response = if next_length == 0 {
-            self.env.send(&request).await?
+            self.env.send(&request, &on_sent).await?
         } else {
-            let send = self.env.send(&request);
-            let hash_ahead = self
-                .reader
-                .read_chunk(next_length, &mut self.progress, self.env);
-            let (sent, hashed) = both(send, hash_ahead).await;
-            self.ahead = Some(hashed?);
-            sent?
+            let send = self.env.send(&request, &on_sent);
+            let hash_ahead = self.reader.read_chunk(next_length, &self.reporter);
+            let (sent, ahead) = send_while(send, hash_ahead).await;
+            let response = sent?;
+            match ahead {
+                Some(Ok(ahead)) => self.ahead = Some(ahead),
+                // The file failed to read ahead: still take the server's answer to this chunk
+                // (so its acknowledgement is reported), then fail with the read error.
+                Some(Err(error)) => {
+                    self.handle(&response)?;
+                    self.acknowledge()?;
+                    return Err(error);
+                }
+                None => {}
+            }
+            response
         };
         self.handle(&response)
+    }
+
+    /// Tells progress which chunk is being worked on, once any partial chunk before it has
+    /// been recorded.
+    fn announce_chunk(&self, offset: u64) {
+        let index = self.chunks.len() as u64;
+        let count = index + self.protocol.plan().chunks_from(offset);
+        self.reporter.emit(|model, now| {
+            model.set_chunk_position(index, count);
+            (model.current().phase != Phase::Uploading).then(|| model.phase(Phase::Uploading, now))
+        });
     }
 
     /// Makes the digest's checkpoint equal the server's offset `target`, re-reading the part
@@ -342,7 +416,7 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         if target > from {
             let partial = self
                 .reader
-                .read_chunk(target - from, &mut self.progress, self.env)
+                .read_chunk(target - from, &self.reporter)
                 .await?;
             self.reader.digest.commit();
             self.record(partial);
@@ -361,22 +435,17 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
             return Ok(());
         }
         self.failures_in_a_row = 0;
-        self.progress.set_attempt(1);
+        self.reporter.with(|model| model.set_attempt(1));
         let whole_chunk = self
             .prepared
             .take()
             .filter(|c| c.offset == checkpoint && c.offset + c.length == acknowledged);
         match whole_chunk {
             Some(chunk) if self.reader.digest.commit_to(acknowledged) => self.record(chunk),
-            _ => {
-                // Part of a chunk: the digest catches up when the next step aligns to it.
-                if let Some(report) =
-                    self.progress
-                        .acknowledged(acknowledged, None, self.env.now_ms())
-                {
-                    self.env.report(&report);
-                }
-            }
+            // Part of a chunk: the digest catches up when the next step aligns to it.
+            _ => self
+                .reporter
+                .emit(|model, now| model.acknowledged(acknowledged, None, now)),
         }
         Ok(())
     }
@@ -392,12 +461,8 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         self.retries_since_chunk = 0;
         self.chunks.push(uploaded.clone());
         let end = chunk.offset + chunk.length;
-        if let Some(report) = self
-            .progress
-            .acknowledged(end, Some(uploaded), self.env.now_ms())
-        {
-            self.env.report(&report);
-        }
+        self.reporter
+            .emit(|model, now| model.acknowledged(end, Some(uploaded), now));
     }
 
     /// Either schedules a retry (wait, cancel the reader, let the protocol re-sync) or ends
@@ -425,22 +490,18 @@ impl<P: Protocol, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         self.reader.close();
         self.ahead = None;
         self.protocol.recover();
-        let before = self.progress.current().phase;
-        let report = self.progress.retrying(
-            self.failures_in_a_row + 1,
-            self.retries,
-            delay_ms,
-            self.env.now_ms(),
-        );
-        self.env.report(&report);
+        let (attempt, retries) = (self.failures_in_a_row + 1, self.retries);
+        let before = self.reporter.with(|model| model.current().phase);
+        self.reporter
+            .emit(|model, now| Some(model.retrying(attempt, retries, delay_ms, now)));
         self.env.sleep(delay_ms).await?;
         let resume = if before == Phase::Starting {
             Phase::Starting
         } else {
             Phase::Uploading
         };
-        let report = self.progress.phase(resume, self.env.now_ms());
-        self.env.report(&report);
+        self.reporter
+            .emit(|model, now| Some(model.phase(resume, now)));
         Ok(())
     }
 }
@@ -451,8 +512,17 @@ fn offset_went_back(from: u64, to: u64) -> UploadError {
     ))
 }
 
-/// Runs two futures at once and returns both outputs (a two-way join, std only).
-async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+/// Runs a request and some work at once. If the request fails, returns at once (dropping,
+/// and so cancelling, the work); otherwise waits for both. The work's result is `None` only
+/// when the request failed first.
+async fn send_while<A, B, T, U>(
+    a: A,
+    b: B,
+) -> (Result<T, UploadError>, Option<Result<U, UploadError>>)
+where
+    A: Future<Output = Result<T, UploadError>>,
+    B: Future<Output = Result<U, UploadError>>,
+{
     let (mut a, mut b) = (pin!(a), pin!(b));
     let (mut out_a, mut out_b) = (None, None);
     poll_fn(|cx| {
@@ -461,13 +531,48 @@ async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
                 out_a = Some(v);
             }
         }
+        if let Some(failed) = out_a.take_if(|sent| sent.is_err()) {
+            return Poll::Ready((failed, None));
+        }
         if out_b.is_none() {
             if let Poll::Ready(v) = b.as_mut().poll(cx) {
                 out_b = Some(v);
             }
         }
         match (out_a.take(), out_b.take()) {
-            (Some(x), Some(y)) => Poll::Ready((x, y)),
+            (Some(x), Some(y)) => Poll::Ready((x, Some(y))),
+            (x, y) => {
+                out_a = x;
+                out_b = y;
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// Runs two fallible futures at once and returns both outputs, or the first error as soon
+/// as either fails (the other is dropped, which cancels it).
+async fn both_or_first_error<A, B, T, U>(a: A, b: B) -> Result<(T, U), UploadError>
+where
+    A: Future<Output = Result<T, UploadError>>,
+    B: Future<Output = Result<U, UploadError>>,
+{
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut out_a, mut out_b) = (None, None);
+    poll_fn(|cx| {
+        if out_a.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                out_a = Some(v?);
+            }
+        }
+        if out_b.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                out_b = Some(v?);
+            }
+        }
+        match (out_a.take(), out_b.take()) {
+            (Some(x), Some(y)) => Poll::Ready(Ok((x, y))),
             (x, y) => {
                 out_a = x;
                 out_b = y;

@@ -29,6 +29,7 @@ fn config(attempts: u32) -> EngineConfig {
             max_delay_ms: 5000,
         },
         progress_interval_ms: 100,
+        md5: false,
     }
 }
 
@@ -286,14 +287,33 @@ fn a_lost_response_to_an_accepted_chunk_is_not_resent() {
     let o = run_upload(
         2000,
         64,
-        FakeTusServer::new("creation", ""),
-        on_patches(|n| (n == 0).then_some(Fault::Reset { keep: 1000 })),
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| (n == 0).then_some(Fault::LoseResponse)),
         3,
     );
     let s = assert_uploaded(&o);
-    assert_eq!(s.chunks.len(), 2);
-    // HEAD said 1000: the hashed chunk was committed without re-reading.
+    assert_eq!((s.chunks.len(), s.retries), (2, 1));
+    // HEAD said 1000: the chunk hashed before sending was committed without re-reading,
+    // and only the next chunk needed a new reader.
     assert_eq!(o.source.opens, vec![0, 1000]);
+    let patches = o
+        .env
+        .server
+        .log
+        .iter()
+        .filter(|(m, _)| *m == crate::core::http::Method::Patch);
+    assert_eq!(patches.count(), 2, "chunk 0 was not sent again");
+
+    // Without checksums the chunk is hashed while it travels; a lost answer still leaves
+    // the right result.
+    let o = run_upload(
+        2000,
+        64,
+        FakeTusServer::new("creation", ""),
+        on_patches(|n| (n == 0).then_some(Fault::LoseResponse)),
+        3,
+    );
+    assert_uploaded(&o);
 }
 
 #[test]
@@ -453,8 +473,12 @@ fn abort_during_a_backoff_sleep_ends_the_upload() {
     // Abort as soon as the first retry is reported.
     struct AbortOnRetry(FakeEnv);
     impl Environment for AbortOnRetry {
-        async fn send(&self, r: &HttpRequest) -> Result<HttpResponse, UploadError> {
-            self.0.send(r).await
+        async fn send(
+            &self,
+            r: &HttpRequest,
+            on_sent: &dyn Fn(u64),
+        ) -> Result<HttpResponse, UploadError> {
+            self.0.send(r, on_sent).await
         }
         async fn sleep(&self, ms: u32) -> Result<(), UploadError> {
             self.0.sleep(ms).await
@@ -558,4 +582,45 @@ fn progress_reports_phases_attempts_and_the_read_position() {
         .all(|p| p.phase == Starting));
     let chunk_counts: Vec<_> = o.env.reports.iter().map(|p| p.chunk_count).collect();
     assert!(chunk_counts.iter().all(|c| *c == 3), "{chunk_counts:?}");
+}
+
+#[test]
+fn a_server_that_answers_success_but_keeps_nothing_is_a_protocol_error() {
+    for (extensions, algorithms) in [(ALL, "sha256"), ("creation", "")] {
+        let o = run_upload(
+            3000,
+            64,
+            FakeTusServer::new(extensions, algorithms),
+            on_patches(|n| (n == 1).then_some(Fault::AcceptNothing)),
+            3,
+        );
+        let err = o.result.unwrap_err();
+        assert_eq!(err.code(), "protocol");
+        assert!(
+            err.to_string().contains("kept none of the 1000 bytes"),
+            "{err}"
+        );
+        assert!(o.env.server.log.len() < 10, "no request loop");
+    }
+}
+
+#[test]
+fn progress_names_the_chunk_after_a_recorded_partial_one() {
+    let o = run_upload(
+        3000,
+        64,
+        FakeTusServer::new("creation", ""),
+        on_patches(|n| (n == 1).then_some(Fault::Reset { keep: 400 })),
+        3,
+    );
+    assert_uploaded(&o);
+    // Whenever a chunk is acknowledged, chunkIndex already points past the chunks before it.
+    for p in o.env.reports.iter().filter(|p| p.chunk.is_some()) {
+        let chunk = p.chunk.as_ref().map(|c| c.index).unwrap_or_default();
+        assert!(
+            p.chunk_index >= chunk,
+            "chunkIndex {} behind chunk {chunk}",
+            p.chunk_index
+        );
+    }
 }

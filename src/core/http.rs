@@ -65,6 +65,12 @@ pub struct HttpRequest {
     pub body: Body,
     /// A few words for error messages ("create upload", "upload chunk"), never the URL.
     pub purpose: &'static str,
+    /// Report the body's upload byte by byte (the browser transport then uses XHR, whose
+    /// `upload.onprogress` fetch lacks).
+    pub upload_progress: bool,
+    /// The caller may replace the URL and headers before each attempt (a `target()`
+    /// callback minting fresh presigned URLs).
+    pub caller_target: bool,
 }
 
 impl HttpRequest {
@@ -76,6 +82,8 @@ impl HttpRequest {
             headers: Vec::new(),
             body: Body::Empty,
             purpose,
+            upload_progress: false,
+            caller_target: false,
         }
     }
 
@@ -91,6 +99,12 @@ impl HttpRequest {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Asks for byte-by-byte upload progress (builder style).
+    pub fn with_upload_progress(mut self) -> Self {
+        self.upload_progress = true;
+        self
     }
 
     /// Sets the body to a range of the file (builder style).

@@ -17,10 +17,49 @@ pub const DEFAULT_TIMEOUT_MS: u32 = 120_000;
 /// The largest integer JavaScript numbers hold exactly.
 pub const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
+/// The upload protocols, by their `options.protocol` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolKind {
+    /// tus 1.0 (the default).
+    Tus,
+    /// One PUT of the whole file to a presigned URL.
+    Put,
+    /// A Content-Range resumable session (Google Cloud Storage style).
+    Range,
+}
+
+impl ProtocolKind {
+    /// Every protocol, in the order the docs list them.
+    pub const ALL: [ProtocolKind; 3] = [ProtocolKind::Tus, ProtocolKind::Put, ProtocolKind::Range];
+
+    /// The name JavaScript uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolKind::Tus => "tus",
+            ProtocolKind::Put => "put",
+            ProtocolKind::Range => "range",
+        }
+    }
+
+    /// The protocol called `name`.
+    pub fn parse(name: &str) -> Result<Self, UploadError> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| {
+                UploadError::invalid(format!(
+                    "options.protocol {name:?} is not supported; use \"tus\", \"put\" or \"range\""
+                ))
+            })
+    }
+}
+
 /// Everything the engine and the protocols need to know about one upload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UploadSettings {
-    /// Absolute http(s) URL where uploads are created.
+    /// Which protocol speaks to the server.
+    pub protocol: ProtocolKind,
+    /// Absolute http(s) URL: the tus creation URL, the presigned PUT URL or the session URI.
     pub endpoint: String,
     /// Bytes per request.
     pub chunk_size: u64,
@@ -32,6 +71,12 @@ pub struct UploadSettings {
     pub progress_interval_ms: u32,
     /// 0 disables the per-request timeout.
     pub timeout_ms: u32,
+    /// `put`: the `Content-Type` to send, if any.
+    pub content_type: Option<String>,
+    /// `put`: the caller supplies a fresh URL and headers for every attempt.
+    pub fresh_url_per_attempt: bool,
+    /// Also compute the whole file's MD5.
+    pub md5: bool,
 }
 
 /// Checks that a number is a whole number in `min..=max` and returns it.
@@ -62,6 +107,13 @@ pub fn check_endpoint(url: &str) -> Result<(), UploadError> {
         .ok_or_else(|| UploadError::invalid("endpoint must be an http: or https: URL"))?;
     if rest.is_empty() || rest.starts_with('/') {
         return Err(UploadError::invalid("endpoint has no host"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        // Credentials in a URL end up in logs and error texts: pass them as headers.
+        return Err(UploadError::invalid(
+            "endpoint must not contain a user name or password; send credentials in headers",
+        ));
     }
     Ok(())
 }
@@ -110,6 +162,16 @@ mod tests {
     }
 
     #[test]
+    fn protocol_names() {
+        for kind in ProtocolKind::ALL {
+            assert_eq!(ProtocolKind::parse(kind.name()), Ok(kind));
+        }
+        let err = ProtocolKind::parse("ftp").unwrap_err();
+        assert_eq!(err.code(), "invalid_input");
+        assert!(err.to_string().contains("\"put\""));
+    }
+
+    #[test]
     fn endpoints() {
         assert!(check_endpoint("https://up.example.com/files/").is_ok());
         assert!(check_endpoint("HTTP://127.0.0.1:8080/files/").is_ok());
@@ -120,6 +182,7 @@ mod tests {
             "https://",
             "https:///x",
             "javascript:alert(1)",
+            "https://user:secret@up.example.com/files/",
         ] {
             assert!(check_endpoint(bad).is_err(), "{bad:?}");
         }

@@ -59,9 +59,14 @@ pub struct Progress {
     pub bytes_read: u64,
     /// Bytes the server acknowledged. Never decreases.
     pub bytes_uploaded: u64,
+    /// Bytes handed to the network, acknowledged or not: byte by byte for requests sent with
+    /// upload progress (XHR), otherwise equal to `bytes_uploaded`. Goes back when a retry
+    /// re-sends.
+    pub bytes_sent: u64,
     /// The file's size.
     pub bytes_total: u64,
-    /// `bytesUploaded / bytesTotal` as 0..=100.
+    /// Share of the file sent (`max(bytesUploaded, bytesSent)`), as 0..=100; never
+    /// decreases (a re-send holds it until it passes the mark), and is 100 only when done.
     pub percent: f64,
     /// Smoothed rate of acknowledged bytes.
     pub bytes_per_second: f64,
@@ -135,6 +140,7 @@ impl ProgressModel {
                 phase: Phase::Starting,
                 bytes_read: 0,
                 bytes_uploaded: 0,
+                bytes_sent: 0,
                 bytes_total: total,
                 percent: 0.0,
                 bytes_per_second: 0.0,
@@ -194,10 +200,19 @@ impl ProgressModel {
     /// The reader got to `bytes_read`; reported if the throttle allows.
     pub fn read(&mut self, bytes_read: u64, now_ms: f64) -> Option<Progress> {
         self.current.bytes_read = bytes_read;
-        let due = self
-            .last_emit_ms
-            .is_none_or(|last| now_ms - last >= self.interval_ms);
-        due.then(|| self.emit(now_ms, None))
+        self.throttled(now_ms).then(|| self.emit(now_ms, None))
+    }
+
+    /// The request in flight has sent its body up to the file position `position`; reported
+    /// if the throttle allows.
+    pub fn sent(&mut self, position: u64, now_ms: f64) -> Option<Progress> {
+        self.current.bytes_sent = position.min(self.current.bytes_total);
+        self.throttled(now_ms).then(|| self.emit(now_ms, None))
+    }
+
+    fn throttled(&self, now_ms: f64) -> bool {
+        self.last_emit_ms
+            .is_none_or(|last| now_ms - last >= self.interval_ms)
     }
 
     /// The server acknowledged everything before `offset`; reported when a chunk completed
@@ -212,16 +227,15 @@ impl ProgressModel {
             self.current.bytes_uploaded = offset.min(self.current.bytes_total);
             self.speed.sample(now_ms, self.current.bytes_uploaded);
         }
-        let due = chunk.is_some()
-            || self
-                .last_emit_ms
-                .is_none_or(|last| now_ms - last >= self.interval_ms);
+        self.current.bytes_sent = self.current.bytes_sent.max(self.current.bytes_uploaded);
+        let due = chunk.is_some() || self.throttled(now_ms);
         due.then(|| self.emit(now_ms, chunk))
     }
 
     /// Everything is acknowledged: the final 100 % call.
     pub fn done(&mut self, now_ms: f64) -> Progress {
         self.current.bytes_uploaded = self.current.bytes_total;
+        self.current.bytes_sent = self.current.bytes_total;
         self.current.bytes_read = self.current.bytes_read.max(self.current.bytes_total);
         self.current.chunk_index = self.current.chunk_count;
         self.phase(Phase::Done, now_ms)
@@ -234,7 +248,9 @@ impl ProgressModel {
         } else if p.bytes_total == 0 {
             0.0
         } else {
-            p.bytes_uploaded as f64 * 100.0 / p.bytes_total as f64
+            let share = p.bytes_uploaded.max(p.bytes_sent) as f64 * 100.0 / p.bytes_total as f64;
+            // Never 100 before the server confirmed everything.
+            p.percent.max(share.min(99.9))
         };
         p.bytes_per_second = self.speed.rate.unwrap_or(0.0);
         let remaining = p.bytes_total - p.bytes_uploaded;
@@ -337,6 +353,23 @@ mod tests {
         let p = m.phase(Phase::Uploading, 20.0);
         assert_eq!(p.retry_in_ms, None);
         assert_eq!(p.eta_seconds, None);
+    }
+
+    #[test]
+    fn bytes_sent_move_the_percentage_which_never_goes_back() {
+        let mut m = ProgressModel::new(1000, 1, 0, 0.0);
+        assert_eq!(m.sent(250, 1.0).map(|p| p.percent), Some(25.0));
+        assert_eq!(
+            m.sent(1000, 2.0).map(|p| (p.percent, p.bytes_sent)),
+            Some((99.9, 1000))
+        );
+        // A retry re-sends from 0: bytesSent goes back, the percentage holds.
+        let again = m.sent(100, 3.0).expect("unthrottled");
+        assert_eq!(
+            (again.bytes_sent, again.percent, again.bytes_uploaded),
+            (100, 99.9, 0)
+        );
+        assert_eq!(m.done(4.0).percent, 100.0);
     }
 
     #[test]

@@ -116,7 +116,8 @@ pub fn parse_http_date(value: &str) -> Option<u64> {
     let day: u32 = day.parse().ok()?;
     let mut year: i64 = year.parse().ok()?;
     if year < 100 {
-        // RFC 9110: a two-digit year more than 50 years ahead is in the past century.
+        // RFC 9110 reads a two-digit year 50+ years ahead as the past century; with a fixed
+        // pivot of 70 (as the Unix epoch suggests), 00-69 are 20xx and 70-99 are 19xx.
         year += if year < 70 { 2000 } else { 1900 };
     }
     let hms: Vec<u32> = time

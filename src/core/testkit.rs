@@ -72,6 +72,10 @@ pub enum Fault {
     Reset { keep: u64 },
     /// PATCH only: one byte of the body arrives flipped.
     Corrupt,
+    /// The server handles the request, then the connection breaks before the answer.
+    LoseResponse,
+    /// PATCH only: a broken server answers 204 but keeps nothing.
+    AcceptNothing,
     /// The caller aborts while this request is in flight.
     Abort,
 }
@@ -124,6 +128,14 @@ impl FakeTusServer {
         file: &[u8],
         fault: Option<Fault>,
     ) -> Result<HttpResponse, UploadError> {
+        if fault == Some(Fault::LoseResponse) {
+            let _ = self.handle(request, file, None);
+            return Err(UploadError::Network {
+                method: request.method,
+                purpose: request.purpose,
+                detail: "connection reset after the request was handled".into(),
+            });
+        }
         self.log.push((request.method, request.url.clone()));
         let empty: [(&str, String); 0] = [];
         if let Some(Fault::Status(status, retry_after)) = &fault {
@@ -222,6 +234,12 @@ impl FakeTusServer {
         if fault == Some(Fault::Corrupt) && !body.is_empty() {
             body[0] ^= 0xff;
         }
+        if fault == Some(Fault::AcceptNothing) {
+            return Ok(HttpResponse::new(
+                204,
+                [("Upload-Offset", upload.data.len().to_string())],
+            ));
+        }
         let checksum = request.header_value("Upload-Checksum");
         if let Some(Fault::Reset { keep }) = fault {
             if checksum.is_none() {
@@ -297,7 +315,18 @@ impl FakeEnv {
 }
 
 impl Environment for FakeEnv {
-    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, UploadError> {
+    async fn send(
+        &self,
+        request: &HttpRequest,
+        on_sent: &dyn Fn(u64),
+    ) -> Result<HttpResponse, UploadError> {
+        if request.upload_progress {
+            if let Body::FileRange { start, end } = request.body {
+                // Half the body, then all of it, as an XHR upload would report.
+                on_sent((end - start) / 2);
+                on_sent(end - start);
+            }
+        }
         let mut state = self.0.borrow_mut();
         if state.aborted {
             return Err(UploadError::Aborted);

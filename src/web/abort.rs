@@ -17,6 +17,8 @@ use web_sys::AbortSignal;
 
 use crate::core::error::UploadError;
 
+/// One waker is enough: every wait of an upload runs in that upload's single task (the
+/// detached clean-up request gets an `AbortWatch` of its own).
 #[derive(Default)]
 struct Shared {
     fired: bool,

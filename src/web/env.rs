@@ -32,8 +32,12 @@ impl BrowserEnv {
 }
 
 impl Environment for BrowserEnv {
-    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, UploadError> {
-        self.transport.send(request).await
+    async fn send(
+        &self,
+        request: &HttpRequest,
+        on_sent: &dyn Fn(u64),
+    ) -> Result<HttpResponse, UploadError> {
+        self.transport.send(request, on_sent).await
     }
 
     async fn sleep(&self, ms: u32) -> Result<(), UploadError> {
@@ -70,7 +74,7 @@ impl Environment for BrowserEnv {
         let transport = self.transport.detached();
         wasm_bindgen_futures::spawn_local(async move {
             // Best effort: the upload already failed with `aborted`, whatever happens here.
-            let _ = transport.send(&request).await;
+            let _ = transport.send(&request, &|_| {}).await;
         });
     }
 }

@@ -13,6 +13,7 @@ pub mod js;
 pub mod options;
 pub mod source;
 pub mod transport;
+pub mod xhr;
 
 use wasm_bindgen::JsValue;
 
@@ -20,7 +21,7 @@ use crate::core::digest::FileDigest;
 use crate::core::encoding::hex;
 use crate::core::engine::{upload, ByteSource, EngineConfig};
 use crate::core::error::UploadError;
-use crate::core::protocol::tus::TusUpload;
+use crate::core::protocol::for_upload;
 
 /// `uploadFile(file, onProgress, options)`: checks the input, then runs the engine.
 pub async fn upload_file(
@@ -41,20 +42,17 @@ pub async fn upload_file(
             input.headers.clone(),
             settings.timeout_ms,
             std::rc::Rc::clone(&abort),
-        ),
+        )
+        .with_target(input.target.clone()),
         input.on_progress.clone(),
     );
     let config = EngineConfig {
         retry: settings.retry,
         progress_interval_ms: settings.progress_interval_ms,
+        md5: settings.md5,
     };
-    let mut protocol = TusUpload::new(
-        settings.endpoint.clone(),
-        input.size,
-        settings.chunk_size,
-        settings.metadata.clone(),
-    );
-    let summary = upload(&mut protocol, &env, &mut source, config).await?;
+    let mut protocol = for_upload(settings, input.size);
+    let summary = upload(protocol.as_mut(), &env, &mut source, config).await?;
     convert::summary_to_js(&summary)
 }
 
@@ -65,7 +63,7 @@ pub async fn sha256_file(file: JsValue) -> Result<String, UploadError> {
         .map_err(|_| UploadError::invalid("file must be a Blob or a File"))?;
     let mut source = source::FileSource::new(blob, std::rc::Rc::new(abort::AbortWatch::new(None)));
     source.open_at(0)?;
-    let mut digest = FileDigest::new();
+    let mut digest = FileDigest::new(false);
     let mut piece = Vec::new();
     while source.read_piece(&mut piece).await? {
         digest.update(&piece);

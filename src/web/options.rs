@@ -10,15 +10,18 @@ use web_sys::{AbortSignal, Blob, File};
 
 use crate::core::error::UploadError;
 use crate::core::options::{
-    check_endpoint, merge_metadata, whole_number, UploadSettings, DEFAULT_CHUNK_SIZE,
+    check_endpoint, merge_metadata, whole_number, ProtocolKind, UploadSettings, DEFAULT_CHUNK_SIZE,
     DEFAULT_PROGRESS_INTERVAL_MS, DEFAULT_TIMEOUT_MS, MAX_SAFE_INTEGER,
 };
 use crate::core::retry::RetryPolicy;
 use crate::web::js::{get, message_of, settle};
 
-const KNOWN_OPTIONS: [&str; 10] = [
+const KNOWN_OPTIONS: [&str; 13] = [
     "endpoint",
     "protocol",
+    "contentType",
+    "target",
+    "md5",
     "chunkSize",
     "headers",
     "metadata",
@@ -39,6 +42,11 @@ pub enum HeaderSource {
 }
 
 impl HeaderSource {
+    /// Whether fixed headers include `Content-Type` (a callback's are unknown until called).
+    pub fn names_content_type(&self) -> bool {
+        matches!(self, HeaderSource::Fixed(pairs) if pairs.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")))
+    }
+
     /// The headers for the next request.
     pub async fn resolve(&self) -> Result<Vec<(String, String)>, UploadError> {
         match self {
@@ -67,7 +75,32 @@ pub struct UploadInput {
     pub on_progress: Option<Function>,
     pub signal: Option<AbortSignal>,
     pub headers: HeaderSource,
+    /// `put`: called before every attempt for a fresh `{ url, headers }`.
+    pub target: Option<Function>,
     pub settings: UploadSettings,
+}
+
+/// A JavaScript value that means "not given".
+fn is_absent(value: &JsValue) -> bool {
+    value.is_undefined() || value.is_null()
+}
+
+/// Refuses an option that the chosen protocol would silently ignore.
+fn only_for(
+    options: &JsValue,
+    key: &str,
+    protocol: ProtocolKind,
+    allowed: &[ProtocolKind],
+) -> Result<(), UploadError> {
+    if is_absent(&get(options, key)) || allowed.contains(&protocol) {
+        return Ok(());
+    }
+    let names: Vec<String> = allowed.iter().map(|p| format!("{:?}", p.name())).collect();
+    Err(UploadError::invalid(format!(
+        "options.{key} applies to protocol {} only, not {:?}",
+        names.join(" and "),
+        protocol.name()
+    )))
 }
 
 /// Checks the three arguments of `uploadFile`.
@@ -94,19 +127,42 @@ pub fn parse(
     }
     reject_unknown(options, &KNOWN_OPTIONS, "options")?;
 
-    let protocol = optional_string(options, "protocol")?.unwrap_or_else(|| "tus".into());
-    if protocol != "tus" {
-        return Err(UploadError::invalid(format!(
-            "protocol {protocol:?} is not supported; use \"tus\""
-        )));
-    }
-    let endpoint = optional_string(options, "endpoint")?.ok_or_else(|| {
-        UploadError::invalid("options.endpoint is required: the URL where uploads are created")
-    })?;
+    let protocol = match optional_string(options, "protocol")? {
+        Some(name) => ProtocolKind::parse(&name)?,
+        None => ProtocolKind::Tus,
+    };
+    use ProtocolKind::{Put, Range, Tus};
+    only_for(options, "chunkSize", protocol, &[Tus, Range])?;
+    only_for(options, "metadata", protocol, &[Tus])?;
+    only_for(options, "filename", protocol, &[Tus])?;
+    only_for(options, "contentType", protocol, &[Put])?;
+    only_for(options, "target", protocol, &[Put])?;
+    let endpoint = optional_string(options, "endpoint")?
+        .filter(|e| !e.trim().is_empty())
+        .ok_or_else(|| {
+            UploadError::invalid("options.endpoint is required: the URL where uploads are created")
+        })?;
     let endpoint = absolute_url(&endpoint)?;
 
     let chunk_size = optional_number(options, "options", "chunkSize", 1, MAX_SAFE_INTEGER as u64)?
         .unwrap_or(DEFAULT_CHUNK_SIZE);
+    if protocol == Range {
+        crate::core::protocol::range::check_chunk_size(chunk_size)?;
+    }
+    let md5 = match get(options, "md5") {
+        v if is_absent(&v) => false,
+        v => v
+            .as_bool()
+            .ok_or_else(|| UploadError::invalid("options.md5 must be true or false"))?,
+    };
+    let target_value = get(options, "target");
+    let target = if is_absent(&target_value) {
+        None
+    } else {
+        Some(target_value.dyn_into::<Function>().map_err(|_| {
+            UploadError::invalid("options.target must be a function returning { url, headers }")
+        })?)
+    };
     let progress_interval_ms =
         optional_number(options, "options", "progressIntervalMs", 0, 60_000)?
             .map_or(DEFAULT_PROGRESS_INTERVAL_MS, |v| v as u32);
@@ -134,7 +190,14 @@ pub fn parse(
         )
     };
 
+    let fresh_url_per_attempt = target.is_some();
     let (default_name, default_type) = describe(&blob);
+    let content_type = match optional_string(options, "contentType")? {
+        Some(kind) => Some(kind),
+        // A caller who sets Content-Type among the headers keeps it; otherwise the file's.
+        None if headers.names_content_type() || blob.type_().is_empty() => None,
+        None => Some(blob.type_()),
+    };
     let filename = optional_string(options, "filename")?.unwrap_or(default_name);
     let metadata_value = get(options, "metadata");
     let callers_metadata = if metadata_value.is_undefined() || metadata_value.is_null() {
@@ -155,8 +218,13 @@ pub fn parse(
         blob,
         on_progress,
         signal,
+        target,
         headers,
         settings: UploadSettings {
+            protocol,
+            content_type,
+            fresh_url_per_attempt,
+            md5,
             endpoint,
             chunk_size,
             metadata,
@@ -209,7 +277,7 @@ fn reject_unknown(object: &JsValue, known: &[&str], what: &str) -> Result<(), Up
 
 fn optional_string(object: &JsValue, key: &str) -> Result<Option<String>, UploadError> {
     let value = get(object, key);
-    if value.is_undefined() {
+    if is_absent(&value) {
         return Ok(None);
     }
     value
@@ -228,7 +296,7 @@ fn optional_number(
     max: u64,
 ) -> Result<Option<u64>, UploadError> {
     let value = get(object, key);
-    if value.is_undefined() {
+    if is_absent(&value) {
         return Ok(None);
     }
     let number = value
@@ -239,10 +307,10 @@ fn optional_number(
 
 fn retry_policy(value: &JsValue) -> Result<RetryPolicy, UploadError> {
     let defaults = RetryPolicy::default();
-    if value.is_undefined() {
+    if is_absent(value) {
         return Ok(defaults);
     }
-    if !value.is_object() || value.is_null() {
+    if !value.is_object() || js_sys::Array::is_array(value) {
         return Err(UploadError::invalid("options.retry must be an object"));
     }
     reject_unknown(value, &KNOWN_RETRY_OPTIONS, "options.retry")?;
@@ -262,21 +330,29 @@ fn retry_policy(value: &JsValue) -> Result<RetryPolicy, UploadError> {
     Ok(policy)
 }
 
-/// A plain object whose values are all strings, as `(key, value)` pairs. Values are never
-/// quoted in errors: they may be tokens.
-fn string_map(value: &JsValue, what: &str) -> Result<Vec<(String, String)>, UploadError> {
-    if !value.is_object()
-        || value.is_null()
-        || js_sys::Array::is_array(value)
-        || value.is_function()
-    {
+/// A plain object, a `Map` or a `Headers` whose values are all strings, as `(key, value)`
+/// pairs. Values are never quoted in errors: they may be tokens.
+pub fn string_map(value: &JsValue, what: &str) -> Result<Vec<(String, String)>, UploadError> {
+    if !value.is_object() || js_sys::Array::is_array(value) || value.is_function() {
         return Err(UploadError::invalid(format!(
             "{what} must be an object of strings"
         )));
     }
-    let entries = Object::entries(value.unchecked_ref::<Object>());
+    // Map and Headers keep their entries behind an iterator, not as properties.
+    let entries: Vec<JsValue> =
+        if value.is_instance_of::<js_sys::Map>() || value.is_instance_of::<web_sys::Headers>() {
+            js_sys::try_iter(value)
+                .ok()
+                .flatten()
+                .map(|entries| entries.flatten().collect())
+                .unwrap_or_default()
+        } else {
+            Object::entries(value.unchecked_ref::<Object>())
+                .iter()
+                .collect()
+        };
     entries
-        .iter()
+        .into_iter()
         .map(|entry| {
             let pair: js_sys::Array = entry.unchecked_into();
             let key = pair.get(0).as_string().unwrap_or_default();

@@ -20,6 +20,7 @@ use crate::core::http::{Body, HttpRequest, HttpResponse};
 use crate::web::abort::AbortWatch;
 use crate::web::js::{message_of, settle};
 use crate::web::options::HeaderSource;
+use crate::web::xhr::{XhrOutcome, XhrRequest};
 
 #[wasm_bindgen]
 extern "C" {
@@ -52,6 +53,7 @@ pub struct Transport {
     timeout_ms: u32,
     abort: Rc<AbortWatch>,
     keepalive: bool,
+    target: Option<js_sys::Function>,
 }
 
 impl Transport {
@@ -63,7 +65,15 @@ impl Transport {
             timeout_ms,
             abort,
             keepalive: false,
+            target: None,
         }
+    }
+
+    /// Lets `target()` supply the URL and headers of requests that allow it (a fresh
+    /// presigned URL per attempt).
+    pub fn with_target(mut self, target: Option<js_sys::Function>) -> Self {
+        self.target = target;
+        self
     }
 
     /// A copy that ignores the caller's (already fired) signal and survives page unload:
@@ -81,41 +91,91 @@ impl Transport {
         &self.abort
     }
 
-    /// Sends `request` and returns its status and headers.
-    pub async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, UploadError> {
-        let user_headers = self.abort.race(self.headers.resolve()).await??;
-        let headers = Headers::new().map_err(|e| UploadError::HeadersFailed(message_of(&e)))?;
-        for (name, value) in user_headers.iter().chain(&request.headers) {
-            headers.set(name, value).map_err(|_| {
-                UploadError::HeadersFailed(format!("{name:?} is not a valid HTTP header name, or its value is not a valid header value"))
-            })?;
+    /// Sends `request` and returns its status and headers. Requests that ask for upload
+    /// progress go through XHR and call `on_sent` as their body leaves.
+    pub async fn send(
+        &self,
+        request: &HttpRequest,
+        on_sent: &dyn Fn(u64),
+    ) -> Result<HttpResponse, UploadError> {
+        let retargeted;
+        let (request, callers) = match (&self.target, request.caller_target) {
+            (Some(target), true) => {
+                let (url, headers) = self.bounded(call_target(target)).await??;
+                retargeted = HttpRequest {
+                    url,
+                    ..request.clone()
+                };
+                (&retargeted, headers)
+            }
+            _ => (request, self.bounded(self.headers.resolve()).await??),
+        };
+        let headers = with_protocol_headers(callers, request);
+        let body = match request.body {
+            Body::FileRange { start, end } => Some(
+                self.blob
+                    .slice_with_f64_and_f64(start as f64, end as f64)
+                    .map_err(|e| UploadError::ReadFailed(message_of(&e)))?,
+            ),
+            Body::Empty => None,
+        };
+        if request.upload_progress {
+            self.send_with_xhr(request, &headers, body.as_ref(), on_sent)
+                .await
+        } else {
+            self.send_with_fetch(request, &headers, body.as_ref()).await
+        }
+    }
+
+    /// Waits for a caller's callback, as long as the request timeout allows and no longer
+    /// than the upload is not aborted: a token promise that never settles must not hang.
+    async fn bounded<T>(
+        &self,
+        callback: impl std::future::Future<Output = Result<T, UploadError>>,
+    ) -> Result<Result<T, UploadError>, UploadError> {
+        match self.abort.race(within(self.timeout_ms, callback)).await? {
+            Some(result) => Ok(result),
+            None => Err(UploadError::HeadersFailed(format!(
+                "the headers or target callback did not settle within {} ms",
+                self.timeout_ms
+            ))),
+        }
+    }
+
+    async fn send_with_fetch(
+        &self,
+        request: &HttpRequest,
+        headers: &[(String, String)],
+        body: Option<&Blob>,
+    ) -> Result<HttpResponse, UploadError> {
+        let fetch_headers =
+            Headers::new().map_err(|e| UploadError::HeadersFailed(message_of(&e)))?;
+        for (name, value) in headers {
+            fetch_headers
+                .set(name, value)
+                .map_err(|_| invalid_header(name))?;
         }
         let init = RequestInit::new();
         init.set_method(request.method.as_str());
-        init.set_headers(&headers);
+        init.set_headers(&fetch_headers);
         init.set_cache(RequestCache::NoStore);
         if self.keepalive {
             // Not in web-sys's stable RequestInit; lets the request outlive the page.
             crate::web::js::set(&init, "keepalive", &JsValue::TRUE);
         }
-        if let Body::FileRange { start, end } = request.body {
-            let slice = self
-                .blob
-                .slice_with_f64_and_f64(start as f64, end as f64)
-                .map_err(|e| UploadError::ReadFailed(message_of(&e)))?;
-            init.set_body(&slice);
+        if let Some(body) = body {
+            init.set_body(body);
         }
         let controller = AbortController::new().map_err(|e| network(request, &e))?;
         init.set_signal(Some(&controller.signal()));
         let mut guard = AbortOnDrop(Some(controller));
-        let fetch_request = Request::new_with_str_and_init(&request.url, &init).map_err(|e| {
-            UploadError::invalid(format!(
-                "cannot build the {} request: {}",
-                request.method,
-                message_of(&e)
+        // The browser's text for this error may quote the URL, so it is not passed on.
+        let fetch_request = Request::new_with_str_and_init(&request.url, &init).map_err(|_| {
+            UploadError::protocol(format!(
+                "the browser refused to build the {} ({}) request",
+                request.method, request.purpose
             ))
         })?;
-
         let answered = self
             .abort
             .race(within(
@@ -124,13 +184,7 @@ impl Transport {
             ))
             .await?;
         let response = match answered {
-            None => {
-                return Err(UploadError::Timeout {
-                    method: request.method,
-                    purpose: request.purpose,
-                    timeout_ms: self.timeout_ms,
-                })
-            }
+            None => return Err(self.timeout(request)),
             Some(Err(thrown)) => return Err(network(request, &thrown)),
             Some(Ok(response)) => response,
         };
@@ -143,6 +197,96 @@ impl Transport {
             header_pairs(&response.headers()),
         ))
     }
+
+    async fn send_with_xhr(
+        &self,
+        request: &HttpRequest,
+        headers: &[(String, String)],
+        body: Option<&Blob>,
+        on_sent: &dyn Fn(u64),
+    ) -> Result<HttpResponse, UploadError> {
+        let xhr = XhrRequest::send(request.method.as_str(), &request.url, headers, body).map_err(
+            |e| {
+                if crate::web::js::message_of(&e).contains("setRequestHeader") {
+                    UploadError::HeadersFailed(
+                        "a header name or value is not valid HTTP".to_owned(),
+                    )
+                } else {
+                    network(request, &e)
+                }
+            },
+        )?;
+        // Dropping `xhr` (on abort or timeout) aborts the request.
+        match self
+            .abort
+            .race(within(self.timeout_ms, xhr.outcome(on_sent)))
+            .await?
+        {
+            None => Err(self.timeout(request)),
+            Some(XhrOutcome::Failed) => Err(UploadError::Network {
+                method: request.method,
+                purpose: request.purpose,
+                detail: "the request failed without an HTTP answer".to_owned(),
+            }),
+            Some(XhrOutcome::Answered(response)) => Ok(response),
+        }
+    }
+
+    fn timeout(&self, request: &HttpRequest) -> UploadError {
+        UploadError::Timeout {
+            method: request.method,
+            purpose: request.purpose,
+            timeout_ms: self.timeout_ms,
+        }
+    }
+}
+
+/// The caller's headers with the protocol's on top (a protocol header replaces a caller's
+/// header of the same name, so the protocol cannot be broken by accident).
+fn with_protocol_headers(
+    mut headers: Vec<(String, String)>,
+    request: &HttpRequest,
+) -> Vec<(String, String)> {
+    for (name, value) in &request.headers {
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        headers.push((name.clone(), value.clone()));
+    }
+    headers
+}
+
+/// Calls `target()` and reads `{ url, headers }` from what it (eventually) returns.
+async fn call_target(
+    target: &js_sys::Function,
+) -> Result<(String, Vec<(String, String)>), UploadError> {
+    let failed = |why: String| UploadError::HeadersFailed(format!("the target callback {why}"));
+    let returned = target
+        .call0(&JsValue::NULL)
+        .map_err(|e| failed(format!("threw: {}", message_of(&e))))?;
+    let value = match returned.dyn_into::<Promise>() {
+        Ok(promise) => settle(promise)
+            .await
+            .map_err(|e| failed(format!("rejected: {}", message_of(&e))))?,
+        Err(value) => value,
+    };
+    let url = crate::web::js::get(&value, "url")
+        .as_string()
+        .ok_or_else(|| failed("returned no url string".to_owned()))?;
+    crate::core::options::check_endpoint(&url)
+        .map_err(|_| failed("returned a url that is not an absolute http(s) URL".to_owned()))?;
+    let headers = crate::web::js::get(&value, "headers");
+    let headers = if headers.is_undefined() || headers.is_null() {
+        Vec::new()
+    } else {
+        crate::web::options::string_map(&headers, "target().headers")
+            .map_err(|e| failed(e.to_string()))?
+    };
+    Ok((url, headers))
+}
+
+fn invalid_header(name: &str) -> UploadError {
+    UploadError::HeadersFailed(format!(
+        "{name:?} is not a valid HTTP header name, or its value is not a valid header value"
+    ))
 }
 
 fn network(request: &HttpRequest, thrown: &JsValue) -> UploadError {

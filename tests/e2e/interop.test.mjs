@@ -31,7 +31,7 @@ let page;
 before(async () => {
   pageUrl = process.env.CHUNKUP_SERVER_URL;
   if (!pageUrl) {
-    const server = await startReferenceServer([], { quiet: true });
+    const server = await startReferenceServer([]);
     started.push(server);
     pageUrl = server.url;
   }
@@ -39,7 +39,7 @@ before(async () => {
   tusDir = process.env.TUS_NODE_DIR;
   if (!tusUrl) {
     tusDir = mkdtempSync(path.join(os.tmpdir(), "chunkup-interop-"));
-    const server = await startTusNodeServer(tusDir, { quiet: true });
+    const server = await startTusNodeServer(tusDir);
     started.push(server);
     tusUrl = server.url;
   }

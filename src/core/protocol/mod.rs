@@ -2,24 +2,51 @@
 //!
 //! A protocol never performs I/O. The engine asks it for the [`Step`] to take, performs it,
 //! and feeds the response back. To add a protocol, write a type implementing [`Protocol`]
-//! in a new file here, and register it where `crate::web::options` picks the protocol by
-//! name; the engine, hashing, retries and progress come for free.
+//! in a new file here, add its name to `ProtocolKind` (core/options.rs) and register it in
+//! [`for_upload`]; the engine, hashing, retries and progress come for free.
 
+pub mod put;
+pub mod range;
 pub mod tus;
 
 use crate::core::chunker::ChunkPlan;
-use crate::core::digest::ChunkDigest;
+use crate::core::digest::Sha256Bytes;
 use crate::core::error::UploadError;
 use crate::core::http::{HttpRequest, HttpResponse, Method};
+use crate::core::options::{ProtocolKind, UploadSettings};
 use crate::core::retry::{is_transient_status, parse_retry_after};
+
+/// The protocol `settings` ask for, set up for a file of `size` bytes: the one place where
+/// protocols are registered.
+pub fn for_upload(settings: &UploadSettings, size: u64) -> Box<dyn Protocol> {
+    let endpoint = settings.endpoint.clone();
+    match settings.protocol {
+        ProtocolKind::Tus => Box::new(tus::TusUpload::new(
+            endpoint,
+            size,
+            settings.chunk_size,
+            settings.metadata.clone(),
+        )),
+        ProtocolKind::Put => Box::new(put::PutUpload::new(
+            endpoint,
+            size,
+            settings.content_type.clone(),
+            settings.fresh_url_per_attempt,
+        )),
+        ProtocolKind::Range => {
+            Box::new(range::RangeUpload::new(endpoint, size, settings.chunk_size))
+        }
+    }
+}
 
 /// What the engine should do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Send this body-less request and hand the response to [`Protocol::handle_response`].
     Send(HttpRequest),
-    /// Read and hash the file bytes `offset..offset + length`, then send the request
-    /// [`Protocol::chunk_request`] builds for them.
+    /// Send the file bytes `offset..offset + length` in the request
+    /// [`Protocol::chunk_request`] builds, and hash them (before sending when
+    /// [`Protocol::digest_before_send`], else while they travel).
     UploadChunk {
         /// Where the chunk starts.
         offset: u64,
@@ -41,8 +68,18 @@ pub trait Protocol {
     /// The next step, given everything learned so far.
     fn next_step(&mut self) -> Step;
 
-    /// The request that sends a chunk whose bytes have been read and hashed.
-    fn chunk_request(&mut self, chunk: &ChunkDigest) -> HttpRequest;
+    /// Whether [`Protocol::chunk_request`] needs the chunk's SHA-256 (for a checksum
+    /// header). If not, the engine hashes the chunk while it travels.
+    fn digest_before_send(&self) -> bool;
+
+    /// The request that sends the file bytes `offset..offset + length`; `sha256` is their
+    /// digest when [`Protocol::digest_before_send`] said it is needed.
+    fn chunk_request(
+        &mut self,
+        offset: u64,
+        length: u64,
+        sha256: Option<&Sha256Bytes>,
+    ) -> HttpRequest;
 
     /// Interprets the response to the last request. Unexpected statuses become errors,
     /// marked retryable or not.
@@ -83,6 +120,12 @@ pub fn status_error_with(
         retryable,
         retry_after: response.header("Retry-After").and_then(parse_retry_after),
     }
+}
+
+/// A URL without its query and fragment: presigned URLs and session URIs carry their
+/// credentials there, and those never go into results, messages or logs.
+pub fn without_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
 }
 
 /// A protocol error naming the request whose response was wrong.

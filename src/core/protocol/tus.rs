@@ -14,7 +14,7 @@
 //! which is why every retry starts with HEAD to learn the real offset.
 
 use crate::core::chunker::ChunkPlan;
-use crate::core::digest::ChunkDigest;
+use crate::core::digest::Sha256Bytes;
 use crate::core::encoding::base64;
 use crate::core::error::UploadError;
 use crate::core::http::{HttpRequest, HttpResponse, Method};
@@ -152,11 +152,6 @@ impl TusUpload {
         }
     }
 
-    /// What OPTIONS said, once it answered.
-    pub fn capabilities(&self) -> Option<&Capabilities> {
-        self.capabilities.as_ref()
-    }
-
     fn send(&mut self, request: HttpRequest, wrap: fn(HttpRequest) -> InFlight) -> Step {
         self.in_flight = Some(wrap(request.clone()));
         Step::Send(request)
@@ -209,13 +204,15 @@ impl TusUpload {
                     "has no Location header (is it exposed by CORS?)",
                 )
             })?;
-        let url = resolve(&request.url, location).ok_or_else(|| {
-            bad_response(
-                request.method,
-                request.purpose,
-                "has a Location that is not a URL",
-            )
-        })?;
+        let url = resolve(&request.url, location)
+            .filter(|url| crate::core::options::check_endpoint(url).is_ok())
+            .ok_or_else(|| {
+                bad_response(
+                    request.method,
+                    request.purpose,
+                    "has a Location that is not a URL",
+                )
+            })?;
         self.upload_url = Some(url);
         self.offset = 0;
         self.state = State::Upload;
@@ -352,18 +349,24 @@ impl Protocol for TusUpload {
         }
     }
 
-    fn chunk_request(&mut self, chunk: &ChunkDigest) -> HttpRequest {
-        let end = chunk.offset + chunk.length;
+    fn digest_before_send(&self) -> bool {
+        self.verified_checksum().is_some()
+    }
+
+    fn chunk_request(
+        &mut self,
+        offset: u64,
+        length: u64,
+        sha256: Option<&Sha256Bytes>,
+    ) -> HttpRequest {
+        let end = offset + length;
         let mut request = HttpRequest::new(Method::Patch, self.url(), "upload chunk")
             .header(TUS_RESUMABLE, TUS_VERSION)
-            .header("Upload-Offset", chunk.offset.to_string())
+            .header("Upload-Offset", offset.to_string())
             .header("Content-Type", "application/offset+octet-stream")
-            .file_range(chunk.offset, end);
-        if self.verified_checksum().is_some() {
-            request = request.header(
-                "Upload-Checksum",
-                format!("sha256 {}", base64(&chunk.sha256)),
-            );
+            .file_range(offset, end);
+        if let (Some(_), Some(sha256)) = (self.verified_checksum(), sha256) {
+            request = request.header("Upload-Checksum", format!("sha256 {}", base64(sha256)));
         }
         self.in_flight = Some(InFlight::Patch {
             request: request.clone(),
@@ -434,7 +437,7 @@ impl Protocol for TusUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::digest::sha256;
+    use crate::core::digest::{sha256, ChunkDigest};
 
     const ENDPOINT: &str = "https://up.example.com/files/";
 
@@ -531,7 +534,7 @@ mod tests {
                 length,
                 sha256: sha256(&data[o as usize..(o + length) as usize]),
             };
-            let patch = t.chunk_request(&chunk);
+            let patch = t.chunk_request(chunk.offset, chunk.length, Some(&chunk.sha256));
             assert_eq!(patch.method, Method::Patch);
             assert_eq!(patch.url, "https://up.example.com/files/abc");
             assert_eq!(
@@ -579,7 +582,8 @@ mod tests {
             sha256: [0; 32],
         };
         assert_eq!(
-            t.chunk_request(&chunk).header_value("Upload-Checksum"),
+            t.chunk_request(chunk.offset, chunk.length, Some(&chunk.sha256))
+                .header_value("Upload-Checksum"),
             None
         );
         assert_eq!(t.termination_request(), None);
@@ -595,11 +599,7 @@ mod tests {
         else {
             panic!()
         };
-        t.chunk_request(&ChunkDigest {
-            offset: 0,
-            length: 10,
-            sha256: [1; 32],
-        });
+        t.chunk_request(0, 10, Some(&[1; 32]));
         let err = t
             .handle_response(&HttpResponse::new(460, Vec::<(&str, &str)>::new()))
             .unwrap_err();
@@ -636,11 +636,7 @@ mod tests {
             t.handle_response(&HttpResponse::new(200, [("Upload-Offset", "0")]))
                 .unwrap();
             let _ = t.next_step();
-            t.chunk_request(&ChunkDigest {
-                offset: 0,
-                length: 10,
-                sha256: [0; 32],
-            });
+            t.chunk_request(0, 10, Some(&[0; 32]));
             t.handle_response(&HttpResponse::new(status, headers))
                 .unwrap_err()
         };

@@ -1,0 +1,311 @@
+//! A Content-Range resumable session, as Google Cloud Storage's resumable uploads speak it
+//! (and others modelled on them): the caller's backend creates the session and hands the
+//! browser its URI; the browser PUTs chunks with `Content-Range: bytes A-B/TOTAL`.
+//!
+//! `308` with `Range: bytes=0-N` means "have N+1 bytes, go on"; `200`/`201` means done. A
+//! status query is an empty PUT with `Content-Range: bytes */TOTAL`, sent after every
+//! failure, since a server may keep part of a broken chunk (GCS keeps whole 256 KiB units).
+//! Every chunk but the last must be a multiple of 256 KiB.
+
+use crate::core::chunker::ChunkPlan;
+use crate::core::digest::Sha256Bytes;
+use crate::core::error::UploadError;
+use crate::core::http::{HttpRequest, HttpResponse, Method};
+use crate::core::protocol::{bad_response, status_error, without_query, Protocol, Step};
+
+/// The unit GCS persists and requires chunk sizes to be multiples of.
+pub const RANGE_CHUNK_UNIT: u64 = 256 * 1024;
+
+/// Checks a chunk size for the range protocol.
+pub fn check_chunk_size(chunk_size: u64) -> Result<(), UploadError> {
+    if chunk_size % RANGE_CHUNK_UNIT == 0 {
+        Ok(())
+    } else {
+        Err(UploadError::invalid(format!(
+            "chunkSize must be a multiple of 256 KiB ({RANGE_CHUNK_UNIT} bytes) for the range protocol, got {chunk_size}"
+        )))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Upload,
+    Query,
+    Done,
+}
+
+/// A resumable Content-Range upload to a session URI.
+#[derive(Debug, Clone)]
+pub struct RangeUpload {
+    url: String,
+    plan: ChunkPlan,
+    offset: u64,
+    state: State,
+    in_flight: Option<HttpRequest>,
+}
+
+impl RangeUpload {
+    /// An upload of `size` bytes to the session `url` in chunks of `chunk_size` (checked
+    /// with [`check_chunk_size`] beforehand).
+    pub fn new(url: String, size: u64, chunk_size: u64) -> Self {
+        RangeUpload {
+            url,
+            plan: ChunkPlan::new(size, chunk_size),
+            offset: 0,
+            // An empty file is finalised by the query form (`bytes */0`).
+            state: if size == 0 {
+                State::Query
+            } else {
+                State::Upload
+            },
+            in_flight: None,
+        }
+    }
+
+    fn send(&mut self, request: HttpRequest) -> HttpRequest {
+        self.in_flight = Some(request.clone());
+        request
+    }
+
+    /// `Range: bytes=0-N` → N + 1; no header → 0.
+    fn persisted(
+        &self,
+        request: &HttpRequest,
+        response: &HttpResponse,
+    ) -> Result<u64, UploadError> {
+        let Some(range) = response.header("Range") else {
+            return Ok(0);
+        };
+        let last = range
+            .strip_prefix("bytes=0-")
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                bad_response(
+                    request.method,
+                    request.purpose,
+                    "has a Range header that is not bytes=0-N",
+                )
+            })?;
+        let offset = last + 1;
+        if offset > self.plan.size {
+            return Err(bad_response(
+                request.method,
+                request.purpose,
+                &format!(
+                    "claims {offset} bytes, more than the file's {}",
+                    self.plan.size
+                ),
+            ));
+        }
+        Ok(offset)
+    }
+}
+
+impl Protocol for RangeUpload {
+    fn name(&self) -> &'static str {
+        "range"
+    }
+
+    fn plan(&self) -> ChunkPlan {
+        self.plan
+    }
+
+    fn next_step(&mut self) -> Step {
+        match self.state {
+            State::Done => Step::Done,
+            // Everything sent but not finalised (cannot happen with GCS): ask.
+            State::Upload if self.offset >= self.plan.size => {
+                self.state = State::Query;
+                self.next_step()
+            }
+            State::Upload => Step::UploadChunk {
+                offset: self.offset,
+                length: self.plan.chunk_len_at(self.offset),
+            },
+            State::Query => {
+                let request = HttpRequest::new(Method::Put, &self.url, "query upload status")
+                    .header("Content-Range", format!("bytes */{}", self.plan.size));
+                Step::Send(self.send(request))
+            }
+        }
+    }
+
+    fn digest_before_send(&self) -> bool {
+        false
+    }
+
+    fn chunk_request(&mut self, offset: u64, length: u64, _: Option<&Sha256Bytes>) -> HttpRequest {
+        let request = HttpRequest::new(Method::Put, &self.url, "upload chunk")
+            .header(
+                "Content-Range",
+                format!("bytes {offset}-{}/{}", offset + length - 1, self.plan.size),
+            )
+            .file_range(offset, offset + length);
+        self.send(request)
+    }
+
+    fn handle_response(&mut self, response: &HttpResponse) -> Result<(), UploadError> {
+        let request = self
+            .in_flight
+            .take()
+            .ok_or_else(|| UploadError::protocol("a response arrived with no request in flight"))?;
+        match response.status {
+            200 | 201 => {
+                self.offset = self.plan.size;
+                self.state = State::Done;
+                Ok(())
+            }
+            308 => {
+                self.offset = self.persisted(&request, response)?;
+                self.state = State::Upload;
+                Ok(())
+            }
+            _ => Err(status_error(&request, response)),
+        }
+    }
+
+    fn recover(&mut self) {
+        self.in_flight = None;
+        self.state = State::Query;
+    }
+
+    fn acknowledged_offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn upload_url(&self) -> Option<&str> {
+        // Session URIs carry their credential in the query (GCS's upload_id).
+        Some(without_query(&self.url))
+    }
+
+    fn termination_request(&self) -> Option<HttpRequest> {
+        (self.state != State::Done)
+            .then(|| HttpRequest::new(Method::Delete, &self.url, "cancel upload session"))
+    }
+
+    fn verified_checksum(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIB: u64 = 1024;
+    const URL: &str = "https://storage.example/upload?upload_id=secret";
+
+    fn content_range(r: &HttpRequest) -> &str {
+        r.header_value("Content-Range").unwrap_or_default()
+    }
+
+    #[test]
+    fn chunk_sizes_must_be_multiples_of_256_kib() {
+        assert!(check_chunk_size(256 * KIB).is_ok());
+        assert!(check_chunk_size(8 * 1024 * KIB).is_ok());
+        let err = check_chunk_size(1000 * KIB).unwrap_err();
+        assert_eq!(err.code(), "invalid_input");
+        assert!(err.to_string().contains("multiple of 256 KiB"));
+    }
+
+    #[test]
+    fn uploads_in_ranges_following_308() {
+        let size = 600 * KIB;
+        let mut r = RangeUpload::new(URL.into(), size, 256 * KIB);
+        let mut sent = Vec::new();
+        while let Step::UploadChunk { offset, length } = r.next_step() {
+            let request = r.chunk_request(offset, length, None);
+            assert_eq!(request.method, Method::Put);
+            sent.push(content_range(&request).to_owned());
+            let end = offset + length;
+            let response = if end == size {
+                HttpResponse::new(200, Vec::<(&str, &str)>::new())
+            } else {
+                HttpResponse::new(308, [("Range", format!("bytes=0-{}", end - 1))])
+            };
+            r.handle_response(&response).unwrap();
+        }
+        assert_eq!(
+            sent,
+            [
+                "bytes 0-262143/614400",
+                "bytes 262144-524287/614400",
+                "bytes 524288-614399/614400"
+            ]
+        );
+        assert_eq!(r.next_step(), Step::Done);
+        assert_eq!(r.acknowledged_offset(), size);
+        assert_eq!(r.upload_url(), Some("https://storage.example/upload"));
+    }
+
+    #[test]
+    fn a_failure_queries_the_status_and_resumes_where_the_server_is() {
+        let mut r = RangeUpload::new(URL.into(), 1024 * KIB, 512 * KIB);
+        let _ = r.next_step();
+        let _ = r.chunk_request(0, 512 * KIB, None);
+        r.recover();
+        let Step::Send(query) = r.next_step() else {
+            panic!("expected a status query")
+        };
+        assert_eq!(
+            (query.method, content_range(&query)),
+            (Method::Put, "bytes */1048576")
+        );
+        assert_eq!(query.body, crate::core::http::Body::Empty);
+        // GCS kept one 256 KiB unit of the broken chunk.
+        r.handle_response(&HttpResponse::new(308, [("Range", "bytes=0-262143")]))
+            .unwrap();
+        assert_eq!(
+            r.next_step(),
+            Step::UploadChunk {
+                offset: 256 * KIB,
+                length: 512 * KIB
+            }
+        );
+        // No Range header: nothing persisted yet.
+        r.recover();
+        let _ = r.next_step();
+        r.handle_response(&HttpResponse::new(308, Vec::<(&str, &str)>::new()))
+            .unwrap();
+        assert_eq!(r.acknowledged_offset(), 0);
+    }
+
+    #[test]
+    fn statuses_and_bad_ranges() {
+        let mut r = RangeUpload::new(URL.into(), 100, 256 * KIB);
+        let _ = r.chunk_request(0, 100, None);
+        assert!(r
+            .handle_response(&HttpResponse::new(503, Vec::<(&str, &str)>::new()))
+            .unwrap_err()
+            .is_retryable());
+        let _ = r.chunk_request(0, 100, None);
+        let gone = r
+            .handle_response(&HttpResponse::new(404, Vec::<(&str, &str)>::new()))
+            .unwrap_err();
+        assert_eq!((gone.code(), gone.is_retryable()), ("http_status", false));
+        let _ = r.chunk_request(0, 100, None);
+        let bad = r
+            .handle_response(&HttpResponse::new(308, [("Range", "bytes=5-9")]))
+            .unwrap_err();
+        assert_eq!(bad.code(), "protocol");
+        let _ = r.chunk_request(0, 100, None);
+        let beyond = r
+            .handle_response(&HttpResponse::new(308, [("Range", "bytes=0-100")]))
+            .unwrap_err();
+        assert_eq!(beyond.code(), "protocol");
+        let delete = r.termination_request().expect("a session can be cancelled");
+        assert_eq!(delete.method, Method::Delete);
+    }
+
+    #[test]
+    fn an_empty_file_is_finalised_by_a_query() {
+        let mut r = RangeUpload::new(URL.into(), 0, 256 * KIB);
+        let Step::Send(query) = r.next_step() else {
+            panic!("expected the query form")
+        };
+        assert_eq!(content_range(&query), "bytes */0");
+        r.handle_response(&HttpResponse::new(200, Vec::<(&str, &str)>::new()))
+            .unwrap();
+        assert_eq!(r.next_step(), Step::Done);
+    }
+}
