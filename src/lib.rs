@@ -34,6 +34,40 @@ pub async fn upload_file(
         .map_err(|error| web::convert::error_to_js(&error))
 }
 
+/// Sends a file as a web-messaging (Genesys Cloud guest API) attachment over the widget's
+/// session: validation, presigned URL, PUT with progress, server verdict.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen(js_name = attachFile, skip_typescript)]
+pub async fn attach_file(
+    session: JsValue,
+    file: JsValue,
+    on_progress: JsValue,
+    options: JsValue,
+) -> Result<JsValue, JsValue> {
+    web::guest::attach_file(session, file, on_progress, options)
+        .await
+        .map_err(|error| web::convert::error_to_js(&error))
+}
+
+/// Checks a file against a `SessionResponse` body the way `attachFile` does first:
+/// `null` when it may be sent, else the `Error` it would be refused with.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen(js_name = validateAttachment, skip_typescript)]
+pub fn validate_attachment(session_response: JsValue, file: JsValue) -> JsValue {
+    match web::guest::validate_attachment(&session_response, &file) {
+        Ok(()) => JsValue::NULL,
+        Err(error) => web::convert::error_to_js(&error),
+    }
+}
+
+/// The `onMessage` request that sends `text` with the attachments `attachment_ids`.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen(js_name = buildAttachmentMessage, skip_typescript)]
+pub fn build_attachment_message(token: String, text: String, attachment_ids: JsValue) -> Result<JsValue, JsValue> {
+    web::guest::build_attachment_message(&token, &text, &attachment_ids)
+        .map_err(|error| web::convert::error_to_js(&error))
+}
+
 /// The lower-case hex SHA-256 of a `Blob` or `File`, computed in Rust as uploads do.
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen(js_name = sha256File, skip_typescript)]

@@ -145,6 +145,7 @@ export interface UploadResult {
  * - `protocol`: the server broke the upload protocol (a missing header, an impossible offset, a success that kept nothing).
  */
 export type UploadErrorCode =
+  | AttachmentErrorCode
   | "invalid_input"
   | "http_status"
   | "network"
@@ -156,9 +157,40 @@ export type UploadErrorCode =
   | "headers_failed"
   | "protocol";
 
-/** The `Error` {@link uploadFile} rejects with (`name` is `"ChunkupError"`). */
+/**
+ * Web-messaging attachment refusals ({@link attachFile}, {@link validateAttachment}); their
+ * `message` is written for the customer:
+ * - `file_empty`, `attachments_disabled`, `file_extension_blocked`: by the session's rules, before any traffic.
+ * - `file_type_invalid` (4001), `file_size_invalid` (4002): by the rules, or by the server.
+ * - `file_content_invalid` (4003), `file_name_invalid` (4004), `file_name_too_long` (4005).
+ * - `session_expired` (4006), `session_not_found` (4007).
+ * - `attachment_expired` (4008), `attachment_not_found` (4009), `attachment_not_uploaded` (4010): after fresh-URL retries.
+ * - `too_many_requests` (4029): still rate limited after `retry.attempts` waits.
+ * - `unexpected` (5000 and unknown codes); `no_response`: no server answer within `eventTimeoutMs`.
+ */
+export type AttachmentErrorCode =
+  | "file_empty"
+  | "attachments_disabled"
+  | "file_extension_blocked"
+  | "file_type_invalid"
+  | "file_size_invalid"
+  | "file_content_invalid"
+  | "file_name_invalid"
+  | "file_name_too_long"
+  | "session_expired"
+  | "session_not_found"
+  | "attachment_expired"
+  | "attachment_not_found"
+  | "attachment_not_uploaded"
+  | "too_many_requests"
+  | "unexpected"
+  | "no_response";
+
+/** The `Error` chunkup rejects with (`name` is `"ChunkupError"`). */
 export interface ChunkupError extends Error {
   code: UploadErrorCode;
+  /** For attachment errors from the server: the guest API's code (4001...5000). */
+  serverCode?: number;
   /** The HTTP status behind the error, when there is one. */
   status?: number;
   /** Whether trying again later may succeed. */
@@ -183,3 +215,70 @@ export function uploadFile(
  * hasher that uploads use. Rejects with a {@link ChunkupError} (`invalid_input`, `read_failed`).
  */
 export function sha256File(file: Blob): Promise<string>;
+
+/**
+ * The widget's web-messaging (Genesys Cloud guest API) session, as chunkup needs it. The
+ * widget owns the WebSocket; chunkup sends requests through `send` and reads every incoming
+ * envelope through `subscribe`.
+ */
+export interface GuestSession {
+  /** The session token sent in every guest request. */
+  token: string;
+  /** Sends one guest request (an object to JSON-serialise onto the socket). */
+  send(message: object): void;
+  /** Calls `listener` with every incoming envelope (object or JSON text); returns an unsubscribe function. */
+  subscribe(listener: (message: object | string) => void): () => void;
+  /** The body of the `SessionResponse`: its `allowedMedia` and `blockedExtensions` are checked first. */
+  sessionResponse?: object;
+}
+
+/** Options of {@link attachFile}. */
+export interface AttachOptions {
+  /** Cancels the upload; the attachment is then deleted (`deleteAttachment`). */
+  signal?: AbortSignal;
+  /** Send the file's MD5 as `fileMd5` (read once more before asking for the URL). */
+  md5?: boolean;
+  /** Retries of the PUT, and how many rate-limit waits (4029) to accept. */
+  retry?: RetryOptions;
+  /** Timeout of the PUT request. Default 120000. */
+  timeoutMs?: number;
+  /** How long to wait for each server answer on the socket (URL, verdict). Default 60000; 0 = for ever. */
+  eventTimeoutMs?: number;
+  /** Minimum ms between progress calls. Default 100. */
+  progressIntervalMs?: number;
+}
+
+/** What {@link attachFile} resolves to once the server confirmed the upload. */
+export interface AttachResult {
+  attachmentId: string;
+  /** From `UploadSuccessEvent`. */
+  downloadUrl: string;
+  /** Lower-case hex SHA-256 of the file. */
+  sha256: string;
+  /** Lower-case hex MD5 when `md5: true`, else null. */
+  md5: string | null;
+  size: number;
+  fileName: string;
+  fileType: string;
+  /** Retries of the PUT. */
+  retries: number;
+}
+
+/**
+ * Sends a file as a web-messaging attachment: checks it against the session's rules (no
+ * traffic if refused), asks for a presigned URL (`onAttachment`, waiting out 4029 rate
+ * limits), PUTs the file with byte-level progress, and waits for `UploadSuccessEvent`. An
+ * expired URL or upload is retried with a fresh URL; an abort sends `deleteAttachment`.
+ */
+export function attachFile(
+  session: GuestSession,
+  file: Blob,
+  onProgress: ((progress: UploadProgress) => void) | null | undefined,
+  options?: AttachOptions,
+): Promise<AttachResult>;
+
+/** The check {@link attachFile} makes first: `null` if the file may be sent, else the error. */
+export function validateAttachment(sessionResponse: object | null | undefined, file: Blob): ChunkupError | null;
+
+/** The `onMessage` request carrying `text` and the attachments (send it with `session.send`). */
+export function buildAttachmentMessage(token: string, text: string, attachmentIds: string[]): object;

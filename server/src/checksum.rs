@@ -3,9 +3,11 @@
 //!
 //! Only `sha1` and `sha256` are offered (`Tus-Checksum-Algorithm: sha1,sha256`);
 //! they are the two algorithms a browser can compute cheaply and that the
-//! chunkup client sends.
+//! chunkup client sends. MD5 is a hasher here only because the S3-style PUT
+//! reports it as the ETag; `Upload-Checksum: md5 …` stays unsupported.
 
 use base64::Engine as _;
+use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
@@ -14,6 +16,8 @@ use sha2::{Digest, Sha256};
 pub enum Algo {
     Sha1,
     Sha256,
+    /// Never parsed from `Upload-Checksum`; used for S3 ETags.
+    Md5,
 }
 
 impl Algo {
@@ -23,6 +27,7 @@ impl Algo {
         match self {
             Algo::Sha1 => 20,
             Algo::Sha256 => 32,
+            Algo::Md5 => 16,
         }
     }
 
@@ -30,6 +35,7 @@ impl Algo {
         match self {
             Algo::Sha1 => Hasher::Sha1(Sha1::new()),
             Algo::Sha256 => Hasher::Sha256(Sha256::new()),
+            Algo::Md5 => Hasher::Md5(Md5::new()),
         }
     }
 }
@@ -82,6 +88,7 @@ pub fn parse_header(value: &str) -> Result<Expected, ChecksumError> {
 pub enum Hasher {
     Sha1(Sha1),
     Sha256(Sha256),
+    Md5(Md5),
 }
 
 impl Hasher {
@@ -89,6 +96,7 @@ impl Hasher {
         match self {
             Hasher::Sha1(h) => h.update(data),
             Hasher::Sha256(h) => h.update(data),
+            Hasher::Md5(h) => h.update(data),
         }
     }
 
@@ -96,11 +104,12 @@ impl Hasher {
         match self {
             Hasher::Sha1(h) => h.finalize().to_vec(),
             Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Md5(h) => h.finalize().to_vec(),
         }
     }
 }
 
-/// Lowercase hex, used for the `/info` SHA-256 and for upload ids.
+/// Lowercase hex, used for the `/info` SHA-256, ETags and signatures.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(bytes.len() * 2);

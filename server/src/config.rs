@@ -1,5 +1,5 @@
 //! Command-line parsing and the server configuration. Hand-written rather
-//! than clap: eight flags do not justify the dependency, and test scripts
+//! than clap: nine flags do not justify the dependency, and test scripts
 //! rely on the exact behaviour documented in [`USAGE`].
 
 use std::path::PathBuf;
@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::faults::FaultSpec;
 
 pub const USAGE: &str = "\
-chunkup-server: reference tus 1.0 upload server for chunkup (with fault injection)
+chunkup-server: reference upload server for chunkup (tus 1.0, GCS-style range
+sessions, S3-style presigned PUT; with fault injection)
 
 USAGE: chunkup-server [OPTIONS]
 
@@ -21,9 +22,11 @@ OPTIONS (each also accepted as --name=value):
                      429:0.1,500:0.05,503:0.05,reset:0.1,latency:20,
                      bandwidth:2MB,retry-after:2 (or retry-after:date:2)
   --seed N           seed for fault decisions (default 1)
-  --max-size BYTES   largest Upload-Length accepted (default 4294967296)
+  --max-size BYTES   largest upload accepted (default 4294967296)
   --www DIR          static files served at / (default www)
   --pkg DIR          static files served at /pkg/ (default pkg)
+  --secret HEX       HMAC key for presigned S3-style PUT URLs, as hex
+                     (default: random per process, so URLs die with it)
   --help             print this help
 
 On startup prints exactly one line to stdout:
@@ -42,6 +45,9 @@ pub struct Config {
     pub max_size: u64,
     pub www: PathBuf,
     pub pkg: PathBuf,
+    /// HMAC key for presigned PUT URLs; `None` means a random one per
+    /// process.
+    pub secret: Option<Vec<u8>>,
 }
 
 impl Default for Config {
@@ -55,6 +61,7 @@ impl Default for Config {
             max_size: 4_294_967_296,
             www: PathBuf::from("www"),
             pkg: PathBuf::from("pkg"),
+            secret: None,
         }
     }
 }
@@ -89,6 +96,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 | "--max-size"
                 | "--www"
                 | "--pkg"
+                | "--secret"
         ) {
             return Err(format!("unknown argument {arg:?}"));
         }
@@ -119,10 +127,31 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             }
             "--www" => config.www = PathBuf::from(value),
             "--pkg" => config.pkg = PathBuf::from(value),
+            "--secret" => {
+                config.secret = Some(parse_hex(&value).ok_or_else(|| {
+                    "--secret: expected a non-empty, even number of hex digits".to_owned()
+                })?)
+            }
             _ => return Err(format!("unknown argument {arg:?}")),
         }
     }
     Ok(Command::Run(Box::new(config)))
+}
+
+/// Decodes hex (either case); `None` when empty, odd-length or not hex.
+pub fn parse_hex(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    // Checked up front: `from_str_radix` would also accept a `+` sign.
+    if text.is_empty()
+        || !text.len().is_multiple_of(2)
+        || !text.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Creates a fresh, uniquely named directory under the system temp dir.
@@ -167,6 +196,7 @@ mod tests {
         assert_eq!(c.max_size, 4_294_967_296);
         assert!(c.data_dir.is_none());
         assert!(c.faults.is_none());
+        assert!(c.secret.is_none());
         assert_eq!(c.www, PathBuf::from("www"));
         assert_eq!(c.pkg, PathBuf::from("pkg"));
     }
@@ -187,6 +217,7 @@ mod tests {
             "w",
             "--pkg",
             "p",
+            "--secret=00fFa1",
         ])
         .expect("parses");
         assert_eq!(c.port, 0);
@@ -197,6 +228,7 @@ mod tests {
         assert_eq!(c.max_size, 1000);
         assert_eq!(c.www, PathBuf::from("w"));
         assert_eq!(c.pkg, PathBuf::from("p"));
+        assert_eq!(c.secret, Some(vec![0x00, 0xff, 0xa1]));
     }
 
     #[test]
@@ -207,6 +239,9 @@ mod tests {
         assert!(run(&["--seed", "-1"]).is_err());
         assert!(run(&["--frobnicate"]).is_err());
         assert!(run(&["stray"]).is_err());
+        for bad in ["", "abc", "zz", "+1"] {
+            assert!(run(&["--secret", bad]).is_err(), "{bad:?}");
+        }
         assert_eq!(run(&["--help"]).err().as_deref(), Some("help"));
     }
 }

@@ -440,6 +440,20 @@ impl FaultEngine {
         }
     }
 
+    /// Draws a stream seed from the creation stream `key` without rolling
+    /// any fault: for creations that are never faulted (range sessions and
+    /// presigned keys are created by the app's backend, not by the client
+    /// whose retries are under test). Callers prefix `key` with their
+    /// protocol so they do not shift the tus creation streams.
+    pub fn draw_seed(&self, key: &str) -> u64 {
+        let mut st = self.lock();
+        let seed = st.seed;
+        st.creation
+            .entry(key.to_owned())
+            .or_insert_with(|| Prng::new(derive_seed(seed, key)))
+            .next_u64()
+    }
+
     /// Stream seed for an upload found on disk at startup (no creation order
     /// is known for it).
     pub fn seed_for_existing(&self, id: &str) -> u64 {

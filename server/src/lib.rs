@@ -1,21 +1,28 @@
 //! chunkup-server: the reference tus 1.0.0 upload server for chunkup's demo
-//! and browser tests, with deterministic fault injection.
+//! and browser tests, with deterministic fault injection. It also speaks two
+//! other upload protocols under the same route families and faults: a
+//! GCS-style resumable session (`range.rs`) and an S3-style presigned
+//! single PUT (`s3.rs`, `presign.rs`).
 //!
 //! This file wires the pieces together (shared state, router and layers,
 //! startup); `main.rs` only adds the command line. Tests start the server
 //! in-process through [`start`].
 //!
 //! Layer order, outermost first: request log → tus headers (Tus-Resumable,
-//! OPTIONS discovery) → CORS → routes. The tus header layer sits outside
+//! OPTIONS discovery, tus paths only) → CORS → routes. The tus header layer sits outside
 //! CORS because the CORS layer answers every OPTIONS itself, and the tus
 //! discovery headers must be merged into that answer.
 
+pub mod body;
 pub mod checksum;
 pub mod config;
 pub mod conn;
 pub mod control;
 pub mod faults;
 pub mod logging;
+pub mod presign;
+pub mod range;
+pub mod s3;
 pub mod statics;
 pub mod store;
 pub mod tus;
@@ -33,22 +40,29 @@ use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 
 pub use config::Config;
 use faults::FaultEngine;
+use presign::S3Store;
 use store::Store;
 
 /// State shared by all handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// tus uploads.
     pub store: Arc<Store>,
+    /// GCS-style range sessions (same machinery, own directory).
+    pub range: Arc<Store>,
+    /// S3-style presigned keys and objects.
+    pub s3: Arc<S3Store>,
     pub faults: Arc<FaultEngine>,
     pub max_size: u64,
 }
 
 /// Headers a cross-origin page (the wasm-bindgen-test runner, the demo on
-/// another port) must be able to read. `tus::tus_headers` repeats them on
+/// another port) must be able to read (`range` for the range protocol's
+/// 308s, `etag` for the S3-style PUT). `tus::tus_headers` repeats them on
 /// OPTIONS answers, which the CORS layer treats as preflights and leaves
 /// without `Access-Control-Expose-Headers`; a real tus client reads the
 /// `Tus-*` headers of its own OPTIONS request.
-pub const EXPOSED: [&str; 10] = [
+pub const EXPOSED: [&str; 12] = [
     "location",
     "upload-offset",
     "upload-length",
@@ -59,6 +73,8 @@ pub const EXPOSED: [&str; 10] = [
     "tus-max-size",
     "tus-checksum-algorithm",
     "retry-after",
+    "range",
+    "etag",
 ];
 
 fn cors() -> CorsLayer {
@@ -84,6 +100,8 @@ fn cors() -> CorsLayer {
 pub fn build_router(state: AppState, www: &Path, pkg: &Path) -> Router {
     Router::new()
         .merge(tus::routes())
+        .merge(range::routes())
+        .merge(s3::routes())
         .merge(control::routes())
         .merge(statics::router(www, pkg))
         .layer(cors())
@@ -159,8 +177,20 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let faults = Arc::new(FaultEngine::new(config.faults.clone(), config.seed));
     let store = Store::open(&data_dir, |id| faults.seed_for_existing(id))
         .map_err(|e| StartError::DataDir(data_dir.clone(), e))?;
+    // Subdirectories are skipped by the tus store's loader (their names are
+    // not upload ids), so the three protocols never see each other's files.
+    let range_dir = data_dir.join("range");
+    let range = Store::open(&range_dir, |id| {
+        faults.seed_for_existing(&format!("range:{id}"))
+    })
+    .map_err(|e| StartError::DataDir(range_dir.clone(), e))?;
+    let s3_dir = data_dir.join("s3");
+    let s3 = S3Store::open(&s3_dir, config.secret.clone())
+        .map_err(|e| StartError::DataDir(s3_dir.clone(), e))?;
     let state = AppState {
         store: Arc::new(store),
+        range: Arc::new(range),
+        s3: Arc::new(s3),
         faults,
         max_size: config.max_size,
     };

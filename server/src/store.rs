@@ -340,8 +340,11 @@ async fn write_sidecar(path: &Path, meta: &UploadMeta) -> io::Result<()> {
 #[derive(Debug)]
 pub struct Appended {
     pub written: u64,
-    /// Digest of the written bytes when a checksum algorithm was requested.
+    /// Digest of the written bytes when a checksum algorithm was requested
+    /// (the first of `digests`).
     pub digest: Option<Vec<u8>>,
+    /// One digest per requested algorithm, in the order requested.
+    pub digests: Vec<Vec<u8>>,
 }
 
 /// Streams body chunks into the data file on a blocking thread, hashing
@@ -356,6 +359,12 @@ pub struct Appender {
 impl Appender {
     /// Starts writing at `offset` (anything already past it is dropped).
     pub fn start(path: &Path, offset: u64, algo: Option<Algo>) -> Appender {
+        Appender::start_hashing(path, offset, algo.into_iter().collect())
+    }
+
+    /// Like [`Appender::start`], computing several digests in one pass (the
+    /// S3-style PUT needs both SHA-256 and MD5).
+    pub fn start_hashing(path: &Path, offset: u64, algos: Vec<Algo>) -> Appender {
         // A handful of in-flight chunks is enough to overlap network and
         // disk while bounding memory.
         let (tx, mut rx) = mpsc::channel::<Bytes>(32);
@@ -365,19 +374,21 @@ impl Appender {
             file.set_len(offset)?;
             file.seek(SeekFrom::Start(offset))?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
-            let mut hasher = algo.map(Algo::hasher);
+            let mut hashers: Vec<checksum::Hasher> = algos.into_iter().map(Algo::hasher).collect();
             let mut written = 0u64;
             while let Some(chunk) = rx.blocking_recv() {
-                if let Some(h) = hasher.as_mut() {
+                for h in hashers.iter_mut() {
                     h.update(&chunk);
                 }
                 out.write_all(&chunk)?;
                 written += chunk.len() as u64;
             }
             out.flush()?;
+            let digests: Vec<Vec<u8>> = hashers.into_iter().map(checksum::Hasher::finish).collect();
             Ok(Appended {
                 written,
-                digest: hasher.map(checksum::Hasher::finish),
+                digest: digests.first().cloned(),
+                digests,
             })
         });
         Appender { tx, worker }

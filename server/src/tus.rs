@@ -13,7 +13,7 @@
 //! was sent), exactly as a real tus server behaves.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
@@ -25,14 +25,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, head, post};
 use axum::{Extension, Json, Router};
 use base64::Engine as _;
-use http_body_util::BodyExt as _;
 use serde::Serialize;
 
+use crate::body::{self, reject, BodyEnd};
 use crate::checksum::{self, Expected};
 use crate::conn::ConnKill;
-use crate::faults::{CounterSnapshot, FaultKind, FaultSpec};
+use crate::faults::{CounterSnapshot, FaultCounters, FaultKind, FaultSpec};
 use crate::logging::LogNote;
-use crate::store::{Appender, Upload};
+use crate::store::{Appender, Store, Upload};
 use crate::AppState;
 
 pub const TUS_VERSION: &str = "1.0.0";
@@ -51,12 +51,6 @@ pub const H_UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length")
 pub const H_UPLOAD_METADATA: HeaderName = HeaderName::from_static("upload-metadata");
 pub const H_UPLOAD_CHECKSUM: HeaderName = HeaderName::from_static("upload-checksum");
 pub const H_UPLOAD_DEFER_LENGTH: HeaderName = HeaderName::from_static("upload-defer-length");
-
-/// Bodies we refuse are still read to the end (up to this long) before the
-/// error is sent: answering while the browser is still sending makes the
-/// kernel reset the connection, and the browser would then report a network
-/// error instead of our status code.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn routes() -> Router<AppState> {
     // `/files` and `/files/` both create: clients differ on the slash.
@@ -77,9 +71,20 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Whether a path belongs to the tus routes (used by [`tus_headers`], which
-/// runs outside the router and so cannot rely on route matching).
+/// runs outside the router and so cannot rely on route matching). Under
+/// `/faults/{spec}` everything is tus except the other protocols' route
+/// names (`range`, `s3`, `presign`), which must not get tus discovery
+/// answers or `Tus-Resumable`.
 pub fn is_tus_path(path: &str) -> bool {
-    path == "/files" || path.starts_with("/files/") || path.starts_with("/faults/")
+    if path == "/files" || path.starts_with("/files/") {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix("/faults/") else {
+        return false;
+    };
+    let after_spec = rest.split_once('/').map_or("", |(_, tail)| tail);
+    let first = after_spec.split('/').next().unwrap_or_default();
+    !matches!(first, "range" | "s3" | "presign")
 }
 
 /// Outermost tus layer: every tus response gets `Tus-Resumable`, and every
@@ -127,13 +132,13 @@ pub async fn tus_headers(State(app): State<AppState>, req: Request, next: Next) 
 }
 
 /// The fault spec of a `/faults/{spec}/...` path, if it has a valid one.
-fn path_spec(path: &str) -> Option<FaultSpec> {
+pub(crate) fn path_spec(path: &str) -> Option<FaultSpec> {
     let raw = path.strip_prefix("/faults/")?.split('/').next()?;
     FaultSpec::parse(&percent_decode(raw)?).ok()
 }
 
 /// Decodes `%XX` escapes; `None` on a malformed escape or invalid UTF-8.
-fn percent_decode(raw: &str) -> Option<String> {
+pub(crate) fn percent_decode(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -175,12 +180,13 @@ async fn require_tus_resumable(req: Request, next: Next) -> Response {
 /// Which route family a request came in on, resolved once per request.
 pub struct Target {
     /// The fault spec that applies (global, or from the path).
-    spec: FaultSpec,
+    pub(crate) spec: FaultSpec,
     /// Which creation fault stream POSTs on this family use.
-    stream_key: String,
-    /// Path prefix before `/files`, raw as received ("" or "/faults/<raw>").
-    base: String,
-    id: Option<String>,
+    pub(crate) stream_key: String,
+    /// Path prefix before `/files` (or `/range`, `/s3`, `/presign`), raw as
+    /// received ("" or "/faults/<raw>").
+    pub(crate) base: String,
+    pub(crate) id: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Target {
@@ -226,7 +232,7 @@ impl FromRequestParts<AppState> for Target {
 
 impl Target {
     /// The `latency` fault: a fixed delay before handling.
-    async fn delay(&self) {
+    pub(crate) async fn delay(&self) {
         if let Some(d) = self.spec.latency() {
             tokio::time::sleep(d).await;
         }
@@ -237,7 +243,7 @@ impl Target {
     }
 }
 
-fn plain(status: StatusCode, msg: &str) -> Response {
+pub(crate) fn plain(status: StatusCode, msg: &str) -> Response {
     (
         status,
         [(CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -246,26 +252,12 @@ fn plain(status: StatusCode, msg: &str) -> Response {
         .into_response()
 }
 
-/// Reads and discards the rest of a body (bounded by [`DRAIN_TIMEOUT`]), then
-/// returns `res`. See [`DRAIN_TIMEOUT`] for why.
-async fn reject(body: Body, res: Response) -> Response {
-    drain(body).await;
-    res
-}
-
-async fn drain(mut body: Body) {
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while let Some(Ok(_)) = body.frame().await {}
-    })
-    .await;
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// tus integers are plain non-negative decimals (no sign, no spaces).
-fn parse_tus_u64(value: &str) -> Option<u64> {
+pub(crate) fn parse_tus_u64(value: &str) -> Option<u64> {
     let v = value.trim();
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -316,17 +308,22 @@ pub fn parse_metadata(header: &str) -> Result<BTreeMap<String, String>, String> 
     Ok(out)
 }
 
-/// Counts an injected fault (globally and for the upload) and notes it for
-/// the request log.
-fn record(app: &AppState, upload: Option<&Upload>, kind: FaultKind, note: &LogNote) {
+/// Counts an injected fault (globally and for the upload or object whose
+/// counters are given) and notes it for the request log.
+pub(crate) fn record(
+    app: &AppState,
+    counters: Option<&FaultCounters>,
+    kind: FaultKind,
+    note: &LogNote,
+) {
     app.faults.counters.bump(kind);
-    if let Some(u) = upload {
-        u.faults.bump(kind);
+    if let Some(c) = counters {
+        c.bump(kind);
     }
     note.set(format!("fault={}", kind.label()));
 }
 
-fn fault_response(kind: FaultKind, spec: &FaultSpec) -> Response {
+pub(crate) fn fault_response(kind: FaultKind, spec: &FaultSpec) -> Response {
     match kind {
         FaultKind::TooManyRequests => {
             let retry = spec.retry_after_value(SystemTime::now());
@@ -350,13 +347,13 @@ fn not_found() -> Response {
     res
 }
 
-fn storage_error(e: &std::io::Error) -> Response {
+pub(crate) fn storage_error(e: &std::io::Error) -> Response {
     eprintln!("chunkup-server: storage error: {e}");
     plain(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
 }
 
 /// POST: creation extension. A body (creation-with-upload, which is not
-/// offered) is read and ignored; see [`DRAIN_TIMEOUT`] for why it is read.
+/// offered) is read and ignored; see [`body::DRAIN_TIMEOUT`] for why it is read.
 async fn create_upload(
     State(app): State<AppState>,
     target: Target,
@@ -435,7 +432,7 @@ async fn head_upload(State(app): State<AppState>, target: Target, note: LogNote)
         return not_found();
     }
     if let Some(kind) = upload.roll(&target.spec, false) {
-        record(&app, Some(&upload), kind, &note);
+        record(&app, Some(&upload.faults), kind, &note);
         return fault_response(kind, &target.spec);
     }
     let meta = upload.meta();
@@ -547,7 +544,7 @@ async fn patch_upload(
             res
         }),
         Some(FaultKind::Reset) => {
-            record(&app, Some(&upload), FaultKind::Reset, &note);
+            record(&app, Some(&upload.faults), FaultKind::Reset, &note);
             // Cut somewhere strictly inside the body, so the client always
             // sees a partial transfer (1 ..= len-1 bytes read).
             let body_len = content_length.unwrap_or(remaining);
@@ -561,7 +558,7 @@ async fn patch_upload(
         }
         Some(kind) => {
             // Decided before any body byte is stored.
-            record(&app, Some(&upload), kind, &note);
+            record(&app, Some(&upload.faults), kind, &note);
             drop(guard);
             return reject(body, fault_response(kind, &target.spec)).await;
         }
@@ -572,19 +569,6 @@ async fn patch_upload(
         Ok(res) => res,
         Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "PATCH task failed"),
     }
-}
-
-/// How the body of a PATCH ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyEnd {
-    Complete,
-    /// More bytes than Upload-Length allows (only possible without
-    /// Content-Length, which is checked up front).
-    Overflow,
-    /// The connection broke (or the client aborted) mid-body.
-    Broken,
-    /// The disk writer stopped; its error comes from `Appender::finish`.
-    WriteFailed,
 }
 
 /// Everything a PATCH needs once validated, owned so it can run on a task.
@@ -598,38 +582,7 @@ struct PatchJob {
     note: LogNote,
 }
 
-/// The `bandwidth` fault: reading is paused so the average rate since the
-/// start of the body stays at or below the limit; TCP flow control then
-/// slows the sender.
-struct Pacer {
-    start: Instant,
-    bytes_per_sec: Option<u64>,
-}
-
-impl Pacer {
-    fn new(bytes_per_sec: Option<u64>) -> Self {
-        Pacer {
-            start: Instant::now(),
-            bytes_per_sec,
-        }
-    }
-
-    async fn pace(&self, total: u64) {
-        if let Some(bps) = self.bytes_per_sec.filter(|b| *b > 0) {
-            let due = Duration::from_secs_f64(total as f64 / bps as f64);
-            let elapsed = self.start.elapsed();
-            if due > elapsed {
-                tokio::time::sleep(due - elapsed).await;
-            }
-        }
-    }
-}
-
 impl PatchJob {
-    /// Reads up to `limit` body bytes into `sink` (or discards them when
-    /// `sink` is None). Returns how the body ended and the count read. With
-    /// `probe_end`, a body that reaches `limit` is also checked for extra
-    /// bytes (Overflow); without it, reading simply stops at `limit`.
     async fn read_body(
         &self,
         body: &mut Body,
@@ -637,51 +590,7 @@ impl PatchJob {
         sink: Option<&Appender>,
         probe_end: bool,
     ) -> (BodyEnd, u64) {
-        let pacer = Pacer::new(self.bandwidth);
-        let mut received = 0u64;
-        while received < limit || limit == 0 {
-            let frame = match body.frame().await {
-                None => return (BodyEnd::Complete, received),
-                Some(Err(_)) => return (BodyEnd::Broken, received),
-                Some(Ok(frame)) => frame,
-            };
-            // Trailers carry no upload bytes.
-            let Ok(mut data) = frame.into_data() else {
-                continue;
-            };
-            let room = limit - received;
-            let over = data.len() as u64 > room;
-            if over {
-                data = data.slice(..room as usize);
-            }
-            let n = data.len() as u64;
-            if n > 0 {
-                if let Some(sink) = sink {
-                    if sink.push(data).await.is_err() {
-                        return (BodyEnd::WriteFailed, received);
-                    }
-                }
-            }
-            received += n;
-            if over {
-                return (BodyEnd::Overflow, received);
-            }
-            pacer.pace(received).await;
-        }
-        if !probe_end {
-            return (BodyEnd::Complete, received);
-        }
-        // Exactly `limit` bytes so far; any further byte is an overflow.
-        loop {
-            match body.frame().await {
-                None => return (BodyEnd::Complete, received),
-                Some(Err(_)) => return (BodyEnd::Broken, received),
-                Some(Ok(f)) if f.data_ref().is_some_and(|d| !d.is_empty()) => {
-                    return (BodyEnd::Overflow, received)
-                }
-                Some(Ok(_)) => {}
-            }
-        }
+        body::read_body(body, limit, sink, probe_end, self.bandwidth).await
     }
 
     /// The normal PATCH path: stream to disk, verify, commit.
@@ -848,7 +757,7 @@ pub struct Info {
     pub faults: CounterSnapshot,
 }
 
-fn json_error(status: StatusCode, msg: &str) -> Response {
+pub(crate) fn json_error(status: StatusCode, msg: &str) -> Response {
     (status, Json(serde_json::json!({ "error": msg }))).into_response()
 }
 
@@ -858,8 +767,14 @@ async fn info(State(app): State<AppState>, target: Target) -> Response {
     let Some(upload) = target.upload(&app) else {
         return json_error(StatusCode::NOT_FOUND, "upload not found");
     };
+    upload_info(&app.store, &upload).await
+}
+
+/// The `/info` answer for an upload of `store` (tus uploads and range
+/// sessions share the shape).
+pub(crate) async fn upload_info(store: &Store, upload: &std::sync::Arc<Upload>) -> Response {
     let meta = upload.meta();
-    let sha256 = match app.store.sha256_committed(&upload).await {
+    let sha256 = match store.sha256_committed(upload).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("chunkup-server: storage error: {e}");

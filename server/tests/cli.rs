@@ -96,6 +96,7 @@ fn help_exits_0() {
         "--max-size",
         "--www",
         "--pkg",
+        "--secret",
     ] {
         assert!(text.contains(flag), "{flag}");
     }

@@ -434,14 +434,23 @@ async fn path_escaping_filename_is_only_metadata() {
     assert_eq!(i["metadata"]["filename"], evil);
     assert_eq!(i["complete"], true);
 
-    // The data dir holds exactly <id>.bin and <id>.json, nothing else.
+    // The data dir holds exactly <id>.bin and <id>.json, besides the (empty)
+    // directories of the other two protocols.
     let id = loc.trim_start_matches("/files/");
     let mut names: Vec<String> = std::fs::read_dir(ts.data_dir())
         .expect("data dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, vec![format!("{id}.bin"), format!("{id}.json")]);
+    assert_eq!(
+        names,
+        vec![
+            format!("{id}.bin"),
+            format!("{id}.json"),
+            "range".into(),
+            "s3".into()
+        ]
+    );
     // Nothing was written where the filename points.
     assert!(!ts.data_dir().join(evil).exists());
     assert!(!ts.dir.join("etc").exists());

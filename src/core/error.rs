@@ -98,6 +98,18 @@ pub enum UploadError {
     /// The server broke the protocol (missing header, impossible offset, bad Location).
     #[error("protocol error: {0}")]
     Protocol(String),
+
+    /// A web-messaging attachment was refused, by the session's rules or by the server;
+    /// the message is written for the customer.
+    #[error("{message}")]
+    Attachment {
+        /// The stable code (`file_type_invalid`, `session_expired`, ...).
+        code: &'static str,
+        /// The guest API's own error code (4001...5000), when the server sent one.
+        server_code: Option<u32>,
+        /// Words a customer understands.
+        message: String,
+    },
 }
 
 impl UploadError {
@@ -114,6 +126,7 @@ impl UploadError {
             UploadError::ReadFailed(_) => "read_failed",
             UploadError::HeadersFailed(_) => "headers_failed",
             UploadError::Protocol(_) => "protocol",
+            UploadError::Attachment { code, .. } => code,
         }
     }
 

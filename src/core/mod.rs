@@ -10,6 +10,7 @@ pub mod digest;
 pub mod encoding;
 pub mod engine;
 pub mod error;
+pub mod guest;
 pub mod http;
 pub mod options;
 pub mod progress;

@@ -123,6 +123,9 @@ pub fn error_to_js(error: &UploadError) -> JsValue {
     if let Some(status) = error.status() {
         set(&value, "status", &JsValue::from(status));
     }
+    if let UploadError::Attachment { server_code: Some(code), .. } = error {
+        set(&value, "serverCode", &JsValue::from(*code));
+    }
     if let Some(cause) = error.cause() {
         set(&value, "cause", &error_to_js(cause));
     }

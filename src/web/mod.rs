@@ -9,6 +9,7 @@
 pub mod abort;
 pub mod convert;
 pub mod env;
+pub mod guest;
 pub mod js;
 pub mod options;
 pub mod source;

@@ -81,7 +81,7 @@ pub struct UploadInput {
 }
 
 /// A JavaScript value that means "not given".
-fn is_absent(value: &JsValue) -> bool {
+pub(crate) fn is_absent(value: &JsValue) -> bool {
     value.is_undefined() || value.is_null()
 }
 
@@ -236,7 +236,7 @@ pub fn parse(
 }
 
 /// A File's name and type; a plain Blob is called "blob", as in FormData.
-fn describe(blob: &Blob) -> (String, String) {
+pub(crate) fn describe(blob: &Blob) -> (String, String) {
     let name = blob
         .dyn_ref::<File>()
         .map_or_else(|| "blob".to_owned(), File::name);
@@ -262,7 +262,7 @@ fn absolute_url(endpoint: &str) -> Result<String, UploadError> {
     Ok(href)
 }
 
-fn reject_unknown(object: &JsValue, known: &[&str], what: &str) -> Result<(), UploadError> {
+pub(crate) fn reject_unknown(object: &JsValue, known: &[&str], what: &str) -> Result<(), UploadError> {
     for key in Object::keys(object.unchecked_ref::<Object>()).iter() {
         let key = key.as_string().unwrap_or_default();
         if !known.contains(&key.as_str()) {
@@ -288,7 +288,7 @@ fn optional_string(object: &JsValue, key: &str) -> Result<Option<String>, Upload
 
 /// `object[key]` as a whole number in `min..=max`, or `None` when absent; `path` names the
 /// object in messages (`options`, `options.retry`).
-fn optional_number(
+pub(crate) fn optional_number(
     object: &JsValue,
     path: &str,
     key: &str,
@@ -305,7 +305,7 @@ fn optional_number(
     whole_number(&format!("{path}.{key}"), number, min, max).map(Some)
 }
 
-fn retry_policy(value: &JsValue) -> Result<RetryPolicy, UploadError> {
+pub(crate) fn retry_policy(value: &JsValue) -> Result<RetryPolicy, UploadError> {
     let defaults = RetryPolicy::default();
     if is_absent(value) {
         return Ok(defaults);

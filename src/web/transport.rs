@@ -312,7 +312,7 @@ fn header_pairs(headers: &Headers) -> Vec<(String, String)> {
 }
 
 /// `Some(output)` if `future` completes within `ms` milliseconds (0 = no limit), else `None`.
-async fn within<F: Future>(ms: u32, future: F) -> Option<F::Output> {
+pub(crate) async fn within<F: Future>(ms: u32, future: F) -> Option<F::Output> {
     let mut future = pin!(future);
     if ms == 0 {
         return Some(future.await);

@@ -35,6 +35,8 @@ pub struct Opts<'a> {
     pub pkg: Option<&'a Path>,
     /// Defaults to `<test dir>/data`.
     pub data_dir: Option<&'a Path>,
+    /// Presign secret; random when None.
+    pub secret: Option<&'a [u8]>,
 }
 
 impl Default for Opts<'_> {
@@ -46,6 +48,7 @@ impl Default for Opts<'_> {
             www: None,
             pkg: None,
             data_dir: None,
+            secret: None,
         }
     }
 }
@@ -73,6 +76,7 @@ pub async fn start_with(opts: Opts<'_>) -> TestServer {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| missing.clone()),
         pkg: opts.pkg.map(Path::to_path_buf).unwrap_or(missing),
+        secret: opts.secret.map(<[u8]>::to_vec),
     };
     let server = chunkup_server::start(config).await.expect("server starts");
     TestServer {
@@ -257,4 +261,36 @@ pub async fn info(ts: &TestServer, loc: &str) -> serde_json::Value {
     let res = send(ts.addr, "GET", &format!("{loc}/info"), &[], b"").await;
     assert_eq!(res.status, 200, "info failed: {}", res.text());
     res.json()
+}
+
+/// Sends raw request bytes and returns whatever came back (or the read
+/// error). A `reset` fault must yield no response bytes at all.
+pub async fn raw_request(addr: SocketAddr, req: &[u8]) -> (Vec<u8>, Option<std::io::ErrorKind>) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // The server may kill the connection while we are still writing.
+    let _ = stream.write_all(req).await;
+    let mut got = Vec::new();
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut got),
+    )
+    .await
+    .expect("server must close the connection")
+    .err()
+    .map(|e| e.kind());
+    (got, err)
+}
+
+/// Asserts that a request was answered by a reset: no HTTP bytes, and an
+/// RST (or EOF, if it raced our last write).
+pub fn assert_reset(got: &[u8], err: Option<std::io::ErrorKind>) {
+    assert!(
+        got.is_empty(),
+        "no HTTP response expected, got {:?}",
+        String::from_utf8_lossy(got)
+    );
+    assert!(
+        matches!(err, None | Some(std::io::ErrorKind::ConnectionReset)),
+        "{err:?}"
+    );
 }
