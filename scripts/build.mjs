@@ -1,6 +1,7 @@
 // Builds the npm package into pkg/ (wasm-pack --target web, release) and optimises the
-// .wasm with wasm-opt from the npm package `binaryen`: wasm-pack's own binaryen download
-// does not work offline, so Cargo.toml turns it off.
+// .wasm with wasm-opt from the npm package `binaryen` (wasm-pack's own binaryen download
+// does not work offline, so Cargo.toml turns it off); then builds the chat-widget demo
+// with Vite from that package, imported by name (node_modules/chunkup links to pkg/).
 import { existsSync, statSync } from "node:fs";
 import path from "node:path";
 import { root, run } from "./lib.mjs";
@@ -22,5 +23,14 @@ const features = [
   "--enable-reference-types",
   "--enable-multivalue",
 ];
-await run(process.execPath, [wasmOpt, "-O3", ...features, wasm, "-o", wasm]);
+await run(process.execPath, [wasmOpt, "-Os", ...features, wasm, "-o", wasm]);
 console.log(`build: pkg/chunkup_bg.wasm ${before} -> ${statSync(wasm).size} bytes after wasm-opt`);
+
+await run(path.join(root, "node_modules", ".bin", "vite"), [
+  "build",
+  "--config",
+  path.join(root, "widget", "vite.config.js"),
+  "--logLevel",
+  "warn",
+]);
+console.log("build: widget/dist (the chat-widget demo)");

@@ -73,7 +73,13 @@ export const logDir = path.join(root, "target", "test-logs");
 export function startReferenceServer(extraArgs = [], options = {}) {
   return startServer(
     serverBinary,
-    ["--port", "0", "--www", path.join(root, "www"), "--pkg", path.join(root, "pkg"), ...extraArgs],
+    [
+      "--port", "0",
+      "--www", path.join(root, "www"),
+      "--pkg", path.join(root, "pkg"),
+      "--widget", path.join(root, "widget", "dist"),
+      ...extraArgs,
+    ],
     /chunkup-server listening on (\S+)/,
     options,
   );

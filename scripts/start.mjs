@@ -8,14 +8,22 @@ await run("cargo", ["build", "--release", "-p", "chunkup-server"]);
 const port = process.env.PORT ?? "8080";
 const server = spawn(
   serverBinary,
-  ["--port", port, "--www", path.join(root, "www"), "--pkg", path.join(root, "pkg"), ...process.argv.slice(2)],
+  [
+    "--port", port,
+    "--www", path.join(root, "www"),
+    "--pkg", path.join(root, "pkg"),
+    "--widget", path.join(root, "widget", "dist"),
+    ...process.argv.slice(2),
+  ],
   { cwd: root, stdio: ["ignore", "pipe", "inherit"] },
 );
 server.stdout.on("data", (data) => {
   const text = data.toString();
   process.stdout.write(text);
   const match = text.match(/listening on (\S+)/);
-  if (match) console.log(`\n  chunkup demo: ${match[1]}\n  (Ctrl-C to stop)\n`);
+  if (match) {
+    console.log(`\n  chunkup demo:  ${match[1]}\n  chat widget:   ${match[1]}widget/\n  (Ctrl-C to stop)\n`);
+  }
 });
 for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => server.kill("SIGTERM"));
 server.on("exit", (code) => process.exit(code ?? 0));

@@ -63,7 +63,11 @@ pub fn validate_attachment(session_response: JsValue, file: JsValue) -> JsValue 
 /// The `onMessage` request that sends `text` with the attachments `attachment_ids`.
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen(js_name = buildAttachmentMessage, skip_typescript)]
-pub fn build_attachment_message(token: String, text: String, attachment_ids: JsValue) -> Result<JsValue, JsValue> {
+pub fn build_attachment_message(
+    token: String,
+    text: String,
+    attachment_ids: JsValue,
+) -> Result<JsValue, JsValue> {
     web::guest::build_attachment_message(&token, &text, &attachment_ids)
         .map_err(|error| web::convert::error_to_js(&error))
 }

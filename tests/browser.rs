@@ -679,3 +679,310 @@ async fn sha256_file_hashes_like_an_upload() {
         .expect_err("invalid");
     assert_eq!(string(&err, "code"), "invalid_input");
 }
+
+// ---------------------------------------------------------------------------------------
+// protocol "put": one presigned PUT (the reference server's S3 emulation)
+
+const PUT_SIZES: [usize; 8] = [
+    0,
+    1,
+    256 * KIB - 1,
+    256 * KIB,
+    256 * KIB + 1,
+    768 * KIB - 1,
+    768 * KIB,
+    768 * KIB + 1,
+];
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = fetch)]
+    fn fetch_with_init(url: &str, init: &JsValue) -> Promise;
+}
+
+/// POSTs JSON (or nothing) and returns the status, the Location header and the JSON body.
+async fn post(url: &str, headers: &str, body: Option<&str>) -> (u16, Option<String>, JsValue) {
+    let init = JSON::parse(&format!(r#"{{"method":"POST","headers":{headers}}}"#)).expect("init");
+    if let Some(body) = body {
+        Reflect::set(&init, &"body".into(), &body.into()).expect("set");
+    }
+    let response: Response = JsFuture::from(fetch_with_init(url, &init))
+        .await
+        .expect("fetch")
+        .unchecked_into();
+    let location = response.headers().get("Location").ok().flatten();
+    let json = JsFuture::from(response.json().expect("json"))
+        .await
+        .unwrap_or(JsValue::NULL);
+    (response.status(), location, json)
+}
+
+/// A presigned PUT target for `size` bytes of `file_type` on the fault family `faults`.
+async fn presign(size: usize, file_type: &str, faults: &str, extra: &str) -> (String, JsValue) {
+    let base = if faults.is_empty() {
+        SERVER.to_owned()
+    } else {
+        format!("{SERVER}faults/{faults}/")
+    };
+    let body =
+        format!(r#"{{"fileName":"f.bin","fileType":"{file_type}","fileSize":{size}{extra}}}"#);
+    let (status, _, json) = post(
+        &format!("{base}presign"),
+        r#"{"Content-Type":"application/json"}"#,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 200, "presign");
+    (string(&json, "url"), get(&json, "headers"))
+}
+
+/// Uploads `len` bytes with protocol put through `faults`; checks the stored object.
+async fn put_and_verify(len: usize, faults: &str) -> JsValue {
+    let bytes = pseudo_random(len, len as u32 + 99);
+    let (url, headers) = presign(len, "application/x-test", faults, "").await;
+    let opts = JSON::parse(&format!(
+        r#"{{"protocol":"put","endpoint":"{url}","contentType":"application/x-test","md5":true,"retry":{{"attempts":12,"baseDelayMs":5,"maxDelayMs":1500}},"progressIntervalMs":0}}"#
+    ))
+    .expect("json");
+    Reflect::set(&opts, &"headers".into(), &headers).expect("set");
+    let log = ProgressLog::new();
+    let result = upload(&blob_of(&bytes), &log.function(), &opts)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "put of {len} bytes with {faults:?}: {}",
+                string(&e, "message")
+            )
+        });
+    let expected = hex(&Sha256::digest(&bytes));
+    assert_eq!(string(&result, "sha256"), expected);
+    assert_eq!(string(&result, "protocol"), "put");
+    assert!(
+        !string(&result, "url").contains('?'),
+        "no presigned query in the result"
+    );
+    let object_url = url.split('?').next().unwrap_or_default().to_owned();
+    let (status, info) = json(&format!("{object_url}/info")).await;
+    assert_eq!(status, 200);
+    assert_eq!(string(&info, "sha256"), expected, "stored object");
+    assert_eq!(
+        string(&info, "md5"),
+        string(&result, "md5"),
+        "md5 computed in Rust equals the server's"
+    );
+    let calls = log.calls.borrow();
+    let mut last = 0.0;
+    for p in calls.iter() {
+        assert!(num(p, "percent") >= last, "percent went back");
+        last = num(p, "percent");
+    }
+    assert_eq!(string(calls.last().expect("calls"), "phase"), "done");
+    info
+}
+
+#[wasm_bindgen_test]
+async fn put_uploads_every_boundary_size_under_every_fault_kind() {
+    for faults in [
+        "",
+        "429:0.3,retry-after:0",
+        "500:0.3",
+        "503:0.3",
+        "reset:0.4",
+        "latency:5,bandwidth:20MB",
+    ] {
+        for len in PUT_SIZES {
+            put_and_verify(len, faults).await;
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn put_reports_progress_byte_by_byte() {
+    // Larger than loopback socket buffers, and throttled, so the body takes ~4 s to leave
+    // (longer than hashing it in a debug build, which keeps the main thread busy).
+    let len = 24 * 1024 * KIB;
+    let bytes = pseudo_random(len, 5);
+    let (url, headers) = presign(len, "", "bandwidth:6MB", "").await;
+    let opts = JSON::parse(&format!(
+        r#"{{"protocol":"put","endpoint":"{url}","progressIntervalMs":0}}"#
+    ))
+    .expect("json");
+    Reflect::set(&opts, &"headers".into(), &headers).expect("set");
+    let log = ProgressLog::new();
+    upload(&blob_of(&bytes), &log.function(), &opts)
+        .await
+        .expect("put");
+    let calls = log.calls.borrow();
+    let partial = calls
+        .iter()
+        .filter(|p| num(p, "bytesSent") > 0.0 && num(p, "bytesSent") < len as f64)
+        .count();
+    let sent: Vec<f64> = calls.iter().map(|p| num(p, "bytesSent")).collect();
+    assert!(
+        partial >= 2,
+        "only {partial} calls reported bytes in flight: {sent:?}"
+    );
+    assert!(calls
+        .iter()
+        .all(|p| num(p, "bytesUploaded") == 0.0 || num(p, "bytesUploaded") == len as f64));
+}
+
+#[wasm_bindgen_test]
+async fn put_asks_target_for_a_fresh_url_when_one_expired() {
+    let len = 100 * KIB;
+    let bytes = pseudo_random(len, 6);
+    let (expired, headers) = presign(len, "application/x-test", "", r#","expired":true"#).await;
+    let calls = Rc::new(RefCell::new(0u32));
+    let counter = Rc::clone(&calls);
+    let expired_target = JSON::parse(&format!(r#"{{"url":"{expired}"}}"#)).expect("json");
+    Reflect::set(&expired_target, &"headers".into(), &headers).expect("set");
+    let (fresh, fresh_headers) = presign(len, "application/x-test", "", "").await;
+    let fresh_target = JSON::parse(&format!(r#"{{"url":"{fresh}"}}"#)).expect("json");
+    Reflect::set(&fresh_target, &"headers".into(), &fresh_headers).expect("set");
+    // First attempt: the expired URL (403); then a fresh one.
+    let target = Closure::<dyn FnMut() -> JsValue>::new(move || {
+        *counter.borrow_mut() += 1;
+        let next = if *counter.borrow() == 1 {
+            &expired_target
+        } else {
+            &fresh_target
+        };
+        Promise::resolve(next).into()
+    });
+    let opts = JSON::parse(&format!(
+        r#"{{"protocol":"put","endpoint":"{expired}","contentType":"application/x-test","retry":{{"attempts":3,"baseDelayMs":1,"maxDelayMs":5}}}}"#
+    ))
+    .expect("json");
+    Reflect::set(&opts, &"target".into(), target.as_ref()).expect("set");
+    let result = upload(&blob_of(&bytes), &JsValue::NULL, &opts)
+        .await
+        .expect("put with target");
+    assert_eq!(*calls.borrow(), 2);
+    assert_eq!(num(&result, "retries"), 1.0);
+    assert_eq!(string(&result, "sha256"), hex(&Sha256::digest(&bytes)));
+
+    // Without target() the 403 is final.
+    let (expired, headers) = presign(len, "application/x-test", "", r#","expired":true"#).await;
+    let opts = JSON::parse(&format!(
+        r#"{{"protocol":"put","endpoint":"{expired}","contentType":"application/x-test"}}"#
+    ))
+    .expect("json");
+    Reflect::set(&opts, &"headers".into(), &headers).expect("set");
+    let err = upload(&blob_of(&bytes), &JsValue::NULL, &opts)
+        .await
+        .expect_err("expired");
+    assert_eq!(
+        (string(&err, "code"), num(&err, "status")),
+        ("http_status".to_owned(), 403.0)
+    );
+}
+
+#[wasm_bindgen_test]
+async fn put_with_a_wrong_content_type_or_missing_signed_header_is_refused() {
+    let bytes = pseudo_random(1000, 7);
+    let (url, headers) = presign(1000, "image/png", "", "").await;
+    let wrong_type = JSON::parse(&format!(
+        r#"{{"protocol":"put","endpoint":"{url}","contentType":"image/jpeg"}}"#
+    ))
+    .expect("json");
+    Reflect::set(&wrong_type, &"headers".into(), &headers).expect("set");
+    let err = upload(&blob_of(&bytes), &JsValue::NULL, &wrong_type)
+        .await
+        .expect_err("403");
+    assert_eq!(num(&err, "status"), 403.0);
+    let no_headers = JSON::parse(&format!(
+        r#"{{"protocol":"put","endpoint":"{url}","contentType":"image/png"}}"#
+    ))
+    .expect("json");
+    let err = upload(&blob_of(&bytes), &JsValue::NULL, &no_headers)
+        .await
+        .expect_err("403");
+    assert_eq!(num(&err, "status"), 403.0);
+}
+
+// ---------------------------------------------------------------------------------------
+// protocol "range": a Content-Range resumable session (the server's GCS emulation)
+
+/// Creates a session for `len` bytes on the fault family `faults`; returns its URI.
+async fn range_session(len: usize, faults: &str) -> String {
+    let base = if faults.is_empty() {
+        SERVER.to_owned()
+    } else {
+        format!("{SERVER}faults/{faults}/")
+    };
+    let (status, location, _) = post(
+        &format!("{base}range/"),
+        &format!(r#"{{"X-Upload-Content-Length":"{len}"}}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "session created");
+    let location = location.expect("Location");
+    format!("{}{}", SERVER.trim_end_matches('/'), location)
+}
+
+async fn range_and_verify(len: usize, chunk: usize, faults: &str) {
+    let bytes = pseudo_random(len, len as u32 + 3);
+    let session = range_session(len, faults).await;
+    let opts = JSON::parse(&format!(
+        r#"{{"protocol":"range","endpoint":"{session}","chunkSize":{chunk},"retry":{{"attempts":12,"baseDelayMs":5,"maxDelayMs":1500}},"progressIntervalMs":0}}"#
+    ))
+    .expect("json");
+    let log = ProgressLog::new();
+    let result = upload(&blob_of(&bytes), &log.function(), &opts)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "range upload of {len} bytes with {faults:?}: {}",
+                string(&e, "message")
+            )
+        });
+    let expected = hex(&Sha256::digest(&bytes));
+    assert_eq!(string(&result, "sha256"), expected);
+    let (_, info) = json(&format!("{session}/info")).await;
+    assert_eq!(string(&info, "sha256"), expected, "stored session bytes");
+    let chunks: Array = get(&result, "chunks").unchecked_into();
+    let covered: f64 = chunks.iter().map(|c| num(&c, "length")).sum();
+    assert_eq!(covered as usize, len, "chunks cover the file");
+    let calls = log.calls.borrow();
+    let mut last = 0.0;
+    for p in calls.iter() {
+        assert!(num(p, "bytesUploaded") >= last, "bytesUploaded went back");
+        last = num(p, "bytesUploaded");
+    }
+    assert_eq!(num(calls.last().expect("calls"), "percent"), 100.0);
+}
+
+#[wasm_bindgen_test]
+async fn range_uploads_every_boundary_size_under_every_fault_kind() {
+    for faults in [
+        "",
+        "429:0.3,retry-after:0",
+        "500:0.3",
+        "503:0.3",
+        "reset:0.4",
+        "latency:5,bandwidth:20MB",
+    ] {
+        for len in PUT_SIZES {
+            range_and_verify(len, 256 * KIB, faults).await;
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn range_resumes_after_resets_in_larger_chunks() {
+    range_and_verify(3 * 1024 * KIB + 77, 1024 * KIB, "reset:0.5").await;
+}
+
+#[wasm_bindgen_test]
+async fn range_refuses_chunk_sizes_that_are_not_multiples_of_256_kib() {
+    let opts = JSON::parse(&format!(
+        r#"{{"protocol":"range","endpoint":"{SERVER}range/x","chunkSize":1000000}}"#
+    ))
+    .expect("json");
+    let err = upload(&blob_of(b"abc"), &JsValue::NULL, &opts)
+        .await
+        .expect_err("invalid");
+    assert_eq!(string(&err, "code"), "invalid_input");
+    assert!(string(&err, "message").contains("256 KiB"));
+}

@@ -85,6 +85,19 @@ pub async fn read_body(
     probe_end: bool,
     bandwidth: Option<u64>,
 ) -> (BodyEnd, u64) {
+    read_body_skipping(body, limit, 0, sink, probe_end, bandwidth).await
+}
+
+/// [`read_body`], but the first `skip` bytes are received and counted without reaching
+/// the sink (a range chunk that overlaps bytes the server already persisted).
+pub async fn read_body_skipping(
+    body: &mut Body,
+    limit: u64,
+    skip: u64,
+    sink: Option<&Appender>,
+    probe_end: bool,
+    bandwidth: Option<u64>,
+) -> (BodyEnd, u64) {
     let pacer = Pacer::new(bandwidth);
     let mut received = 0u64;
     while received < limit || limit == 0 {
@@ -103,7 +116,9 @@ pub async fn read_body(
             data = data.slice(..room as usize);
         }
         let n = data.len() as u64;
-        if n > 0 {
+        let skipped = skip.saturating_sub(received).min(n);
+        let data = data.slice(skipped as usize..);
+        if !data.is_empty() {
             if let Some(sink) = sink {
                 if sink.push(data).await.is_err() {
                     return (BodyEnd::WriteFailed, received);

@@ -1,15 +1,17 @@
 //! Command-line parsing and the server configuration. Hand-written rather
-//! than clap: nine flags do not justify the dependency, and test scripts
+//! than clap: a dozen flags do not justify the dependency, and test scripts
 //! rely on the exact behaviour documented in [`USAGE`].
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::faults::FaultSpec;
+use crate::guest::GuestRules;
 
 pub const USAGE: &str = "\
 chunkup-server: reference upload server for chunkup (tus 1.0, GCS-style range
-sessions, S3-style presigned PUT; with fault injection)
+sessions, S3-style presigned PUT, a Genesys-style web messaging guest API;
+with fault injection)
 
 USAGE: chunkup-server [OPTIONS]
 
@@ -25,8 +27,15 @@ OPTIONS (each also accepted as --name=value):
   --max-size BYTES   largest upload accepted (default 4294967296)
   --www DIR          static files served at / (default www)
   --pkg DIR          static files served at /pkg/ (default pkg)
+  --widget DIR       static files served at /widget/ (default widget/dist)
   --secret HEX       HMAC key for presigned S3-style PUT URLs, as hex
                      (default: random per process, so URLs die with it)
+  --guest-file-types LIST
+                     guest API: allowed attachment MIME types, comma-separated
+                     (default image/*,application/pdf,text/plain)
+  --guest-max-kb N   guest API: maxFileSizeKB, 1 KB = 1000 bytes (default 51200)
+  --guest-blocked LIST
+                     guest API: blocked extensions (default .exe,.bat,.cmd,.js)
   --help             print this help
 
 On startup prints exactly one line to stdout:
@@ -45,9 +54,12 @@ pub struct Config {
     pub max_size: u64,
     pub www: PathBuf,
     pub pkg: PathBuf,
+    pub widget: PathBuf,
     /// HMAC key for presigned PUT URLs; `None` means a random one per
     /// process.
     pub secret: Option<Vec<u8>>,
+    /// Attachment rules of the guest API's `SessionResponse`.
+    pub guest: GuestRules,
 }
 
 impl Default for Config {
@@ -61,7 +73,9 @@ impl Default for Config {
             max_size: 4_294_967_296,
             www: PathBuf::from("www"),
             pkg: PathBuf::from("pkg"),
+            widget: PathBuf::from("widget/dist"),
             secret: None,
+            guest: GuestRules::default(),
         }
     }
 }
@@ -96,7 +110,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 | "--max-size"
                 | "--www"
                 | "--pkg"
+                | "--widget"
                 | "--secret"
+                | "--guest-file-types"
+                | "--guest-max-kb"
+                | "--guest-blocked"
         ) {
             return Err(format!("unknown argument {arg:?}"));
         }
@@ -127,6 +145,20 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             }
             "--www" => config.www = PathBuf::from(value),
             "--pkg" => config.pkg = PathBuf::from(value),
+            "--widget" => config.widget = PathBuf::from(value),
+            "--guest-file-types" => {
+                config.guest.file_types = GuestRules::parse_file_types(&value)
+                    .map_err(|e| format!("--guest-file-types: {e}"))?
+            }
+            "--guest-max-kb" => {
+                config.guest.max_kb = value
+                    .parse()
+                    .map_err(|_| format!("--guest-max-kb: {value:?} is not a whole number"))?
+            }
+            "--guest-blocked" => {
+                config.guest.blocked = GuestRules::parse_blocked(&value)
+                    .map_err(|e| format!("--guest-blocked: {e}"))?
+            }
             "--secret" => {
                 config.secret = Some(parse_hex(&value).ok_or_else(|| {
                     "--secret: expected a non-empty, even number of hex digits".to_owned()
@@ -199,6 +231,8 @@ mod tests {
         assert!(c.secret.is_none());
         assert_eq!(c.www, PathBuf::from("www"));
         assert_eq!(c.pkg, PathBuf::from("pkg"));
+        assert_eq!(c.widget, PathBuf::from("widget/dist"));
+        assert_eq!(c.guest, GuestRules::default());
     }
 
     #[test]
@@ -218,6 +252,13 @@ mod tests {
             "--pkg",
             "p",
             "--secret=00fFa1",
+            "--widget",
+            "wd",
+            "--guest-file-types=image/png, */*",
+            "--guest-max-kb",
+            "7",
+            "--guest-blocked",
+            "exe,.Sh",
         ])
         .expect("parses");
         assert_eq!(c.port, 0);
@@ -229,6 +270,10 @@ mod tests {
         assert_eq!(c.www, PathBuf::from("w"));
         assert_eq!(c.pkg, PathBuf::from("p"));
         assert_eq!(c.secret, Some(vec![0x00, 0xff, 0xa1]));
+        assert_eq!(c.widget, PathBuf::from("wd"));
+        assert_eq!(c.guest.file_types, ["image/png", "*/*"]);
+        assert_eq!(c.guest.max_kb, 7);
+        assert_eq!(c.guest.blocked, [".exe", ".Sh"]);
     }
 
     #[test]
@@ -239,6 +284,9 @@ mod tests {
         assert!(run(&["--seed", "-1"]).is_err());
         assert!(run(&["--frobnicate"]).is_err());
         assert!(run(&["stray"]).is_err());
+        assert!(run(&["--guest-file-types", "image"]).is_err());
+        assert!(run(&["--guest-max-kb", "-1"]).is_err());
+        assert!(run(&["--guest-blocked", "a/b"]).is_err());
         for bad in ["", "abc", "zz", "+1"] {
             assert!(run(&["--secret", bad]).is_err(), "{bad:?}");
         }

@@ -8,6 +8,12 @@
 //! socket is closed with `SO_LINGER = 0`, so the kernel sends RST and
 //! discards anything unsent, and the IO wrapper refuses all further reads and
 //! writes so not a byte of a response can leave after the kill.
+//!
+//! Connections are served `with_upgrades()`, so a `101 Switching Protocols`
+//! answer (the guest API's WebSocket, `guest.rs`) hands the socket to the
+//! upgraded stream: the connection future then finishes and the WebSocket
+//! lives on in the task axum spawns for it, still through [`KillableIo`]
+//! (nothing kills it, so it behaves like the plain socket).
 
 use std::convert::Infallible;
 use std::io;
@@ -168,7 +174,10 @@ async fn serve_connection(stream: TcpStream, _peer: SocketAddr, app: Router) {
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .serve_connection(TokioIo::new(io), service);
+        .serve_connection(TokioIo::new(io), service)
+        // Without this hyper answers the 101 but never releases the socket
+        // to the WebSocket.
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         // Biased so a kill always wins over letting hyper make progress

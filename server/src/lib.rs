@@ -2,7 +2,9 @@
 //! and browser tests, with deterministic fault injection. It also speaks two
 //! other upload protocols under the same route families and faults: a
 //! GCS-style resumable session (`range.rs`) and an S3-style presigned
-//! single PUT (`s3.rs`, `presign.rs`).
+//! single PUT (`s3.rs`, `presign.rs`). On top of the presigned PUT sits an
+//! emulator of the Genesys Cloud Web Messaging guest API's attachment flow
+//! (`guest/`, a WebSocket).
 //!
 //! This file wires the pieces together (shared state, router and layers,
 //! startup); `main.rs` only adds the command line. Tests start the server
@@ -19,6 +21,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod faults;
+pub mod guest;
 pub mod logging;
 pub mod presign;
 pub mod range;
@@ -40,6 +43,7 @@ use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 
 pub use config::Config;
 use faults::FaultEngine;
+use guest::GuestState;
 use presign::S3Store;
 use store::Store;
 
@@ -54,6 +58,8 @@ pub struct AppState {
     pub s3: Arc<S3Store>,
     pub faults: Arc<FaultEngine>,
     pub max_size: u64,
+    /// Guest API sessions and attachments.
+    pub guest: Arc<GuestState>,
 }
 
 /// Headers a cross-origin page (the wasm-bindgen-test runner, the demo on
@@ -97,13 +103,14 @@ fn cors() -> CorsLayer {
 }
 
 /// The complete application.
-pub fn build_router(state: AppState, www: &Path, pkg: &Path) -> Router {
+pub fn build_router(state: AppState, www: &Path, pkg: &Path, widget: &Path) -> Router {
     Router::new()
         .merge(tus::routes())
         .merge(range::routes())
         .merge(s3::routes())
+        .merge(guest::routes())
         .merge(control::routes())
-        .merge(statics::router(www, pkg))
+        .merge(statics::router(www, pkg, widget))
         .layer(cors())
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -143,6 +150,8 @@ pub struct Server {
     pub temp_data_dir: bool,
     pub state: AppState,
     accept: JoinHandle<()>,
+    /// Turns S3 upload events into guest API events.
+    guest_events: JoinHandle<()>,
 }
 
 impl Server {
@@ -161,6 +170,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.accept.abort();
+        self.guest_events.abort();
     }
 }
 
@@ -193,8 +203,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         s3: Arc::new(s3),
         faults,
         max_size: config.max_size,
+        guest: Arc::new(GuestState::new(config.guest.clone())),
     };
-    let app = build_router(state.clone(), &config.www, &config.pkg);
+    let app = build_router(state.clone(), &config.www, &config.pkg, &config.widget);
     let bind_host = config.host.trim_start_matches('[').trim_end_matches(']');
     let listener = TcpListener::bind((bind_host, config.port))
         .await
@@ -202,6 +213,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Bind(config.host.clone(), e))?;
+    // Subscribed before the first connection is accepted, so no upload
+    // event can be missed.
+    let guest_events = guest::spawn_listener(state.clone());
     let accept = tokio::spawn(conn::serve(listener, app));
     Ok(Server {
         addr,
@@ -210,5 +224,6 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         temp_data_dir,
         state,
         accept,
+        guest_events,
     })
 }

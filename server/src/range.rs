@@ -318,7 +318,11 @@ async fn put_chunk(
     }
     let meta = session.meta();
     let complete = meta.complete();
-    if !complete && chunk.first != meta.offset {
+    // A chunk may start before the persisted offset: a client resending after a broken
+    // connection (browsers silently resend an idempotent PUT whose reused connection
+    // dropped). As GCS does, the bytes already persisted are ignored.
+    let overlaps = chunk.first < meta.offset && meta.offset < end;
+    if !complete && chunk.first != meta.offset && !overlaps {
         drop(guard);
         let res = bad(&format!(
             "Content-Range starts at {} but the session has {} bytes persisted; \
@@ -331,6 +335,11 @@ async fn put_chunk(
         app: app.clone(),
         session: session.clone(),
         start: meta.offset,
+        skip: if overlaps {
+            meta.offset - chunk.first
+        } else {
+            0
+        },
         chunk,
         bandwidth: target.spec.bandwidth,
         note: note.clone(),
@@ -372,7 +381,10 @@ async fn put_chunk(
 struct ChunkJob {
     app: AppState,
     session: Arc<Upload>,
+    /// The persisted offset, where this chunk's new bytes go.
     start: u64,
+    /// Leading bytes of the body the server already has.
+    skip: u64,
     chunk: Chunk,
     bandwidth: Option<u64>,
     note: LogNote,
@@ -397,9 +409,10 @@ impl ChunkJob {
     async fn receive(self, mut body: Body, guard: OwnedMutexGuard<()>) -> Response {
         let store = &self.app.range;
         let appender = Appender::start(self.session.bin_path(), self.start, None);
-        let (end, _) = body::read_body(
+        let (end, _) = body::read_body_skipping(
             &mut body,
             self.chunk.len,
+            self.skip,
             Some(&appender),
             true,
             self.bandwidth,
@@ -417,7 +430,7 @@ impl ChunkJob {
             }
         };
         match end {
-            BodyEnd::Complete if written == self.chunk.len => {
+            BodyEnd::Complete if self.skip + written == self.chunk.len => {
                 let offset = self.start + written;
                 if let Err(e) = store.commit(&self.session, offset).await {
                     return tus::storage_error(&e);
@@ -458,9 +471,16 @@ impl ChunkJob {
         let appender = Appender::start(self.session.bin_path(), self.start, None);
         let mut read = 0;
         if cut > 0 {
-            read = body::read_body(&mut body, cut, Some(&appender), false, self.bandwidth)
-                .await
-                .1;
+            read = body::read_body_skipping(
+                &mut body,
+                cut,
+                self.skip,
+                Some(&appender),
+                false,
+                self.bandwidth,
+            )
+            .await
+            .1;
         }
         let kept = match appender.finish().await {
             Ok(a) => self.keep_aligned(a.written).await,

@@ -66,8 +66,9 @@ struct PresignBody {
 
 /// `http://` plus the request's Host, so the URL works from a page on
 /// another origin (the test runner); empty (a server-relative URL) when
-/// the Host is missing or is not a plain `host[:port]`.
-fn origin_from_host(headers: &HeaderMap) -> String {
+/// the Host is missing or is not a plain `host[:port]`. The guest API uses
+/// it too, with the Host of its WebSocket request.
+pub(crate) fn origin_from_host(headers: &HeaderMap) -> String {
     let host = tus::header_str(headers, &HOST).unwrap_or_default();
     let plain = !host.is_empty()
         && host

@@ -1,6 +1,7 @@
-//! Static files: `--www` at `/` (with `index.html` for directories) and
-//! `--pkg` at `/pkg/` (the wasm-pack output). A missing directory or file is
-//! a plain 404. Content types are pinned for the two kinds browsers are
+//! Static files: `--www` at `/` (with `index.html` for directories),
+//! `--pkg` at `/pkg/` (the wasm-pack output) and `--widget` at `/widget/`
+//! (the built chat widget that talks to the guest API, `guest.rs`). A
+//! missing directory or file is a plain 404. Content types are pinned for the two kinds browsers are
 //! strict about: `application/wasm` (required by
 //! `WebAssembly.instantiateStreaming`) and `text/javascript` (module
 //! scripts; mime_guess maps `.mjs` to the legacy `application/javascript`).
@@ -15,9 +16,14 @@ use axum::response::Response;
 use axum::Router;
 use tower_http::services::ServeDir;
 
-pub fn router<S: Clone + Send + Sync + 'static>(www: &Path, pkg: &Path) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(
+    www: &Path,
+    pkg: &Path,
+    widget: &Path,
+) -> Router<S> {
     Router::new()
         .nest_service("/pkg", ServeDir::new(pkg))
+        .nest_service("/widget", ServeDir::new(widget))
         .fallback_service(ServeDir::new(www))
         .layer(middleware::from_fn(fix_headers))
 }

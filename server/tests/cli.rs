@@ -74,6 +74,7 @@ fn bad_arguments_exit_2() {
         &["--faults", "bogus"][..],
         &["--port", "x"][..],
         &["--nope"][..],
+        &["--guest-file-types", "image"][..],
     ] {
         let out = Command::new(BIN).args(args).output().expect("run");
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -97,6 +98,10 @@ fn help_exits_0() {
         "--www",
         "--pkg",
         "--secret",
+        "--widget",
+        "--guest-file-types",
+        "--guest-max-kb",
+        "--guest-blocked",
     ] {
         assert!(text.contains(flag), "{flag}");
     }

@@ -159,7 +159,7 @@ async fn rejections() {
     assert!(res.text().contains("262144"), "{}", res.text());
     let res = put_chunk(&ts, &loc, 0, &data[..UNIT + 1], n).await;
     assert_eq!(res.status, 400);
-    // Must start at the persisted offset (ahead or behind).
+    // Must not start after the persisted offset.
     let res = put_chunk(&ts, &loc, UNIT, &data[UNIT..2 * UNIT], n).await;
     assert_eq!(res.status, 400);
     assert!(res.text().contains("persisted"), "{}", res.text());
@@ -432,4 +432,28 @@ async fn cors_preflight_and_exposed_headers() {
             "{h} not in {exposed}"
         );
     }
+}
+
+/// A chunk that starts before the persisted offset (a browser resending a PUT whose
+/// connection dropped) is accepted: the bytes the server already has are ignored, as GCS
+/// does. One that starts after it, or ends before it, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_chunks_skip_persisted_bytes() {
+    let ts = start().await;
+    let n = 3 * UNIT + 10;
+    let data = payload(n);
+    let loc = create_session(&ts, "", n, None).await;
+    assert_308(
+        &put_chunk(&ts, &loc, 0, &data[..UNIT], n).await,
+        Some("bytes=0-262143"),
+    );
+    // Resend from 0 with two units: the first is skipped, the second stored.
+    let res = put_chunk(&ts, &loc, 0, &data[..2 * UNIT], n).await;
+    assert_308(&res, Some("bytes=0-524287"));
+    // Entirely before the offset: nothing new, refused.
+    assert_eq!(put_chunk(&ts, &loc, 0, &data[..UNIT], n).await.status, 400);
+    // The rest, overlapping one unit, finishes the object.
+    let res = put_chunk(&ts, &loc, UNIT, &data[UNIT..], n).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(info(&ts, &loc).await["sha256"], sha256_hex(&data));
 }

@@ -6,9 +6,13 @@
 //! envelope `{"type", "class", "code", "body"}`; the attachment flow is `onAttachment` →
 //! `PresignedUrlResponse` (or `GenerateUrlError`) → one PUT to the presigned URL →
 //! `UploadSuccessEvent` (or `UploadFailureEvent`). `crate::web::guest` runs the flow.
+//!
+//! Messages are plain serde types: the browser glue converts them to and from JavaScript
+//! objects with serde-wasm-bindgen, so no JSON library ends up in the wasm.
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::core::error::UploadError;
 
@@ -43,15 +47,6 @@ struct FileType {
 }
 
 impl SessionRules {
-    /// Reads the rules from a `SessionResponse` body (JSON text).
-    pub fn from_json(body: &str) -> Result<Self, UploadError> {
-        serde_json::from_str(body).map_err(|_| {
-            UploadError::invalid(
-                "session.sessionResponse must be the body of the SessionResponse message",
-            )
-        })
-    }
-
     /// The largest file accepted, in bytes (1 KB = 1000 bytes, as the guest API counts).
     pub fn max_bytes(&self) -> Option<u64> {
         self.inbound()?
@@ -67,7 +62,13 @@ impl SessionRules {
 /// Whether `mime` matches an allowed type: exact, `type/*` or `*/*`, ignoring case and
 /// parameters (`text/plain; charset=utf-8`).
 pub fn type_allowed(allowed: &str, mime: &str) -> bool {
-    let essence = |t: &str| t.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = |t: &str| {
+        t.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    };
     let (allowed, mime) = (essence(allowed), essence(mime));
     if allowed == "*/*" || allowed == "*" || allowed == mime {
         return true;
@@ -100,9 +101,9 @@ pub fn validate(
         ));
     }
     let Some(rules) = rules else { return Ok(()) };
-    let inbound = rules.inbound().filter(|i| {
-        !i.file_types.is_empty() && i.max_file_size_kb.is_some_and(|kb| kb > 0.0)
-    });
+    let inbound = rules
+        .inbound()
+        .filter(|i| !i.file_types.is_empty() && i.max_file_size_kb.is_some_and(|kb| kb > 0.0));
     let Some(inbound) = inbound else {
         return Err(attachment_error(
             "attachments_disabled",
@@ -162,16 +163,46 @@ pub fn server_error(server_code: u32) -> UploadError {
     let (code, words) = match server_code {
         4001 => ("file_type_invalid", "This type of file can't be sent here."),
         4002 => ("file_size_invalid", "This file is too large to send here."),
-        4003 => ("file_content_invalid", "This file was refused. It may be damaged or unsafe."),
-        4004 => ("file_name_invalid", "This file name can't be used. Rename the file and try again."),
-        4005 => ("file_name_too_long", "This file name is too long. Rename the file and try again."),
-        4006 => ("session_expired", "Your chat session has expired. Start a new chat to send files."),
-        4007 => ("session_not_found", "Your chat session was not found. Start a new chat to send files."),
-        4008 => ("attachment_expired", "The upload took too long and expired. Please try again."),
-        4009 => ("attachment_not_found", "The file could not be found. Please try again."),
-        4010 => ("attachment_not_uploaded", "The file did not finish uploading. Please try again."),
-        4029 => ("too_many_requests", "Too many files at once. Wait a moment and try again."),
-        _ => ("unexpected", "Something went wrong on our side. Please try again later."),
+        4003 => (
+            "file_content_invalid",
+            "This file was refused. It may be damaged or unsafe.",
+        ),
+        4004 => (
+            "file_name_invalid",
+            "This file name can't be used. Rename the file and try again.",
+        ),
+        4005 => (
+            "file_name_too_long",
+            "This file name is too long. Rename the file and try again.",
+        ),
+        4006 => (
+            "session_expired",
+            "Your chat session has expired. Start a new chat to send files.",
+        ),
+        4007 => (
+            "session_not_found",
+            "Your chat session was not found. Start a new chat to send files.",
+        ),
+        4008 => (
+            "attachment_expired",
+            "The upload took too long and expired. Please try again.",
+        ),
+        4009 => (
+            "attachment_not_found",
+            "The file could not be found. Please try again.",
+        ),
+        4010 => (
+            "attachment_not_uploaded",
+            "The file did not finish uploading. Please try again.",
+        ),
+        4029 => (
+            "too_many_requests",
+            "Too many files at once. Wait a moment and try again.",
+        ),
+        _ => (
+            "unexpected",
+            "Something went wrong on our side. Please try again later.",
+        ),
     };
     attachment_error(code, Some(server_code), words)
 }
@@ -185,45 +216,141 @@ fn attachment_error(code: &'static str, server_code: Option<u32>, message: &str)
 }
 
 /// The `onAttachment` request.
-pub fn on_attachment(
-    token: &str,
-    attachment_id: &str,
-    file_name: &str,
-    file_type: &str,
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OnAttachment<'a> {
+    action: &'static str,
+    token: &'a str,
+    attachment_id: &'a str,
+    file_name: &'a str,
+    file_type: &'a str,
     file_size: u64,
-    file_md5: Option<&str>,
-) -> Value {
-    let mut request = json!({
-        "action": "onAttachment",
-        "token": token,
-        "attachmentId": attachment_id,
-        "fileName": file_name,
-        "fileType": file_type,
-        "fileSize": file_size,
-        "errorsAsJson": true,
-    });
-    if let (Some(md5), Some(object)) = (file_md5, request.as_object_mut()) {
-        object.insert("fileMd5".into(), json!(md5));
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_md5: Option<&'a str>,
+    errors_as_json: bool,
+}
+
+impl<'a> OnAttachment<'a> {
+    /// Asks for a presigned URL for a file; `file_md5` is sent when given.
+    pub fn new(
+        token: &'a str,
+        attachment_id: &'a str,
+        file_name: &'a str,
+        file_type: &'a str,
+        file_size: u64,
+        file_md5: Option<&'a str>,
+    ) -> Self {
+        OnAttachment {
+            action: "onAttachment",
+            token,
+            attachment_id,
+            file_name,
+            file_type,
+            file_size,
+            file_md5,
+            errors_as_json: true,
+        }
     }
-    request
 }
 
 /// The `deleteAttachment` request (a file uploaded but not sent).
-pub fn delete_attachment(token: &str, attachment_id: &str) -> Value {
-    json!({ "action": "deleteAttachment", "token": token, "attachmentId": attachment_id })
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteAttachment<'a> {
+    action: &'static str,
+    token: &'a str,
+    attachment_id: &'a str,
 }
 
-/// The `onMessage` request carrying `text` and the attachments `ids`.
-pub fn attachment_message(token: &str, text: &str, ids: &[String]) -> Value {
-    let content: Vec<Value> = ids
-        .iter()
-        .map(|id| json!({ "contentType": "Attachment", "attachment": { "id": id } }))
-        .collect();
-    json!({
-        "action": "onMessage",
-        "token": token,
-        "message": { "type": "Text", "text": text, "content": content },
-    })
+impl<'a> DeleteAttachment<'a> {
+    /// Deletes `attachment_id`.
+    pub fn new(token: &'a str, attachment_id: &'a str) -> Self {
+        DeleteAttachment {
+            action: "deleteAttachment",
+            token,
+            attachment_id,
+        }
+    }
+}
+
+/// The `onMessage` request carrying text and attachments.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OnMessage<'a> {
+    action: &'static str,
+    token: &'a str,
+    message: TextMessage<'a>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+struct TextMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+    content: Vec<AttachmentContent<'a>>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct AttachmentContent<'a> {
+    content_type: &'static str,
+    attachment: AttachmentRef<'a>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+struct AttachmentRef<'a> {
+    id: &'a str,
+}
+
+impl<'a> OnMessage<'a> {
+    /// Sends `text` with the attachments `ids`.
+    pub fn new(token: &'a str, text: &'a str, ids: &'a [String]) -> Self {
+        OnMessage {
+            action: "onMessage",
+            token,
+            message: TextMessage {
+                kind: "Text",
+                text,
+                content: ids
+                    .iter()
+                    .map(|id| AttachmentContent {
+                        content_type: "Attachment",
+                        attachment: AttachmentRef { id },
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// A server message's envelope: `{"type", "class", "code", "body"}` (`type` is not needed).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Envelope {
+    #[serde(default)]
+    class: String,
+    #[serde(default)]
+    code: Option<f64>,
+    #[serde(default)]
+    body: Option<Body>,
+}
+
+/// A body is an object for most classes and a text for `class: "string"` errors.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+enum Body {
+    Fields(BodyFields),
+    Text(String),
+}
+
+/// The body fields of every class the flow reads, all optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct BodyFields {
+    attachment_id: Option<String>,
+    url: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    error_code: Option<f64>,
+    download_url: Option<String>,
+    retry_after: Option<f64>,
 }
 
 /// A server message, as far as the attachment flow cares. (Field names follow the wire.)
@@ -261,55 +388,49 @@ pub enum GuestEvent {
     Other,
 }
 
-impl GuestEvent {
-    /// Reads one server message (JSON text). Unknown or malformed messages are `Other`.
-    pub fn parse(text: &str) -> GuestEvent {
-        let Ok(envelope) = serde_json::from_str::<Value>(text) else {
-            return GuestEvent::Other;
+impl From<Envelope> for GuestEvent {
+    fn from(envelope: Envelope) -> GuestEvent {
+        let fields = match envelope.body {
+            Some(Body::Fields(fields)) => fields,
+            _ => BodyFields::default(),
         };
-        let body = &envelope["body"];
-        let string = |v: &Value| v.as_str().map(str::to_owned);
-        let number = |v: &Value| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64));
-        let id = || string(&body["attachmentId"]);
-        let parsed = match envelope["class"].as_str().unwrap_or_default() {
-            "PresignedUrlResponse" => (|| {
-                let headers = body["headers"]
-                    .as_object()
-                    .map(|h| {
-                        h.iter()
-                            .filter_map(|(k, v)| Some((k.clone(), string(v)?)))
-                            .collect()
+        let code = |v: Option<f64>| v.filter(|c| *c >= 0.0).map(|c| c as u32);
+        let parsed = match envelope.class.as_str() {
+            "PresignedUrlResponse" => {
+                fields
+                    .attachment_id
+                    .zip(fields.url)
+                    .map(|(attachment_id, url)| GuestEvent::PresignedUrl {
+                        attachment_id,
+                        url,
+                        headers: fields.headers.unwrap_or_default().into_iter().collect(),
                     })
-                    .unwrap_or_default();
-                Some(GuestEvent::PresignedUrl {
-                    attachment_id: id()?,
-                    url: string(&body["url"])?,
-                    headers,
-                })
-            })(),
-            "GenerateUrlError" => number(&body["errorCode"]).map(|code| GuestEvent::UrlError {
-                attachment_id: id(),
-                error_code: code as u32,
+            }
+            "GenerateUrlError" => code(fields.error_code).map(|error_code| GuestEvent::UrlError {
+                attachment_id: fields.attachment_id,
+                error_code,
             }),
-            "UploadSuccessEvent" => (|| {
-                Some(GuestEvent::UploadSucceeded {
-                    attachment_id: id()?,
-                    download_url: string(&body["downloadUrl"])?,
-                })
-            })(),
-            "UploadFailureEvent" => (|| {
-                Some(GuestEvent::UploadFailed {
-                    attachment_id: id()?,
-                    error_code: number(&body["errorCode"])? as u32,
-                })
-            })(),
+            "UploadSuccessEvent" => fields.attachment_id.zip(fields.download_url).map(
+                |(attachment_id, download_url)| GuestEvent::UploadSucceeded {
+                    attachment_id,
+                    download_url,
+                },
+            ),
+            "UploadFailureEvent" => fields.attachment_id.zip(code(fields.error_code)).map(
+                |(attachment_id, error_code)| GuestEvent::UploadFailed {
+                    attachment_id,
+                    error_code,
+                },
+            ),
             "TooManyRequestsErrorMessage" => Some(GuestEvent::TooManyRequests {
-                retry_after_secs: number(&body["retryAfter"]).unwrap_or(1),
+                retry_after_secs: code(fields.retry_after).map_or(1, u64::from),
             }),
-            "AttachmentDeletedResponse" => id().map(|attachment_id| GuestEvent::Deleted { attachment_id }),
-            "string" => number(&envelope["code"])
+            "AttachmentDeletedResponse" => fields
+                .attachment_id
+                .map(|attachment_id| GuestEvent::Deleted { attachment_id }),
+            "string" => code(envelope.code)
                 .filter(|code| *code >= 400)
-                .map(|code| GuestEvent::Error { code: code as u32 }),
+                .map(|code| GuestEvent::Error { code }),
             _ => None,
         };
         parsed.unwrap_or(GuestEvent::Other)
@@ -320,11 +441,14 @@ impl GuestEvent {
 mod tests {
     use super::*;
 
+    fn rules_from(json: &str) -> SessionRules {
+        serde_json::from_str(json).expect("a SessionResponse body")
+    }
+
     fn rules() -> SessionRules {
-        SessionRules::from_json(
+        rules_from(
             r#"{"connected":true,"allowedMedia":{"inbound":{"fileTypes":[{"type":"image/*"},{"type":"application/pdf"}],"maxFileSizeKB":10240}},"blockedExtensions":[".exe",".BAT"]}"#,
         )
-        .unwrap()
     }
 
     fn code(result: Result<(), UploadError>) -> &'static str {
@@ -346,23 +470,53 @@ mod tests {
     fn validation_rules() {
         let r = rules();
         assert_eq!(code(validate(Some(&r), "cat.png", "image/png", 5)), "ok");
-        assert_eq!(code(validate(Some(&r), "doc.pdf", "application/pdf", 10_240_000)), "ok");
-        assert_eq!(code(validate(Some(&r), "doc.pdf", "application/pdf", 10_240_001)), "file_size_invalid");
-        assert_eq!(code(validate(Some(&r), "cat.png", "image/png", 0)), "file_empty");
-        assert_eq!(code(validate(Some(&r), "setup.EXE", "image/png", 5)), "file_extension_blocked");
-        assert_eq!(code(validate(Some(&r), "run.bat", "application/pdf", 5)), "file_extension_blocked");
-        assert_eq!(code(validate(Some(&r), "notes.txt", "text/plain", 5)), "file_type_invalid");
+        assert_eq!(
+            code(validate(Some(&r), "doc.pdf", "application/pdf", 10_240_000)),
+            "ok"
+        );
+        assert_eq!(
+            code(validate(Some(&r), "doc.pdf", "application/pdf", 10_240_001)),
+            "file_size_invalid"
+        );
+        assert_eq!(
+            code(validate(Some(&r), "cat.png", "image/png", 0)),
+            "file_empty"
+        );
+        assert_eq!(
+            code(validate(Some(&r), "setup.EXE", "image/png", 5)),
+            "file_extension_blocked"
+        );
+        assert_eq!(
+            code(validate(Some(&r), "run.bat", "application/pdf", 5)),
+            "file_extension_blocked"
+        );
+        assert_eq!(
+            code(validate(Some(&r), "notes.txt", "text/plain", 5)),
+            "file_type_invalid"
+        );
         assert_eq!(code(validate(Some(&r), "noext", "image/gif", 5)), "ok");
         assert_eq!(code(validate(None, "any.exe", "x/y", 5)), "ok");
         assert_eq!(code(validate(None, "any", "x/y", 0)), "file_empty");
-        let off = SessionRules::from_json(r#"{"allowedMedia":{"inbound":{}}}"#).unwrap();
-        assert_eq!(code(validate(Some(&off), "cat.png", "image/png", 5)), "attachments_disabled");
-        let none = SessionRules::from_json(r#"{"allowedMedia":{}}"#).unwrap();
-        assert_eq!(code(validate(Some(&none), "cat.png", "image/png", 5)), "attachments_disabled");
+        let off = rules_from(r#"{"allowedMedia":{"inbound":{}}}"#);
+        assert_eq!(
+            code(validate(Some(&off), "cat.png", "image/png", 5)),
+            "attachments_disabled"
+        );
+        let none = rules_from(r#"{"allowedMedia":{}}"#);
+        assert_eq!(
+            code(validate(Some(&none), "cat.png", "image/png", 5)),
+            "attachments_disabled"
+        );
         let err = validate(Some(&r), "doc.pdf", "application/pdf", 20_000_000).unwrap_err();
-        assert_eq!(err.to_string(), "This file is too large. The limit is 10.24 MB.");
-        assert!(SessionRules::from_json("[1]").is_err());
-        assert_eq!((human_size(5_000_000), human_size(1_500), human_size(999)), ("5 MB".into(), "1.5 KB".into(), "999 bytes".into()));
+        assert_eq!(
+            err.to_string(),
+            "This file is too large. The limit is 10.24 MB."
+        );
+        assert!(serde_json::from_str::<SessionRules>("[1]").is_err());
+        assert_eq!(
+            (human_size(5_000_000), human_size(1_500), human_size(999)),
+            ("5 MB".into(), "1.5 KB".into(), "999 bytes".into())
+        );
     }
 
     #[test]
@@ -385,56 +539,109 @@ mod tests {
         for (server, expected) in cases {
             let err = server_error(server);
             assert_eq!(err.code(), expected);
-            assert!(matches!(err, UploadError::Attachment { server_code: Some(s), .. } if s == server));
+            assert!(
+                matches!(err, UploadError::Attachment { server_code: Some(s), .. } if s == server)
+            );
             assert!(err.to_string().ends_with('.'), "{err}");
         }
     }
 
     #[test]
     fn builds_requests() {
-        let request = on_attachment("tok", "att-1", "a.pdf", "application/pdf", 42, Some("abcd"));
+        let request =
+            OnAttachment::new("tok", "att-1", "a.pdf", "application/pdf", 42, Some("abcd"));
         assert_eq!(
-            request,
-            json!({"action":"onAttachment","token":"tok","attachmentId":"att-1","fileName":"a.pdf",
+            json(&request),
+            serde_json::json!({"action":"onAttachment","token":"tok","attachmentId":"att-1","fileName":"a.pdf",
                    "fileType":"application/pdf","fileSize":42,"errorsAsJson":true,"fileMd5":"abcd"})
         );
-        assert!(on_attachment("t", "a", "n", "t", 1, None).get("fileMd5").is_none());
+        assert!(json(&OnAttachment::new("t", "a", "n", "t", 1, None))
+            .get("fileMd5")
+            .is_none());
         assert_eq!(
-            delete_attachment("tok", "att-1"),
-            json!({"action":"deleteAttachment","token":"tok","attachmentId":"att-1"})
+            json(&DeleteAttachment::new("tok", "att-1")),
+            serde_json::json!({"action":"deleteAttachment","token":"tok","attachmentId":"att-1"})
         );
+        let ids = ["a".to_string(), "b".to_string()];
         assert_eq!(
-            attachment_message("tok", "here", &["a".into(), "b".into()]),
-            json!({"action":"onMessage","token":"tok","message":{"type":"Text","text":"here","content":[
+            json(&OnMessage::new("tok", "here", &ids)),
+            serde_json::json!({"action":"onMessage","token":"tok","message":{"type":"Text","text":"here","content":[
                 {"contentType":"Attachment","attachment":{"id":"a"}},
                 {"contentType":"Attachment","attachment":{"id":"b"}}]}})
         );
+    }
+
+    /// A request as JSON, for comparison.
+    fn json<T: Serialize>(request: &T) -> serde_json::Value {
+        serde_json::to_value(request).expect("serialisable")
     }
 
     #[test]
     fn parses_server_messages() {
         use GuestEvent::*;
         let cases = [
-            (r#"{"type":"response","class":"PresignedUrlResponse","code":200,"body":{"attachmentId":"a","headers":{"x-amz-tagging":"t=1"},"url":"https://u/k"}}"#,
-             PresignedUrl { attachment_id: "a".into(), url: "https://u/k".into(), headers: vec![("x-amz-tagging".into(), "t=1".into())] }),
-            (r#"{"type":"message","class":"GenerateUrlError","code":200,"body":{"attachmentId":"a","errorCode":4001,"errorMessage":"bad"}}"#,
-             UrlError { attachment_id: Some("a".into()), error_code: 4001 }),
-            (r#"{"type":"message","class":"UploadSuccessEvent","code":200,"body":{"attachmentId":"a","downloadUrl":"https://d","timestamp":"t"}}"#,
-             UploadSucceeded { attachment_id: "a".into(), download_url: "https://d".into() }),
-            (r#"{"type":"message","class":"UploadFailureEvent","code":200,"body":{"attachmentId":"a","errorCode":4003,"errorMessage":"x"}}"#,
-             UploadFailed { attachment_id: "a".into(), error_code: 4003 }),
-            (r#"{"type":"response","class":"TooManyRequestsErrorMessage","code":429,"body":{"retryAfter":3,"errorCode":4029,"errorMessage":"slow down"}}"#,
-             TooManyRequests { retry_after_secs: 3 }),
-            (r#"{"type":"response","class":"string","code":4006,"body":"session expired"}"#, Error { code: 4006 }),
-            (r#"{"type":"message","class":"AttachmentDeletedResponse","code":200,"body":{"attachmentId":"a"}}"#,
-             Deleted { attachment_id: "a".into() }),
-            (r#"{"type":"response","class":"string","code":200,"body":"ok"}"#, Other),
-            (r#"{"type":"message","class":"StructuredMessage","code":200,"body":{}}"#, Other),
-            (r#"{"type":"response","class":"PresignedUrlResponse","code":200,"body":{}}"#, Other),
+            (
+                r#"{"type":"response","class":"PresignedUrlResponse","code":200,"body":{"attachmentId":"a","headers":{"x-amz-tagging":"t=1"},"url":"https://u/k"}}"#,
+                PresignedUrl {
+                    attachment_id: "a".into(),
+                    url: "https://u/k".into(),
+                    headers: vec![("x-amz-tagging".into(), "t=1".into())],
+                },
+            ),
+            (
+                r#"{"type":"message","class":"GenerateUrlError","code":200,"body":{"attachmentId":"a","errorCode":4001,"errorMessage":"bad"}}"#,
+                UrlError {
+                    attachment_id: Some("a".into()),
+                    error_code: 4001,
+                },
+            ),
+            (
+                r#"{"type":"message","class":"UploadSuccessEvent","code":200,"body":{"attachmentId":"a","downloadUrl":"https://d","timestamp":"t"}}"#,
+                UploadSucceeded {
+                    attachment_id: "a".into(),
+                    download_url: "https://d".into(),
+                },
+            ),
+            (
+                r#"{"type":"message","class":"UploadFailureEvent","code":200,"body":{"attachmentId":"a","errorCode":4003,"errorMessage":"x"}}"#,
+                UploadFailed {
+                    attachment_id: "a".into(),
+                    error_code: 4003,
+                },
+            ),
+            (
+                r#"{"type":"response","class":"TooManyRequestsErrorMessage","code":429,"body":{"retryAfter":3,"errorCode":4029,"errorMessage":"slow down"}}"#,
+                TooManyRequests {
+                    retry_after_secs: 3,
+                },
+            ),
+            (
+                r#"{"type":"response","class":"string","code":4006,"body":"session expired"}"#,
+                Error { code: 4006 },
+            ),
+            (
+                r#"{"type":"message","class":"AttachmentDeletedResponse","code":200,"body":{"attachmentId":"a"}}"#,
+                Deleted {
+                    attachment_id: "a".into(),
+                },
+            ),
+            (
+                r#"{"type":"response","class":"string","code":200,"body":"ok"}"#,
+                Other,
+            ),
+            (
+                r#"{"type":"message","class":"StructuredMessage","code":200,"body":{}}"#,
+                Other,
+            ),
+            (
+                r#"{"type":"response","class":"PresignedUrlResponse","code":200,"body":{}}"#,
+                Other,
+            ),
             ("not json", Other),
         ];
         for (text, expected) in cases {
-            assert_eq!(GuestEvent::parse(text), expected, "{text}");
+            let event = serde_json::from_str::<Envelope>(text).map_or(Other, GuestEvent::from);
+            assert_eq!(event, expected, "{text}");
         }
     }
 }

@@ -66,7 +66,7 @@ struct JsResult<'a> {
     checksum: Option<&'static str>,
 }
 
-fn to_js<T: Serialize>(value: &T) -> Result<JsValue, UploadError> {
+pub(crate) fn to_js<T: Serialize>(value: &T) -> Result<JsValue, UploadError> {
     let serializer = serde_wasm_bindgen::Serializer::new().serialize_missing_as_null(true);
     value
         .serialize(&serializer)
@@ -123,7 +123,11 @@ pub fn error_to_js(error: &UploadError) -> JsValue {
     if let Some(status) = error.status() {
         set(&value, "status", &JsValue::from(status));
     }
-    if let UploadError::Attachment { server_code: Some(code), .. } = error {
+    if let UploadError::Attachment {
+        server_code: Some(code),
+        ..
+    } = error
+    {
         set(&value, "serverCode", &JsValue::from(*code));
     }
     if let Some(cause) = error.cause() {

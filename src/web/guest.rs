@@ -14,7 +14,6 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-
 use js_sys::{Function, JSON};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -24,22 +23,48 @@ use crate::core::digest::FileDigest;
 use crate::core::encoding::hex;
 use crate::core::engine::{upload, ByteSource, EngineConfig, UploadSummary};
 use crate::core::error::UploadError;
-use crate::core::guest::{self, GuestEvent, SessionRules};
+use crate::core::guest::{
+    self, DeleteAttachment, Envelope, GuestEvent, OnAttachment, OnMessage, SessionRules,
+};
 use crate::core::options::{DEFAULT_PROGRESS_INTERVAL_MS, DEFAULT_TIMEOUT_MS};
 use crate::core::protocol::put::PutUpload;
 use crate::core::retry::RetryPolicy;
 use crate::web::abort::AbortWatch;
+use crate::web::convert::to_js;
 use crate::web::env::BrowserEnv;
 use crate::web::js::{get, message_of};
-use crate::web::options::{describe, is_absent, optional_number, reject_unknown, retry_policy, HeaderSource};
+use crate::web::options::{
+    describe, is_absent, optional_number, reject_unknown, retry_policy, HeaderSource,
+};
 use crate::web::source::FileSource;
 use crate::web::transport::{within, Transport};
 
-const KNOWN_OPTIONS: [&str; 6] = ["signal", "md5", "retry", "timeoutMs", "eventTimeoutMs", "progressIntervalMs"];
+const KNOWN_OPTIONS: [&str; 6] = [
+    "signal",
+    "md5",
+    "retry",
+    "timeoutMs",
+    "eventTimeoutMs",
+    "progressIntervalMs",
+];
 /// Fresh URLs asked for after an expired URL or a failed upload, before giving up.
 const FRESH_URL_ATTEMPTS: u32 = 3;
 /// How long to wait for the server's answers on the socket by default.
 const DEFAULT_EVENT_TIMEOUT_MS: u32 = 60_000;
+
+/// What `attachFile` resolves to.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AttachResult<'a> {
+    attachment_id: &'a str,
+    download_url: &'a str,
+    sha256: String,
+    md5: Option<&'a str>,
+    size: u64,
+    file_name: &'a str,
+    file_type: &'a str,
+    retries: u32,
+}
 
 /// What the widget hands over.
 struct Session {
@@ -65,16 +90,16 @@ impl Session {
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| invalid("token must be the session token string"))?,
             send: function("send").ok_or_else(|| invalid("send must be a function(message)"))?,
-            subscribe: function("subscribe")
-                .ok_or_else(|| invalid("subscribe must be a function(listener) returning an unsubscribe function"))?,
+            subscribe: function("subscribe").ok_or_else(|| {
+                invalid("subscribe must be a function(listener) returning an unsubscribe function")
+            })?,
             rules: rules_of(&get(value, "sessionResponse"))?,
             this: value.clone(),
         })
     }
 
-    fn send(&self, message: &serde_json::Value) -> Result<(), UploadError> {
-        let object = JSON::parse(&message.to_string())
-            .map_err(|_| UploadError::protocol("could not build a guest message"))?;
+    fn send<T: serde::Serialize>(&self, message: &T) -> Result<(), UploadError> {
+        let object = to_js(message)?;
         self.send
             .call1(&self.this, &object)
             .map(|_| ())
@@ -91,16 +116,16 @@ fn rules_of(session_response: &JsValue) -> Result<Option<SessionRules>, UploadEr
     if is_absent(session_response) {
         return Ok(None);
     }
-    let text = JSON::stringify(session_response)
-        .ok()
-        .and_then(|t| t.as_string())
-        .ok_or_else(|| UploadError::invalid("sessionResponse must be a JSON object"))?;
-    SessionRules::from_json(&text).map(Some)
+    serde_wasm_bindgen::from_value(session_response.clone())
+        .map(Some)
+        .map_err(|_| {
+            UploadError::invalid("sessionResponse must be the body of the SessionResponse message")
+        })
 }
 
 #[derive(Default)]
 struct Inbox {
-    queue: VecDeque<String>,
+    queue: VecDeque<JsValue>,
     waker: Option<Waker>,
 }
 
@@ -117,21 +142,22 @@ impl Subscription {
         let sink = Rc::clone(&inbox);
         let listener = Closure::<dyn FnMut(JsValue)>::new(move |message: JsValue| {
             // Widgets may pass the parsed object or the raw text.
-            let text = message
-                .as_string()
-                .or_else(|| JSON::stringify(&message).ok().and_then(|t| t.as_string()));
-            if let Some(text) = text {
-                let mut inbox = sink.borrow_mut();
-                inbox.queue.push_back(text);
-                if let Some(waker) = inbox.waker.take() {
-                    waker.wake();
-                }
+            let message = match message.as_string() {
+                Some(text) => JSON::parse(&text).unwrap_or(JsValue::NULL),
+                None => message,
+            };
+            let mut inbox = sink.borrow_mut();
+            inbox.queue.push_back(message);
+            if let Some(waker) = inbox.waker.take() {
+                waker.wake();
             }
         });
         let returned = session
             .subscribe
             .call1(&session.this, listener.as_ref())
-            .map_err(|e| UploadError::invalid(format!("session.subscribe threw: {}", message_of(&e))))?;
+            .map_err(|e| {
+                UploadError::invalid(format!("session.subscribe threw: {}", message_of(&e)))
+            })?;
         Ok(Subscription {
             inbox,
             _listener: listener,
@@ -139,7 +165,7 @@ impl Subscription {
         })
     }
 
-    async fn next(&self) -> String {
+    async fn next(&self) -> JsValue {
         poll_fn(|cx| {
             let mut inbox = self.inbox.borrow_mut();
             match inbox.queue.pop_front() {
@@ -169,17 +195,30 @@ pub fn validate_attachment(session_response: &JsValue, file: &JsValue) -> Result
         .dyn_into()
         .map_err(|_| UploadError::invalid("file must be a Blob or a File"))?;
     let (name, kind) = describe(&blob);
-    guest::validate(rules_of(session_response)?.as_ref(), &name, &kind, blob.size() as u64)
+    guest::validate(
+        rules_of(session_response)?.as_ref(),
+        &name,
+        &kind,
+        blob.size() as u64,
+    )
 }
 
 /// `buildAttachmentMessage(token, text, attachmentIds)`: the `onMessage` request.
-pub fn build_attachment_message(token: &str, text: &str, ids: &JsValue) -> Result<JsValue, UploadError> {
+pub fn build_attachment_message(
+    token: &str,
+    text: &str,
+    ids: &JsValue,
+) -> Result<JsValue, UploadError> {
     let ids: Vec<String> = js_sys::Array::is_array(ids)
-        .then(|| js_sys::Array::from(ids).iter().map(|id| id.as_string()).collect::<Option<_>>())
+        .then(|| {
+            js_sys::Array::from(ids)
+                .iter()
+                .map(|id| id.as_string())
+                .collect::<Option<_>>()
+        })
         .flatten()
         .ok_or_else(|| UploadError::invalid("attachmentIds must be an array of strings"))?;
-    JSON::parse(&guest::attachment_message(token, text, &ids).to_string())
-        .map_err(|_| UploadError::protocol("could not build the message"))
+    to_js(&OnMessage::new(token, text, &ids))
 }
 
 struct Settings {
@@ -208,12 +247,17 @@ fn settings(options: &JsValue) -> Result<Settings, UploadError> {
         signal: if is_absent(&signal) {
             None
         } else {
-            Some(signal.dyn_into().map_err(|_| UploadError::invalid("options.signal must be an AbortSignal"))?)
+            Some(
+                signal
+                    .dyn_into()
+                    .map_err(|_| UploadError::invalid("options.signal must be an AbortSignal"))?,
+            )
         },
         md5: if is_absent(&md5) {
             false
         } else {
-            md5.as_bool().ok_or_else(|| UploadError::invalid("options.md5 must be true or false"))?
+            md5.as_bool()
+                .ok_or_else(|| UploadError::invalid("options.md5 must be true or false"))?
         },
         retry: retry_policy(&get(options, "retry"))?,
         timeout_ms: number("timeoutMs", 86_400_000, DEFAULT_TIMEOUT_MS)?,
@@ -284,7 +328,7 @@ pub async fn attach_file(
     let outcome = flow.run().await;
     if matches!(outcome, Err(UploadError::Aborted)) {
         // Best effort: the attachment must not linger on the server.
-        let _ = session.send(&guest::delete_attachment(&session.token, &flow.attachment_id));
+        let _ = session.send(&DeleteAttachment::new(&session.token, &flow.attachment_id));
     }
     outcome
 }
@@ -319,13 +363,25 @@ impl Flow<'_> {
         loop {
             let event = self.next_event().await?;
             let retry_after_secs = match event {
-                GuestEvent::PresignedUrl { attachment_id, url, headers } if attachment_id == self.attachment_id => {
+                GuestEvent::PresignedUrl {
+                    attachment_id,
+                    url,
+                    headers,
+                } if attachment_id == self.attachment_id => {
                     return Ok((url, headers));
                 }
-                GuestEvent::UrlError { attachment_id: Some(other), .. } if other != self.attachment_id => continue,
+                GuestEvent::UrlError {
+                    attachment_id: Some(other),
+                    ..
+                } if other != self.attachment_id => continue,
                 GuestEvent::TooManyRequests { retry_after_secs } => retry_after_secs,
-                GuestEvent::UrlError { error_code: 4029, .. } | GuestEvent::Error { code: 4029 } => 1,
-                GuestEvent::UrlError { error_code, .. } => return Err(guest::server_error(error_code)),
+                GuestEvent::UrlError {
+                    error_code: 4029, ..
+                }
+                | GuestEvent::Error { code: 4029 } => 1,
+                GuestEvent::UrlError { error_code, .. } => {
+                    return Err(guest::server_error(error_code))
+                }
                 GuestEvent::Error { code } => return Err(guest::server_error(code)),
                 _ => continue,
             };
@@ -333,14 +389,16 @@ impl Flow<'_> {
             if rate_limited > self.settings.retry.attempts {
                 return Err(guest::server_error(4029));
             }
-            let wait = retry_after_secs.saturating_mul(1000).min(u64::from(self.settings.retry.max_delay_ms));
+            let wait = retry_after_secs
+                .saturating_mul(1000)
+                .min(u64::from(self.settings.retry.max_delay_ms));
             self.abort.sleep(wait as u32).await?;
             self.request_url()?;
         }
     }
 
     fn request_url(&self) -> Result<(), UploadError> {
-        self.session.send(&guest::on_attachment(
+        self.session.send(&OnAttachment::new(
             &self.session.token,
             &self.attachment_id,
             &self.name,
@@ -351,7 +409,11 @@ impl Flow<'_> {
     }
 
     /// The PUT, with the presigned headers exactly as given and the declared type.
-    async fn put(&self, url: String, headers: Vec<(String, String)>) -> Result<UploadSummary, UploadError> {
+    async fn put(
+        &self,
+        url: String,
+        headers: Vec<(String, String)>,
+    ) -> Result<UploadSummary, UploadError> {
         let mut source = FileSource::new(self.blob.clone(), Rc::clone(&self.abort));
         let transport = Transport::new(
             self.blob.clone(),
@@ -373,10 +435,16 @@ impl Flow<'_> {
     async fn verdict(&mut self) -> Result<Result<String, u32>, UploadError> {
         loop {
             match self.next_event().await? {
-                GuestEvent::UploadSucceeded { attachment_id, download_url } if attachment_id == self.attachment_id => {
+                GuestEvent::UploadSucceeded {
+                    attachment_id,
+                    download_url,
+                } if attachment_id == self.attachment_id => {
                     return Ok(Ok(download_url));
                 }
-                GuestEvent::UploadFailed { attachment_id, error_code } if attachment_id == self.attachment_id => {
+                GuestEvent::UploadFailed {
+                    attachment_id,
+                    error_code,
+                } if attachment_id == self.attachment_id => {
                     return Ok(Err(error_code));
                 }
                 GuestEvent::Error { code } => return Err(guest::server_error(code)),
@@ -389,7 +457,8 @@ impl Flow<'_> {
     async fn next_event(&self) -> Result<GuestEvent, UploadError> {
         let next = within(self.settings.event_timeout_ms, self.inbox.next());
         match self.abort.race(next).await? {
-            Some(text) => Ok(GuestEvent::parse(&text)),
+            Some(message) => Ok(serde_wasm_bindgen::from_value::<Envelope>(message)
+                .map_or(GuestEvent::Other, GuestEvent::from)),
             None => Err(UploadError::Attachment {
                 code: "no_response",
                 server_code: None,
@@ -399,17 +468,16 @@ impl Flow<'_> {
     }
 
     fn result(&self, summary: &UploadSummary, download_url: &str) -> Result<JsValue, UploadError> {
-        let result = serde_json::json!({
-            "attachmentId": self.attachment_id,
-            "downloadUrl": download_url,
-            "sha256": hex(&summary.sha256),
-            "md5": self.md5,
-            "size": self.size,
-            "fileName": self.name,
-            "fileType": self.kind,
-            "retries": summary.retries,
-        });
-        JSON::parse(&result.to_string()).map_err(|_| UploadError::protocol("could not build the result"))
+        to_js(&AttachResult {
+            attachment_id: &self.attachment_id,
+            download_url,
+            sha256: hex(&summary.sha256),
+            md5: self.md5.as_deref(),
+            size: self.size,
+            file_name: &self.name,
+            file_type: &self.kind,
+            retries: summary.retries,
+        })
     }
 }
 
@@ -436,5 +504,7 @@ fn random_uuid() -> Result<String, UploadError> {
         .ok()
         .and_then(|f| f.call0(&crypto).ok())
         .and_then(|id| id.as_string())
-        .ok_or_else(|| UploadError::invalid("crypto.randomUUID is not available (a secure context is needed)"))
+        .ok_or_else(|| {
+            UploadError::invalid("crypto.randomUUID is not available (a secure context is needed)")
+        })
 }

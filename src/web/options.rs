@@ -262,7 +262,11 @@ fn absolute_url(endpoint: &str) -> Result<String, UploadError> {
     Ok(href)
 }
 
-pub(crate) fn reject_unknown(object: &JsValue, known: &[&str], what: &str) -> Result<(), UploadError> {
+pub(crate) fn reject_unknown(
+    object: &JsValue,
+    known: &[&str],
+    what: &str,
+) -> Result<(), UploadError> {
     for key in Object::keys(object.unchecked_ref::<Object>()).iter() {
         let key = key.as_string().unwrap_or_default();
         if !known.contains(&key.as_str()) {

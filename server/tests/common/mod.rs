@@ -37,6 +37,9 @@ pub struct Opts<'a> {
     pub data_dir: Option<&'a Path>,
     /// Presign secret; random when None.
     pub secret: Option<&'a [u8]>,
+    pub widget: Option<&'a Path>,
+    /// Guest API attachment rules; the `--guest-*` defaults when None.
+    pub guest: Option<chunkup_server::guest::GuestRules>,
 }
 
 impl Default for Opts<'_> {
@@ -49,6 +52,8 @@ impl Default for Opts<'_> {
             pkg: None,
             data_dir: None,
             secret: None,
+            widget: None,
+            guest: None,
         }
     }
 }
@@ -75,8 +80,13 @@ pub async fn start_with(opts: Opts<'_>) -> TestServer {
             .www
             .map(Path::to_path_buf)
             .unwrap_or_else(|| missing.clone()),
-        pkg: opts.pkg.map(Path::to_path_buf).unwrap_or(missing),
+        pkg: opts
+            .pkg
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| missing.clone()),
+        widget: opts.widget.map(Path::to_path_buf).unwrap_or(missing),
         secret: opts.secret.map(<[u8]>::to_vec),
+        guest: opts.guest.unwrap_or_default(),
     };
     let server = chunkup_server::start(config).await.expect("server starts");
     TestServer {

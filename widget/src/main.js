@@ -1,0 +1,282 @@
+// The chat widget: a guest session over the WebSocket, the message list, the composer, and
+// attachments through chunkup (validate, upload with progress, send the message).
+//
+// Query parameters: ?deploymentId=<id> (default "chunkup-demo"), ?ws=<WebSocket URL>
+// (default ws(s)://<this host>/guest/v1).
+
+import init, { attachFile, buildAttachmentMessage, validateAttachment } from "chunkup";
+
+import { formatBytes } from "./format.js";
+import { ChatLog, messageElement, messageTime } from "./log.js";
+import { GuestSession, guestSocketUrl, guestToken } from "./session.js";
+import { UploadBubble } from "./upload.js";
+
+const DEFAULT_DEPLOYMENT_ID = "chunkup-demo";
+
+const $ = (id) => document.getElementById(id);
+const chat = $("chat");
+const launcher = $("chat-launcher");
+const log = new ChatLog($("chat-log"));
+const form = $("chat-form");
+const input = $("chat-input");
+const sendButton = $("chat-send");
+const attachButton = $("attach");
+const attachHint = $("attach-hint");
+const fileInput = $("attach-input");
+const connectionText = $("chat-connection-text");
+const announcer = $("chat-announcer");
+
+const params = new URLSearchParams(location.search);
+const deploymentId = params.get("deploymentId") || DEFAULT_DEPLOYMENT_ID;
+const session = new GuestSession({
+  url: guestSocketUrl(location, deploymentId),
+  deploymentId,
+  token: guestToken(deploymentId),
+});
+
+/** Upload bubbles waiting for the echo of the message that carries their attachment. */
+const awaitingEcho = new Map();
+const seenMessageIds = new Set();
+
+// chunkup's WebAssembly loads while the socket connects; text chat works without it.
+let libraryReady = false;
+init().then(
+  () => {
+    libraryReady = true;
+    render();
+  },
+  (error) => console.error("chat: attachments are unavailable, chunkup did not load", error),
+);
+
+// ------------------------------------------------------------------ session
+
+session.addEventListener("statechange", render);
+session.subscribe((message) => {
+  if (message.class === "SessionResponse" && message.code === 200) render();
+  else if (message.class === "StructuredMessage" && message.body) receive(message.body);
+});
+session.connect();
+
+const STATE_TEXT = {
+  connecting: "Connecting…",
+  ready: "Online",
+  reconnecting: "Reconnecting…",
+};
+
+function render() {
+  const { state } = session;
+  document.body.dataset.session = state;
+  connectionText.textContent = STATE_TEXT[state] ?? (session.reason || "Offline");
+  // While reconnecting, messages are queued by the session and go out once it is back.
+  const live = state === "ready" || state === "reconnecting";
+  input.disabled = !live;
+  sendButton.disabled = !live;
+
+  const media = allowedMedia();
+  attachButton.hidden = live && libraryReady && session.sessionResponse !== undefined && media.types.length === 0;
+  attachButton.disabled = !(live && libraryReady && media.types.length > 0);
+  if (media.types.length) fileInput.accept = media.types.join(",");
+  attachHint.textContent = media.summary;
+  attachButton.title = media.summary ? `Attach a file (${media.summary})` : "Attach a file";
+}
+
+/** What the SessionResponse allows: MIME types for `accept`, and a summary for people. */
+function allowedMedia() {
+  const inbound = session.sessionResponse?.allowedMedia?.inbound;
+  const types = (Array.isArray(inbound?.fileTypes) ? inbound.fileTypes : [])
+    .map((entry) => (typeof entry === "string" ? entry : entry?.type))
+    .filter((type) => typeof type === "string" && type);
+  const names = types.map((type) => {
+    if (type === "*/*") return "any file";
+    const [major, minor] = type.split("/");
+    if (minor === "*") return `${major}s`;
+    return (minor ?? type).replace(/^(x-|vnd\.)/, "").toUpperCase();
+  });
+  const parts = [];
+  if (names.length) parts.push(names.join(", "));
+  const maxKB = Number(inbound?.maxFileSizeKB);
+  if (maxKB > 0) parts.push(`up to ${formatBytes(maxKB * 1000)}`);
+  return { types, summary: parts.join("; ") };
+}
+
+// ------------------------------------------------------------------ messages
+
+function receive(body) {
+  if (body.id) {
+    if (seenMessageIds.has(body.id)) return;
+    seenMessageIds.add(body.id);
+  }
+  const direction = body.direction === "Inbound" ? "inbound" : body.direction === "Outbound" ? "outbound" : null;
+  if (!direction) return;
+  const text = typeof body.text === "string" ? body.text : "";
+  const attachments = (Array.isArray(body.content) ? body.content : [])
+    .filter((item) => item?.contentType === "Attachment" && item.attachment)
+    .map((item) => item.attachment);
+  if (!text.trim() && attachments.length === 0) return; // typing indicators, receipts, events
+  const time = messageTime(body.channel?.time);
+
+  // The echo of a message we sent with a fresh upload: the upload bubble becomes the message.
+  const bubble = direction === "inbound" && attachments.length === 1 ? awaitingEcho.get(attachments[0].id) : undefined;
+  if (bubble) {
+    awaitingEcho.delete(attachments[0].id);
+    bubble.deliver({ id: body.id, text, attachment: attachments[0], time });
+    return;
+  }
+  log.add(
+    messageElement({ id: body.id, direction, text, attachments, nickname: body.channel?.from?.nickname, time }),
+    { follow: direction === "inbound" },
+  );
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = input.value.trim();
+  if (!text || sendButton.disabled) return;
+  try {
+    session.send({ action: "onMessage", token: session.token, message: { type: "Text", text } });
+  } catch (error) {
+    announce(error.message);
+    return;
+  }
+  input.value = "";
+  autosize();
+});
+
+// Enter sends, Shift+Enter starts a new line (not while an IME is composing).
+input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    form.requestSubmit();
+  }
+});
+input.addEventListener("input", autosize);
+
+function autosize() {
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight, 120)}px`;
+}
+
+// ------------------------------------------------------------------ attachments
+
+attachButton.addEventListener("click", () => fileInput.click());
+fileInput.addEventListener("change", () => {
+  const files = [...(fileInput.files ?? [])];
+  fileInput.value = ""; // so that picking the same file again fires `change` again
+  for (const file of files) attach(file);
+});
+
+// Files dropped on the panel are attached too.
+chat.addEventListener("dragover", (event) => {
+  if (!attachButton.disabled && event.dataTransfer?.types.includes("Files")) event.preventDefault();
+});
+chat.addEventListener("drop", (event) => {
+  if (attachButton.disabled || !event.dataTransfer?.files.length) return;
+  event.preventDefault();
+  for (const file of event.dataTransfer.files) attach(file);
+});
+
+function attach(file) {
+  let controller = null;
+  const bubble = new UploadBubble(file, {
+    onCancel: () => controller?.abort(),
+    onRetry: () => upload(),
+    onDismiss: () => {
+      bubble.remove();
+      attachButton.focus();
+    },
+  });
+  log.add(bubble.el, { follow: true });
+
+  let problem;
+  try {
+    problem = validateAttachment(session.sessionResponse, file);
+  } catch (error) {
+    problem = error;
+  }
+  if (problem) {
+    bubble.fail(problem);
+    announce(`${file.name} cannot be attached. ${problem.message ?? ""}`);
+    return;
+  }
+  upload();
+
+  async function upload() {
+    controller = new AbortController();
+    const { signal } = controller;
+    bubble.uploading();
+    announce(`Uploading ${file.name}`);
+    let result;
+    try {
+      result = await attachFile(session, file, (p) => bubble.progress(p), { signal });
+    } catch (error) {
+      if (signal.aborted || error?.code === "aborted") {
+        bubble.cancelled();
+        announce("Upload cancelled");
+      } else {
+        console.error("chat: upload failed", error);
+        bubble.fail(error);
+        announce(`${file.name} was not sent. ${error?.message ?? ""}`);
+      }
+      return;
+    }
+    if (signal.aborted) {
+      // Cancel came as the upload finished: keep the customer's decision.
+      try {
+        session.send({ action: "deleteAttachment", token: session.token, attachmentId: result.attachmentId });
+      } catch {
+        // disconnected; the server expires unsent attachments
+      }
+      bubble.cancelled();
+      announce("Upload cancelled");
+      return;
+    }
+    bubble.done(result);
+    awaitingEcho.set(result.attachmentId, bubble);
+    try {
+      session.send(buildAttachmentMessage(session.token, input.value.trim(), [result.attachmentId]));
+    } catch (error) {
+      console.error("chat: could not send the attachment message", error);
+      bubble.notSent();
+      return;
+    }
+    input.value = "";
+    autosize();
+    announce(`${file.name} sent`);
+  }
+}
+
+function announce(text) {
+  // Cleared first so that the same text twice is announced twice.
+  announcer.textContent = "";
+  requestAnimationFrame(() => {
+    announcer.textContent = text;
+  });
+}
+
+// ------------------------------------------------------------------ open / minimise
+
+$("chat-minimise").addEventListener("click", () => {
+  chat.hidden = true;
+  launcher.hidden = false;
+  launcher.setAttribute("aria-expanded", "false");
+  launcher.focus();
+});
+launcher.addEventListener("click", () => {
+  chat.hidden = false;
+  launcher.hidden = true;
+  launcher.setAttribute("aria-expanded", "true");
+  log.scrollToEnd();
+  input.focus();
+});
+
+render();
+// A local greeting, styled like an agent's message but not one (no data-direction).
+const greeting = messageElement({
+  direction: "outbound",
+  text: "Hi! How can we help? You can attach images or PDFs with the paperclip.",
+  attachments: [],
+  nickname: "Acme support",
+});
+delete greeting.dataset.direction;
+greeting.classList.add("greeting");
+log.add(greeting);

@@ -1,0 +1,200 @@
+// The bubble of one attachment, on the customer's side of the list, through its states:
+//   uploading  name, size, a progress bar with percent, speed and time left, Cancel
+//   done       the file as a link to its download URL; becomes the delivered message when
+//              the server echoes the message that carries it (see deliver())
+//   error      what went wrong in the customer's words, the error code in small print,
+//              Try again (upload failures only) and Dismiss
+//   cancelled  "Upload cancelled", Dismiss
+
+import { h, icon, safeUrl } from "./dom.js";
+import { formatBytes, formatEta, formatSpeed } from "./format.js";
+import { metaLine, thumbnail } from "./log.js";
+
+/** Codes for which trying the same file again cannot help. */
+const FINAL_CODES = new Set([
+  "file_type_invalid",
+  "file_size_invalid",
+  "file_extension_blocked",
+  "file_empty",
+  "attachments_disabled",
+  "session_expired",
+  "invalid_input",
+]);
+
+let counter = 0;
+
+export class UploadBubble {
+  /**
+   * @param {File} file
+   * @param {{ onCancel(): void, onRetry(): void, onDismiss(): void }} handlers
+   */
+  constructor(file, handlers) {
+    this.file = file;
+    this.handlers = handlers;
+    this.attachmentId = null;
+    const id = `upload-${(counter += 1)}`;
+    const isImage = /^image\//i.test(file.type);
+    this.previewUrl = isImage ? URL.createObjectURL(file) : null;
+
+    this.nameEl = h("span", { class: "attachment-name", id: `${id}-name`, title: file.name }, file.name);
+    this.fileEl = h(
+      "span",
+      { class: "attachment" },
+      this.previewUrl ? thumbnail(this.previewUrl) : icon("file", 20),
+      h("span", { class: "attachment-text" }, this.nameEl, h("span", { class: "attachment-size" }, formatBytes(file.size))),
+    );
+    this.bar = h("progress", { max: 100, value: 0, "aria-labelledby": `${id}-label ${id}-name` });
+    this.stats = h("span", { class: "upload-stats", "aria-hidden": "true" }, "Preparing…");
+    this.progressEl = h(
+      "div",
+      { class: "upload-progress" },
+      h("span", { class: "visually-hidden", id: `${id}-label` }, "Upload progress of"),
+      this.bar,
+      this.stats,
+    );
+    this.statusEl = h("p", { class: "upload-status", hidden: true });
+    this.errorEl = h("p", { class: "upload-error", hidden: true });
+    this.codeEl = h("code", { class: "upload-error-code", hidden: true });
+    this.actions = h("div", { class: "upload-actions" });
+    this.meta = metaLine("inbound");
+    this.el = h(
+      "li",
+      { class: "message upload", id, dataset: { state: "uploading" } },
+      this.meta,
+      h("div", { class: "bubble" }, this.fileEl, this.progressEl, this.statusEl, this.errorEl, this.codeEl, this.actions),
+    );
+  }
+
+  /** (Re)starts: progress bar at zero, Cancel. */
+  uploading() {
+    this.#state("uploading");
+    this.bar.value = 0;
+    this.stats.textContent = "Preparing…";
+    this.progressEl.hidden = false;
+    this.#show(this.statusEl, "");
+    this.#show(this.errorEl, "");
+    this.#show(this.codeEl, "");
+    this.cancelButton = this.#button("Cancel", "upload-cancel", () => {
+      this.cancelButton.disabled = true;
+      this.cancelButton.firstChild.textContent = "Cancelling…";
+      this.handlers.onCancel();
+    });
+    this.#replaceActions([this.cancelButton]);
+  }
+
+  /** A chunkup progress object. */
+  progress(p) {
+    if (this.el.dataset.state !== "uploading") return;
+    const percent = Math.max(0, Math.min(100, Number(p.percent) || 0));
+    this.bar.value = percent;
+    // Floor, so 100 % shows only once the server has confirmed every byte.
+    const parts = [`${p.phase === "done" ? 100 : Math.floor(percent)}%`];
+    if (p.phase === "starting") {
+      parts[0] = "Preparing…";
+    } else if (p.phase === "retrying") {
+      const seconds = Math.ceil((Number(p.retryInMs) || 0) / 1000);
+      parts.push(seconds > 0 ? `connection problem, retrying in ${seconds} s` : "connection problem, retrying");
+    } else if (p.phase === "uploading") {
+      parts.push(formatSpeed(p.bytesPerSecond), formatEta(p.etaSeconds));
+    }
+    this.stats.textContent = parts.filter(Boolean).join(" · ");
+  }
+
+  /** Uploaded: the file becomes a link; the message carrying it is on its way. */
+  done(result) {
+    this.attachmentId = result.attachmentId;
+    this.el.dataset.attachmentId = result.attachmentId;
+    this.#state("done");
+    this.progressEl.hidden = true;
+    this.#show(this.statusEl, "Uploaded · sending…");
+    const hadFocus = this.actions.contains(document.activeElement);
+    this.actions.replaceChildren();
+    this.#link(result.downloadUrl);
+    if (hadFocus && this.fileEl.tagName === "A") this.fileEl.focus();
+  }
+
+  /** The server echoed the message carrying this attachment: this bubble is that message. */
+  deliver({ id, text, attachment, time }) {
+    if (id) this.el.dataset.messageId = id;
+    this.el.dataset.direction = "inbound";
+    if (attachment?.url) this.#link(attachment.url);
+    if (text) this.fileEl.before(h("p", { class: "message-text" }, text));
+    this.#show(this.statusEl, "");
+    this.meta.replaceWith((this.meta = metaLine("inbound", { time })));
+  }
+
+  /** Sent, but the message that carries the file could not go out. */
+  notSent() {
+    this.#show(this.statusEl, "Uploaded, but not sent: the chat is disconnected.");
+  }
+
+  /** A validation or upload error (a ChunkupError: customer-readable message, code). */
+  fail(error) {
+    const code = typeof error?.code === "string" ? error.code : "error";
+    const message =
+      typeof error?.message === "string" && error.message ? error.message : "Something went wrong. Please try again.";
+    this.#state("error");
+    this.progressEl.hidden = true;
+    this.#show(this.statusEl, "");
+    this.#show(this.errorEl, message);
+    this.#show(this.codeEl, code);
+    this.errorEl.prepend(icon("alert", 16), " ");
+    const buttons = [];
+    if (!FINAL_CODES.has(code)) buttons.push(this.#button("Try again", "upload-retry", this.handlers.onRetry));
+    buttons.push(this.#button("Dismiss", "upload-dismiss", this.handlers.onDismiss));
+    this.#replaceActions(buttons);
+  }
+
+  /** Cancelled by the customer. */
+  cancelled() {
+    this.#state("cancelled");
+    this.progressEl.hidden = true;
+    this.#show(this.statusEl, "Upload cancelled");
+    this.#replaceActions([this.#button("Dismiss", "upload-dismiss", this.handlers.onDismiss)]);
+  }
+
+  remove() {
+    if (this.previewUrl) URL.revokeObjectURL(this.previewUrl);
+    this.el.remove();
+  }
+
+  #state(state) {
+    this.el.dataset.state = state;
+    this.el.setAttribute("aria-busy", String(state === "uploading"));
+  }
+
+  #show(el, text) {
+    el.textContent = text;
+    el.hidden = !text;
+  }
+
+  #button(label, className, onClick) {
+    return h(
+      "button",
+      { type: "button", class: `small-button ${className}`, onclick: onClick },
+      label,
+      h("span", { class: "visually-hidden" }, ` ${this.file.name}`),
+    );
+  }
+
+  /** New buttons; focus follows if it was on one of the old ones (e.g. Cancel). */
+  #replaceActions(buttons) {
+    const hadFocus = this.actions.contains(document.activeElement);
+    this.actions.replaceChildren(...buttons);
+    if (hadFocus) buttons[0]?.focus();
+  }
+
+  /** The file name becomes (or points to) a link to `url`. */
+  #link(url) {
+    const safe = safeUrl(url);
+    if (!safe) return; // leave the name as text
+    if (this.fileEl.tagName !== "A") {
+      const link = h("a", { class: "attachment attachment-link", target: "_blank", rel: "noopener noreferrer" });
+      link.append(...this.fileEl.childNodes, h("span", { class: "visually-hidden" }, " (opens in a new tab)"));
+      this.fileEl.replaceWith(link);
+      this.fileEl = link;
+    }
+    this.fileEl.href = safe;
+    this.fileEl.dataset.attachmentId = this.attachmentId;
+  }
+}
