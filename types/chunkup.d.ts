@@ -64,7 +64,7 @@ export interface UploadOptions {
 }
 
 /** Where an upload is. */
-export type UploadPhase = "starting" | "uploading" | "retrying" | "done";
+export type UploadPhase = "starting" | "uploading" | "retrying" | "verifying" | "done";
 
 /** One chunk the server acknowledged. */
 export interface UploadedChunk {

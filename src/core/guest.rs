@@ -15,6 +15,47 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::core::error::UploadError;
+use crate::core::progress::{Phase, Progress};
+
+/// Presents the uploads of one attachment (a restart with a fresh URL is a new upload) as
+/// one progress: the bar never moves back, and a PUT that completed is not the end (the
+/// server still checks the file), so 100 % and `done` wait for `UploadSuccessEvent`.
+#[derive(Debug, Default)]
+pub struct AttachProgress {
+    percent: f64,
+    uploaded: u64,
+    last: Option<Progress>,
+}
+
+impl AttachProgress {
+    /// The snapshot the customer sees for an upload's `progress`.
+    pub fn adjust(&mut self, mut progress: Progress) -> Progress {
+        if progress.phase == Phase::Done {
+            progress.phase = Phase::Verifying;
+            progress.percent = 99.9;
+            progress.eta_seconds = None;
+        }
+        self.percent = self.percent.max(progress.percent);
+        self.uploaded = self.uploaded.max(progress.bytes_uploaded);
+        progress.percent = self.percent;
+        progress.bytes_uploaded = self.uploaded;
+        self.last = Some(progress.clone());
+        progress
+    }
+
+    /// The final snapshot, once the server confirmed the attachment.
+    pub fn confirmed(&mut self) -> Option<Progress> {
+        let mut last = self.last.take()?;
+        last.phase = Phase::Done;
+        last.percent = 100.0;
+        last.bytes_uploaded = last.bytes_total;
+        last.bytes_sent = last.bytes_total;
+        last.eta_seconds = Some(0.0);
+        last.retry_in_ms = None;
+        last.chunk = None;
+        Some(last)
+    }
+}
 
 /// The attachment rules of a session: the parts of the `SessionResponse` body that matter.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -453,6 +494,33 @@ mod tests {
 
     fn code(result: Result<(), UploadError>) -> &'static str {
         result.err().map_or("ok", |e| e.code())
+    }
+
+    #[test]
+    fn attach_progress_never_goes_back_and_ends_only_when_confirmed() {
+        let mut model = crate::core::progress::ProgressModel::new(1000, 1, 0, 0.0);
+        let mut relay = AttachProgress::default();
+        let half = relay.adjust(model.sent(500, 1.0).expect("unthrottled"));
+        assert_eq!((half.percent, half.phase), (50.0, Phase::Starting));
+        let put_done = relay.adjust(model.done(2.0));
+        assert_eq!((put_done.percent, put_done.phase), (99.9, Phase::Verifying));
+        // A restart with a fresh URL: a new upload from 0.
+        let mut again = crate::core::progress::ProgressModel::new(1000, 1, 0, 3.0);
+        let restarted = relay.adjust(again.sent(100, 4.0).expect("unthrottled"));
+        assert_eq!(
+            (
+                restarted.percent,
+                restarted.bytes_uploaded,
+                restarted.bytes_sent
+            ),
+            (99.9, 1000, 100)
+        );
+        let done = relay.confirmed().expect("a snapshot");
+        assert_eq!(
+            (done.phase, done.percent, done.bytes_uploaded),
+            (Phase::Done, 100.0, 1000)
+        );
+        assert!(relay.confirmed().is_none());
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum Phase {
     Uploading,
     /// Waiting before a retry (`retryInMs` says how long).
     Retrying,
+    /// Every byte is sent; the server is checking the file (web-messaging attachments).
+    Verifying,
     /// Finished: every byte acknowledged.
     Done,
 }
@@ -29,6 +31,7 @@ impl Phase {
             Phase::Starting => "starting",
             Phase::Uploading => "uploading",
             Phase::Retrying => "retrying",
+            Phase::Verifying => "verifying",
             Phase::Done => "done",
         }
     }

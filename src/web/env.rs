@@ -2,6 +2,7 @@
 //! `Math.random()` and the caller's `onProgress` callback.
 
 use std::cell::Cell;
+use std::rc::Rc;
 
 use js_sys::Function;
 use wasm_bindgen::JsValue;
@@ -13,21 +14,60 @@ use crate::core::progress::Progress;
 use crate::web::convert::progress_to_js;
 use crate::web::transport::Transport;
 
+/// The caller's `onProgress`: called with each snapshot; one that throws does not break
+/// the upload (one console warning, without details that could carry the caller's data).
+pub struct ProgressCallback {
+    function: Option<Function>,
+    warned: Cell<bool>,
+}
+
+impl ProgressCallback {
+    /// Wraps the caller's function, if any.
+    pub fn new(function: Option<Function>) -> Rc<Self> {
+        Rc::new(ProgressCallback {
+            function,
+            warned: Cell::new(false),
+        })
+    }
+
+    /// Hands `progress` to the caller.
+    pub fn deliver(&self, progress: &Progress) {
+        let Some(callback) = &self.function else {
+            return;
+        };
+        let Ok(value) = progress_to_js(progress) else {
+            return;
+        };
+        if callback.call1(&JsValue::NULL, &value).is_err() && !self.warned.replace(true) {
+            web_sys::console::warn_1(&JsValue::from_str(
+                "chunkup: onProgress threw; the upload goes on and further errors are ignored",
+            ));
+        }
+    }
+}
+
 /// What one upload runs in.
 pub struct BrowserEnv {
     transport: Transport,
-    on_progress: Option<Function>,
-    warned_about_callback: Cell<bool>,
+    progress: Rc<ProgressCallback>,
+    adjust: Option<Box<dyn Fn(Progress) -> Progress>>,
 }
 
 impl BrowserEnv {
-    /// An environment sending with `transport` and reporting to `on_progress`.
-    pub fn new(transport: Transport, on_progress: Option<Function>) -> Self {
+    /// An environment sending with `transport` and reporting to `progress`.
+    pub fn new(transport: Transport, progress: Rc<ProgressCallback>) -> Self {
         BrowserEnv {
             transport,
-            on_progress,
-            warned_about_callback: Cell::new(false),
+            progress,
+            adjust: None,
         }
+    }
+
+    /// Passes every snapshot through `adjust` first (a flow made of several uploads
+    /// presents them as one).
+    pub fn adjusting(mut self, adjust: impl Fn(Progress) -> Progress + 'static) -> Self {
+        self.adjust = Some(Box::new(adjust));
+        self
     }
 }
 
@@ -53,20 +93,9 @@ impl Environment for BrowserEnv {
     }
 
     fn report(&self, progress: &Progress) {
-        let Some(callback) = &self.on_progress else {
-            return;
-        };
-        let Ok(value) = progress_to_js(progress) else {
-            return;
-        };
-        // A callback that throws must not break the upload; say so once, without details
-        // that could carry the caller's data.
-        if callback.call1(&JsValue::NULL, &value).is_err()
-            && !self.warned_about_callback.replace(true)
-        {
-            web_sys::console::warn_1(&JsValue::from_str(
-                "chunkup: onProgress threw; the upload goes on and further errors are ignored",
-            ));
+        match &self.adjust {
+            Some(adjust) => self.progress.deliver(&adjust(progress.clone())),
+            None => self.progress.deliver(progress),
         }
     }
 

@@ -24,14 +24,15 @@ use crate::core::encoding::hex;
 use crate::core::engine::{upload, ByteSource, EngineConfig, UploadSummary};
 use crate::core::error::UploadError;
 use crate::core::guest::{
-    self, DeleteAttachment, Envelope, GuestEvent, OnAttachment, OnMessage, SessionRules,
+    self, AttachProgress, DeleteAttachment, Envelope, GuestEvent, OnAttachment, OnMessage,
+    SessionRules,
 };
 use crate::core::options::{DEFAULT_PROGRESS_INTERVAL_MS, DEFAULT_TIMEOUT_MS};
 use crate::core::protocol::put::PutUpload;
 use crate::core::retry::RetryPolicy;
 use crate::web::abort::AbortWatch;
 use crate::web::convert::to_js;
-use crate::web::env::BrowserEnv;
+use crate::web::env::{BrowserEnv, ProgressCallback};
 use crate::web::js::{get, message_of};
 use crate::web::options::{
     describe, is_absent, optional_number, reject_unknown, retry_policy, HeaderSource,
@@ -277,7 +278,8 @@ struct Flow<'a> {
     size: u64,
     attachment_id: String,
     md5: Option<String>,
-    on_progress: Option<Function>,
+    progress: Rc<ProgressCallback>,
+    relay: Rc<RefCell<AttachProgress>>,
     settings: Settings,
 }
 
@@ -322,7 +324,8 @@ pub async fn attach_file(
         size,
         attachment_id: random_uuid()?,
         md5,
-        on_progress,
+        progress: ProgressCallback::new(on_progress),
+        relay: Rc::default(),
         settings,
     };
     let outcome = flow.run().await;
@@ -348,7 +351,12 @@ impl Flow<'_> {
                 Err(error) => return Err(error),
             };
             match self.verdict().await? {
-                Ok(download_url) => return self.result(&summary, &download_url),
+                Ok(download_url) => {
+                    if let Some(done) = self.relay.borrow_mut().confirmed() {
+                        self.progress.deliver(&done);
+                    }
+                    return self.result(&summary, &download_url);
+                }
                 // Expired or not seen as uploaded: start again with a fresh URL.
                 Err(4008 | 4010) if fresh_urls < FRESH_URL_ATTEMPTS => fresh_urls += 1,
                 Err(code) => return Err(guest::server_error(code)),
@@ -421,7 +429,9 @@ impl Flow<'_> {
             self.settings.timeout_ms,
             Rc::clone(&self.abort),
         );
-        let env = BrowserEnv::new(transport, self.on_progress.clone());
+        let relay = Rc::clone(&self.relay);
+        let env = BrowserEnv::new(transport, Rc::clone(&self.progress))
+            .adjusting(move |progress| relay.borrow_mut().adjust(progress));
         let mut protocol = PutUpload::new(url, self.size, Some(self.kind.clone()), false);
         let config = EngineConfig {
             retry: self.settings.retry,

@@ -45,7 +45,7 @@ pub async fn upload_file(
             std::rc::Rc::clone(&abort),
         )
         .with_target(input.target.clone()),
-        input.on_progress.clone(),
+        env::ProgressCallback::new(input.on_progress.clone()),
     );
     let config = EngineConfig {
         retry: settings.retry,

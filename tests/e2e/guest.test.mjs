@@ -1,0 +1,287 @@
+// The web-messaging attachment flow (attachFile) in headless Chromium against the reference
+// server's Genesys guest API emulator: success, every validation refusal (with no request
+// sent), rate limiting, expired URLs, failed uploads, server-side refusals, session expiry
+// and abort (deleteAttachment). Every success is checked against the server's SHA-256.
+//
+//   node --test tests/e2e/guest.test.mjs      (CHUNKUP_SERVER_URL: a running server, else one is started)
+
+import assert from "node:assert/strict";
+import path from "node:path";
+import { after, before, test } from "node:test";
+
+import { launchChromium } from "./chromium.mjs";
+import { logDir, startReferenceServer, stop } from "../../scripts/lib.mjs";
+
+let base;
+let server;
+let browser;
+let page;
+
+before(async () => {
+  base = process.env.CHUNKUP_SERVER_URL;
+  if (!base) {
+    server = await startReferenceServer([], { log: path.join(logDir, "guest-server.log") });
+    base = server.url;
+  }
+  browser = await launchChromium();
+  page = await browser.newPage();
+  await page.goto(base);
+  await page.evaluate(async () => {
+    const chunkup = await import("/pkg/chunkup.js");
+    await chunkup.default();
+    // A minimal widget session over the guest WebSocket, recording what it sends.
+    window.openSession = (query = "") =>
+      new Promise((resolve, reject) => {
+        const socket = new WebSocket(`ws://${location.host}/guest/v1?deploymentId=test${query}`);
+        const token = crypto.randomUUID();
+        const sent = [];
+        const listeners = new Set();
+        socket.onerror = () => reject(new Error("websocket error"));
+        socket.onmessage = (event) => {
+          const message = JSON.parse(event.data);
+          if (message.class === "SessionResponse" && !session.sessionResponse) {
+            session.sessionResponse = message.body;
+            resolve(session);
+          }
+          for (const listener of listeners) listener(message);
+        };
+        const session = {
+          token,
+          sent,
+          send(message) {
+            sent.push(message);
+            socket.send(JSON.stringify(message));
+          },
+          subscribe(listener) {
+            listeners.add(listener);
+            return () => listeners.delete(listener);
+          },
+          close: () => socket.close(),
+        };
+        socket.onopen = () => session.send({ action: "configureSession", token, deploymentId: "test" });
+      });
+    window.fileOf = (size, name, type, seed = 7) => {
+      const bytes = new Uint8Array(size);
+      let x = seed;
+      for (let i = 0; i < size; i += 1) {
+        x = (x * 1103515245 + 12345) >>> 0;
+        bytes[i] = x >>> 24;
+      }
+      return new File([bytes], name, { type });
+    };
+    window.sha256 = async (file) =>
+      [...new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()))]
+        .map((b) => b.toString(16).padStart(2, "0"))
+        .join("");
+    // Runs attachFile; returns the result or the error's code, plus what the session sent.
+    window.attach = async ({ query = "", size = 300_000, name = "report.pdf", type = "application/pdf", rules, options = {}, abortOnProgress = false, sendMessage = false }) => {
+      const session = await window.openSession(query);
+      if (rules) session.sessionResponse = rules(session.sessionResponse);
+      const file = window.fileOf(size, name, type);
+      const controller = new AbortController();
+      const progress = [];
+      try {
+        const result = await window.chunkup.attachFile(
+          session,
+          file,
+          (p) => {
+            progress.push({ phase: p.phase, percent: p.percent, sent: p.bytesSent });
+            if (abortOnProgress && p.bytesSent > 0) controller.abort();
+          },
+          { signal: controller.signal, eventTimeoutMs: 10_000, retry: { attempts: 5, baseDelayMs: 10, maxDelayMs: 2000 }, ...options },
+        );
+        let echoed;
+        if (sendMessage) {
+          // The message carrying it, on the same session; the server echoes it resolved.
+          const echo = new Promise((resolve, reject) => {
+            setTimeout(() => reject(new Error("no echo within 10 s")), 10_000);
+            session.subscribe((m) => {
+              if (m.class === "StructuredMessage" && m.body.direction === "Inbound") resolve(m.body);
+              if (m.class === "string" && m.code >= 400) reject(new Error(`refused: ${m.code} ${m.body}`));
+            });
+          });
+          session.send(window.chunkup.buildAttachmentMessage(session.token, "here it is", [result.attachmentId]));
+          echoed = await echo;
+        }
+        return { result, echoed, expected: await window.sha256(file), token: session.token, sent: session.sent, progress };
+      } catch (error) {
+        return { error: { code: error.code, message: error.message, serverCode: error.serverCode }, token: session.token, sent: session.sent, progress };
+      } finally {
+        await new Promise((r) => setTimeout(r, 200));
+        session.close();
+      }
+    };
+    window.chunkup = chunkup;
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await stop(server);
+});
+
+const attach = (args) => page.evaluate((a) => window.attach(a), args);
+const actionsOf = (sent) => sent.map((m) => m.action);
+async function record(attachmentId) {
+  const res = await fetch(new URL(`guest/attachments/${attachmentId}`, base));
+  return res.status === 200 ? res.json() : null;
+}
+
+/** Asserts a successful attach and that the server holds exactly the file. */
+async function assertAttached(outcome) {
+  assert.equal(outcome.error, undefined, JSON.stringify(outcome.error));
+  const { result, expected } = outcome;
+  assert.equal(result.sha256, expected);
+  assert.match(result.downloadUrl, /^http:\/\/.+\/guest\/files\//);
+  const stored = await record(result.attachmentId);
+  assert.equal(stored.state, "uploaded");
+  assert.equal(stored.sha256, expected);
+  assert.equal(stored.size, result.size);
+  const percents = outcome.progress.map((p) => p.percent);
+  assert.deepEqual(percents, [...percents].sort((a, b) => a - b), "percent never goes back");
+  assert.equal(outcome.progress.at(-1).percent, 100);
+  return stored;
+}
+
+test("attaches a file, then sends it in a message the server echoes", async () => {
+  const outcome = await attach({ size: 2_000_000, options: { md5: true }, sendMessage: true });
+  const stored = await assertAttached(outcome);
+  assert.equal(outcome.result.md5, stored.md5, "fileMd5 sent and matched");
+  assert.equal(outcome.sent.find((m) => m.action === "onAttachment").fileMd5, stored.md5);
+  const { echoed } = outcome;
+  assert.equal(echoed.text, "here it is");
+  const attachment = echoed.content[0].attachment;
+  assert.equal(attachment.id, outcome.result.attachmentId);
+  assert.equal(attachment.url, outcome.result.downloadUrl);
+  assert.equal(attachment.sha256, stored.sha256);
+});
+
+test("the message built for an attachment is the guest API's onMessage", async () => {
+  const message = await page.evaluate(() => window.chunkup.buildAttachmentMessage("tok", "hi", ["a", "b"]));
+  assert.deepEqual(message, {
+    action: "onMessage",
+    token: "tok",
+    message: {
+      type: "Text",
+      text: "hi",
+      content: [
+        { contentType: "Attachment", attachment: { id: "a" } },
+        { contentType: "Attachment", attachment: { id: "b" } },
+      ],
+    },
+  });
+});
+
+test("an image is accepted through the image/* wildcard", async () => {
+  await assertAttached(await attach({ name: "photo.PNG", type: "image/png", size: 50_000 }));
+});
+
+for (const [what, args, code] of [
+  ["a type not allowed", { name: "table.csv", type: "text/csv" }, "file_type_invalid"],
+  ["a type outside the image/* wildcard family", { name: "clip.mp4", type: "video/mp4" }, "file_type_invalid"],
+  ["a blocked extension", { name: "setup.EXE", type: "application/pdf" }, "file_extension_blocked"],
+  ["an empty file", { size: 0 }, "file_empty"],
+  [
+    "a file over maxFileSizeKB",
+    { size: 2_001, rules: "maxFileSizeKB=2" },
+    "file_size_invalid",
+  ],
+  ["attachments turned off", { rules: "off" }, "attachments_disabled"],
+]) {
+  test(`refuses ${what} before sending anything`, async () => {
+    const outcome = await page.evaluate(async ({ args, rules }) => {
+      const set = {
+        "maxFileSizeKB=2": (r) => ({ ...r, allowedMedia: { inbound: { ...r.allowedMedia.inbound, maxFileSizeKB: 2 } } }),
+        off: (r) => ({ ...r, allowedMedia: { inbound: { fileTypes: [], maxFileSizeKB: 0 } } }),
+      }[rules];
+      const verdict = await (async () => {
+        const session = await window.openSession();
+        const rulesNow = set ? set(session.sessionResponse) : session.sessionResponse;
+        session.close();
+        const file = window.fileOf(args.size ?? 300_000, args.name ?? "report.pdf", args.type ?? "application/pdf");
+        return window.chunkup.validateAttachment(rulesNow, file)?.code ?? null;
+      })();
+      return { verdict, attach: await window.attach({ ...args, rules: set }) };
+    }, { args, rules: args.rules });
+    assert.equal(outcome.verdict, code, "validateAttachment");
+    assert.equal(outcome.attach.error?.code, code, "attachFile");
+    assert.ok(outcome.attach.error.message.length > 10);
+    assert.deepEqual(actionsOf(outcome.attach.sent), ["configureSession"], "no onAttachment was sent");
+  });
+}
+
+test("waits out a 4029 rate limit, then attaches", async () => {
+  const outcome = await attach({ query: "&faults=rate-limit:1,retry-after:1" });
+  await assertAttached(outcome);
+  assert.deepEqual(actionsOf(outcome.sent), ["configureSession", "onAttachment", "onAttachment"]);
+});
+
+test("gives up with too_many_requests when rate limited for longer than allowed", async () => {
+  const outcome = await attach({ query: "&faults=rate-limit:9,retry-after:0", options: { retry: { attempts: 2, baseDelayMs: 1, maxDelayMs: 10 } } });
+  assert.equal(outcome.error?.code, "too_many_requests");
+  assert.equal(outcome.error.serverCode, 4029);
+});
+
+test("asks for a fresh URL when the first one expired, then attaches", async () => {
+  const outcome = await attach({ query: "&faults=expired-url:1" });
+  const stored = await assertAttached(outcome);
+  assert.equal(stored.urlRequests, 2);
+  assert.equal(actionsOf(outcome.sent).filter((a) => a === "onAttachment").length, 2);
+});
+
+test("restarts with a fresh URL after an UploadFailureEvent 4008, then attaches", async () => {
+  const outcome = await attach({ query: "&faults=upload-failure:1" });
+  const stored = await assertAttached(outcome);
+  assert.equal(stored.urlRequests, 2);
+});
+
+test("survives faults on the PUT itself", async () => {
+  const faults = encodeURIComponent("503:0.3,reset:0.3,429:0.2,retry-after:0");
+  const outcome = await attach({ query: `&putFaults=${faults}`, size: 1_000_000 });
+  await assertAttached(outcome);
+});
+
+test("maps the server's own refusals to stable codes", async () => {
+  const tooLong = await attach({ name: `${"x".repeat(300)}.pdf` });
+  assert.equal(tooLong.error?.code, "file_name_too_long");
+  assert.equal(tooLong.error.serverCode, 4005);
+  const expired = await attach({ query: "&faults=session-expired" });
+  assert.equal(expired.error?.code, "session_expired");
+  assert.match(expired.error.message, /session has expired/);
+});
+
+test("abort stops the upload and deletes the attachment", async () => {
+  const outcome = await attach({ query: `&putFaults=${encodeURIComponent("bandwidth:1MB")}`, size: 4_000_000, abortOnProgress: true });
+  assert.equal(outcome.error?.code, "aborted");
+  const actions = actionsOf(outcome.sent);
+  assert.deepEqual(actions, ["configureSession", "onAttachment", "deleteAttachment"]);
+  const id = outcome.sent.find((m) => m.action === "deleteAttachment").attachmentId;
+  const stored = await record(id);
+  assert.equal(stored.state, "deleted");
+  // The server saw the deletion too.
+  const log = await (await fetch(new URL(`guest/sessions/${outcome.token}`, base))).json();
+  assert.ok(log.requests.includes("deleteAttachment"));
+});
+
+test("bad arguments are refused", async () => {
+  const codes = await page.evaluate(async () => {
+    const file = window.fileOf(10, "a.pdf", "application/pdf");
+    const tries = [
+      () => window.chunkup.attachFile(null, file, null),
+      () => window.chunkup.attachFile({ token: "t", send() {} }, file, null),
+      () => window.chunkup.attachFile({ token: "t", send() {}, subscribe: () => () => {} }, "not a file", null),
+      () => window.chunkup.attachFile({ token: "t", send() {}, subscribe: () => () => {} }, file, null, { bogus: 1 }),
+    ];
+    const out = [];
+    for (const run of tries) {
+      try {
+        await run();
+        out.push("resolved");
+      } catch (error) {
+        out.push(error.code);
+      }
+    }
+    return out;
+  });
+  assert.deepEqual(codes, ["invalid_input", "invalid_input", "invalid_input", "invalid_input"]);
+});
