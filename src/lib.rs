@@ -1,8 +1,10 @@
 //! chunkup: resumable, checksummed, chunked file uploads from a web page, in Rust compiled
 //! to WebAssembly.
 //!
-//! This file is the whole JavaScript-facing surface: `uploadFile`, `sha256File` and the TypeScript declarations that describe its options, progress object,
-//! result and error codes. The work happens in [`core`] (pure logic, tested natively) and,
+//! This file is the whole JavaScript-facing surface: `uploadFile`, `sha256File`,
+//! `attachFile`, `validateAttachment`, `buildAttachmentMessage`, and the TypeScript
+//! declarations (types/chunkup.d.ts) of their options, progress object, results and error
+//! codes. The work happens in [`core`] (pure logic, tested natively) and,
 //! in the browser, in `web` (glue to fetch, streams and timers).
 
 #![deny(missing_docs)]

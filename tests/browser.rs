@@ -881,15 +881,24 @@ async fn put_asks_target_for_a_fresh_url_when_one_expired() {
 async fn put_with_a_wrong_content_type_or_missing_signed_header_is_refused() {
     let bytes = pseudo_random(1000, 7);
     let (url, headers) = presign(1000, "image/png", "", "").await;
-    let wrong_type = JSON::parse(&format!(
+    // The signed Content-Type among the headers wins over the contentType default...
+    let signed_wins = JSON::parse(&format!(
         r#"{{"protocol":"put","endpoint":"{url}","contentType":"image/jpeg"}}"#
     ))
     .expect("json");
-    Reflect::set(&wrong_type, &"headers".into(), &headers).expect("set");
+    Reflect::set(&signed_wins, &"headers".into(), &headers).expect("set");
+    upload(&blob_of(&bytes), &JsValue::NULL, &signed_wins)
+        .await
+        .expect("the signed Content-Type is sent");
+    // ...and a different one is refused by the signature.
+    let wrong_type = JSON::parse(&format!(r#"{{"protocol":"put","endpoint":"{url}"}}"#)).expect("json");
+    let tampered = JSON::parse(r#"{"x-amz-tagging":"chunkup=1","content-type":"image/jpeg"}"#).expect("json");
+    Reflect::set(&wrong_type, &"headers".into(), &tampered).expect("set");
     let err = upload(&blob_of(&bytes), &JsValue::NULL, &wrong_type)
         .await
         .expect_err("403");
     assert_eq!(num(&err, "status"), 403.0);
+    // Missing the signed x-amz-tagging header.
     let no_headers = JSON::parse(&format!(
         r#"{{"protocol":"put","endpoint":"{url}","contentType":"image/png"}}"#
     ))

@@ -44,9 +44,9 @@ export interface UploadOptions {
   metadata?: Record<string, string>;
   /** `tus`: the `filename` metadata; default `file.name`, or `"blob"` for a Blob. */
   filename?: string;
-  /** `put`: the Content-Type to send; default `file.type` (none if empty or if `headers` names one). */
+  /** `put`: the default Content-Type, `file.type` if not given (none if empty); a Content-Type among the headers wins. */
   contentType?: string;
-  /** `put`: called before every attempt for a fresh `{ url, headers }`; a 403 is then retried too. */
+  /** `put`: called before every attempt for a fresh `{ url, headers }`; a 403 is then retried too. Not with `headers`. */
   target?: () => UploadTarget | Promise<UploadTarget>;
   /** Also compute the file's MD5 (`result.md5`). Default false. */
   md5?: boolean;
@@ -57,8 +57,10 @@ export interface UploadOptions {
   /** Minimum ms between progress calls (phase changes, chunk acknowledgements and the final call always go out). Default 100. */
   progressIntervalMs?: number;
   /**
-   * A request (body included) or a headers/target callback with no answer after this many
-   * ms fails with `timeout` and is retried; 0 = never. Default 120000, at most 86400000.
+   * A request or a headers/target callback with no answer after this many ms fails with
+   * `timeout` and is retried; 0 = never. Default 120000, at most 86400000. For `tus` and
+   * `range` it covers the body too; for `put` it is an idle timeout that restarts whenever
+   * body bytes leave.
    */
   timeoutMs?: number;
 }
@@ -141,7 +143,7 @@ export interface UploadResult {
  * - `checksum_mismatch`: the server received a chunk corrupted (tus 460); appears as a `cause`.
  * - `aborted`: `options.signal` fired; the partial upload was deleted where the server allows it.
  * - `read_failed`: the file could not be read (removed, changed, permission revoked).
- * - `headers_failed`: the `headers` or `target` function threw, returned something unusable or never settled, or a header name or value is invalid.
+ * - `headers_failed`: the `headers` or `target` function threw or returned something unusable, or a header name or value is invalid (one that never settles is a `timeout`).
  * - `protocol`: the server broke the upload protocol (a missing header, an impossible offset, a success that kept nothing).
  */
 export type UploadErrorCode =
@@ -200,8 +202,9 @@ export interface ChunkupError extends Error {
 }
 
 /**
- * Uploads a file (any Blob) in chunks over tus 1.0, hashing every chunk with SHA-256,
- * retrying through rate limits, server errors and dropped connections, and reporting progress.
+ * Uploads a file (any Blob) with tus 1.0 (chunks), a presigned PUT (`put`) or a
+ * Content-Range session (`range`), hashing every chunk with SHA-256, retrying through rate
+ * limits, server errors and dropped connections, and reporting progress.
  * Rejects with a {@link ChunkupError}.
  */
 export function uploadFile(
@@ -240,9 +243,9 @@ export interface AttachOptions {
   md5?: boolean;
   /** Retries of the PUT, and how many rate-limit waits (4029) to accept. */
   retry?: RetryOptions;
-  /** Timeout of the PUT request. Default 120000. */
+  /** Idle timeout of the PUT (restarts whenever body bytes leave). Default 120000. */
   timeoutMs?: number;
-  /** How long to wait for each server answer on the socket (URL, verdict). Default 60000; 0 = for ever. */
+  /** How long each answer on the socket (the URL, the verdict) may take. Default 60000; 0 = for ever. */
   eventTimeoutMs?: number;
   /** Minimum ms between progress calls. Default 100. */
   progressIntervalMs?: number;

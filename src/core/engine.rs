@@ -319,6 +319,12 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
 
     fn handle(&mut self, response: &HttpResponse) -> Result<(), UploadError> {
         self.protocol.handle_response(response)?;
+        self.note_upload_url();
+        Ok(())
+    }
+
+    /// Puts the upload's URL in the progress once the protocol knows it.
+    fn note_upload_url(&self) {
         if let Some(url) = self.protocol.upload_url() {
             self.reporter.with(|model| {
                 if model.current().upload_url.is_none() {
@@ -326,7 +332,6 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
                 }
             });
         }
-        Ok(())
     }
 
     /// Sends the chunk `offset..offset + length`. When the protocol needs the chunk's digest
@@ -342,9 +347,14 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
             let on_sent = |sent: u64| reporter.emit(|model, now| model.sent(offset + sent, now));
             let send = self.env.send(&request, &on_sent);
             let hash = self.reader.read_chunk(length, &self.reporter);
-            let (response, chunk) = both_or_first_error(send, hash).await?;
+            let protocol = &mut *self.protocol;
+            // The answer is judged as soon as it arrives: a refusal does not wait for the
+            // rest of the file to be hashed.
+            let judge = |response: HttpResponse| protocol.handle_response(&response);
+            let chunk = judge_then_finish(send, judge, hash).await?;
             self.prepared = Some(chunk);
-            return self.handle(&response);
+            self.note_upload_url();
+            return Ok(());
         }
         let hashed_ahead = self.ahead.take().filter(|c| {
             c.offset == offset
@@ -551,31 +561,33 @@ where
     .await
 }
 
-/// Runs two fallible futures at once and returns both outputs, or the first error as soon
-/// as either fails (the other is dropped, which cancels it).
-async fn both_or_first_error<A, B, T, U>(a: A, b: B) -> Result<(T, U), UploadError>
+/// Runs a request and the hashing of its body at once. The answer is judged the moment it
+/// arrives; if the request or the judgement fails, that error is returned at once (the
+/// hashing is dropped, which cancels it). Otherwise the hashing is awaited and returned.
+async fn judge_then_finish<A, J, B, U>(send: A, mut judge: J, hash: B) -> Result<U, UploadError>
 where
-    A: Future<Output = Result<T, UploadError>>,
+    A: Future<Output = Result<HttpResponse, UploadError>>,
+    J: FnMut(HttpResponse) -> Result<(), UploadError>,
     B: Future<Output = Result<U, UploadError>>,
 {
-    let (mut a, mut b) = (pin!(a), pin!(b));
-    let (mut out_a, mut out_b) = (None, None);
+    let (mut send, mut hash) = (pin!(send), pin!(hash));
+    let (mut judged, mut hashed) = (false, None);
     poll_fn(|cx| {
-        if out_a.is_none() {
-            if let Poll::Ready(v) = a.as_mut().poll(cx) {
-                out_a = Some(v?);
+        if !judged {
+            if let Poll::Ready(response) = send.as_mut().poll(cx) {
+                judge(response?)?;
+                judged = true;
             }
         }
-        if out_b.is_none() {
-            if let Poll::Ready(v) = b.as_mut().poll(cx) {
-                out_b = Some(v?);
+        if hashed.is_none() {
+            if let Poll::Ready(chunk) = hash.as_mut().poll(cx) {
+                hashed = Some(chunk?);
             }
         }
-        match (out_a.take(), out_b.take()) {
-            (Some(x), Some(y)) => Poll::Ready(Ok((x, y))),
-            (x, y) => {
-                out_a = x;
-                out_b = y;
+        match (judged, hashed.take()) {
+            (true, Some(chunk)) => Poll::Ready(Ok(chunk)),
+            (_, chunk) => {
+                hashed = chunk;
                 Poll::Pending
             }
         }

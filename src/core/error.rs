@@ -147,6 +147,16 @@ impl UploadError {
             UploadError::ChecksumMismatch { .. }
             | UploadError::Network { .. }
             | UploadError::Timeout { .. } => true,
+            // Worth another go later (the words say so); the flow itself already retried.
+            UploadError::Attachment { code, .. } => matches!(
+                *code,
+                "too_many_requests"
+                    | "no_response"
+                    | "attachment_expired"
+                    | "attachment_not_found"
+                    | "attachment_not_uploaded"
+                    | "unexpected"
+            ),
             _ => false,
         }
     }

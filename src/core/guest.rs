@@ -188,13 +188,15 @@ pub fn validate(
 
 /// `10 MB`, `500 KB`, in the guest API's decimal units.
 fn human_size(bytes: u64) -> String {
-    let trimmed = |value: f64| {
-        let text = format!("{value:.2}");
+    // Integer arithmetic: float formatting would add a lot of code to the wasm.
+    let with_two_decimals = |value: u64, unit: u64| {
+        let hundredths = value * 100 / unit;
+        let text = format!("{}.{:02}", hundredths / 100, hundredths % 100);
         text.trim_end_matches('0').trim_end_matches('.').to_owned()
     };
     match bytes {
-        b if b >= 1_000_000 => format!("{} MB", trimmed(b as f64 / 1e6)),
-        b if b >= 1_000 => format!("{} KB", trimmed(b as f64 / 1e3)),
+        b if b >= 1_000_000 => format!("{} MB", with_two_decimals(b, 1_000_000)),
+        b if b >= 1_000 => format!("{} KB", with_two_decimals(b, 1_000)),
         b => format!("{b} bytes"),
     }
 }

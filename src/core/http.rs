@@ -61,6 +61,9 @@ pub struct HttpRequest {
     pub url: String,
     /// Protocol headers. The transport adds the caller's own headers beneath them.
     pub headers: Vec<(String, String)>,
+    /// Headers sent only when the caller's headers do not name them (a default
+    /// `Content-Type` that a signed one must be able to replace).
+    pub default_headers: Vec<(String, String)>,
     /// The body.
     pub body: Body,
     /// A few words for error messages ("create upload", "upload chunk"), never the URL.
@@ -80,6 +83,7 @@ impl HttpRequest {
             method,
             url: url.into(),
             headers: Vec::new(),
+            default_headers: Vec::new(),
             body: Body::Empty,
             purpose,
             upload_progress: false,

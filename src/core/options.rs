@@ -90,11 +90,18 @@ pub fn whole_number(name: &str, value: f64, min: u64, max: u64) -> Result<u64, U
     Ok(value as u64)
 }
 
+/// Names a number without float formatting, whose code is large in wasm.
 fn describe_number(value: f64) -> String {
     if value.is_nan() {
         "NaN".into()
+    } else if value.is_infinite() {
+        if value > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else if value.abs() >= 1e18 {
+        "a number too large".into()
+    } else if value.fract() == 0.0 {
+        format!("{}", value as i64)
     } else {
-        format!("{value}")
+        "a fractional number".into()
     }
 }
 
@@ -152,6 +159,14 @@ mod tests {
     fn whole_numbers() {
         assert_eq!(whole_number("chunkSize", 1.0, 1, 10), Ok(1));
         assert_eq!(whole_number("chunkSize", 10.0, 1, 10), Ok(10));
+        assert_eq!(
+            whole_number("n", 1.5, 1, 10).unwrap_err().to_string(),
+            "n must be a whole number from 1 to 10, got a fractional number"
+        );
+        assert!(whole_number("n", -3.0, 1, 10)
+            .unwrap_err()
+            .to_string()
+            .ends_with("got -3"));
         for bad in [0.0, -1.0, 1.5, 11.0, f64::NAN, f64::INFINITY] {
             let err = whole_number("chunkSize", bad, 1, 10).unwrap_err();
             assert_eq!(err.code(), "invalid_input");

@@ -210,6 +210,11 @@ impl ProgressModel {
     /// if the throttle allows.
     pub fn sent(&mut self, position: u64, now_ms: f64) -> Option<Progress> {
         self.current.bytes_sent = position.min(self.current.bytes_total);
+        // Byte-level progress gives a speed long before any acknowledgement (one PUT).
+        self.speed.sample(
+            now_ms,
+            self.current.bytes_sent.max(self.current.bytes_uploaded),
+        );
         self.throttled(now_ms).then(|| self.emit(now_ms, None))
     }
 
@@ -256,7 +261,7 @@ impl ProgressModel {
             p.percent.max(share.min(99.9))
         };
         p.bytes_per_second = self.speed.rate.unwrap_or(0.0);
-        let remaining = p.bytes_total - p.bytes_uploaded;
+        let remaining = p.bytes_total - p.bytes_uploaded.max(p.bytes_sent);
         p.eta_seconds = if remaining == 0 {
             Some(0.0)
         } else {

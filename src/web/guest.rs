@@ -133,8 +133,8 @@ struct Inbox {
 /// The flow's subscription to the session's messages; unsubscribes when dropped.
 struct Subscription {
     inbox: Rc<RefCell<Inbox>>,
-    _listener: Closure<dyn FnMut(JsValue)>,
-    unsubscribe: Option<Function>,
+    listener: Option<Closure<dyn FnMut(JsValue)>>,
+    unsubscribe: Function,
 }
 
 impl Subscription {
@@ -159,10 +159,17 @@ impl Subscription {
             .map_err(|e| {
                 UploadError::invalid(format!("session.subscribe threw: {}", message_of(&e)))
             })?;
+        let Ok(unsubscribe) = returned.dyn_into::<Function>() else {
+            // Without a way to unsubscribe, the widget would call a freed listener later.
+            listener.forget();
+            return Err(UploadError::invalid(
+                "session.subscribe must return an unsubscribe function",
+            ));
+        };
         Ok(Subscription {
             inbox,
-            _listener: listener,
-            unsubscribe: returned.dyn_into::<Function>().ok(),
+            listener: Some(listener),
+            unsubscribe,
         })
     }
 
@@ -183,8 +190,12 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if let Some(unsubscribe) = &self.unsubscribe {
-            let _ = unsubscribe.call0(&JsValue::NULL);
+        if self.unsubscribe.call0(&JsValue::NULL).is_err() {
+            // Still subscribed: keep the listener alive (it only queues into a dead inbox)
+            // rather than let the widget call freed memory.
+            if let Some(listener) = self.listener.take() {
+                listener.forget();
+            }
         }
     }
 }
@@ -281,6 +292,8 @@ struct Flow<'a> {
     progress: Rc<ProgressCallback>,
     relay: Rc<RefCell<AttachProgress>>,
     settings: Settings,
+    /// An `onAttachment` went out, so the server may hold something to delete.
+    url_requested: bool,
 }
 
 /// `attachFile(session, file, onProgress, options)`.
@@ -327,10 +340,11 @@ pub async fn attach_file(
         progress: ProgressCallback::new(on_progress),
         relay: Rc::default(),
         settings,
+        url_requested: false,
     };
     let outcome = flow.run().await;
-    if matches!(outcome, Err(UploadError::Aborted)) {
-        // Best effort: the attachment must not linger on the server.
+    if outcome.is_err() && flow.url_requested {
+        // Best effort: an attachment that will not be sent must not linger on the server.
         let _ = session.send(&DeleteAttachment::new(&session.token, &flow.attachment_id));
     }
     outcome
@@ -368,14 +382,18 @@ impl Flow<'_> {
     async fn presigned_url(&mut self) -> Result<(String, Vec<(String, String)>), UploadError> {
         let mut rate_limited = 0;
         self.request_url()?;
+        let mut deadline = self.deadline();
         loop {
-            let event = self.next_event().await?;
+            let event = self.next_event(deadline).await?;
             let retry_after_secs = match event {
                 GuestEvent::PresignedUrl {
                     attachment_id,
                     url,
                     headers,
                 } if attachment_id == self.attachment_id => {
+                    crate::core::options::check_endpoint(&url).map_err(|_| {
+                        UploadError::protocol("the presigned URL is not an absolute http(s) URL")
+                    })?;
                     return Ok((url, headers));
                 }
                 GuestEvent::UrlError {
@@ -402,10 +420,18 @@ impl Flow<'_> {
                 .min(u64::from(self.settings.retry.max_delay_ms));
             self.abort.sleep(wait as u32).await?;
             self.request_url()?;
+            deadline = self.deadline();
         }
     }
 
-    fn request_url(&self) -> Result<(), UploadError> {
+    /// When the answer to what was just sent is due (`None`: wait for ever).
+    fn deadline(&self) -> Option<f64> {
+        let timeout = self.settings.event_timeout_ms;
+        (timeout > 0).then(|| js_sys::Date::now() + f64::from(timeout))
+    }
+
+    fn request_url(&mut self) -> Result<(), UploadError> {
+        self.url_requested = true;
         self.session.send(&OnAttachment::new(
             &self.session.token,
             &self.attachment_id,
@@ -443,8 +469,9 @@ impl Flow<'_> {
 
     /// Waits for `UploadSuccessEvent` (the download URL) or `UploadFailureEvent` (its code).
     async fn verdict(&mut self) -> Result<Result<String, u32>, UploadError> {
+        let deadline = self.deadline();
         loop {
-            match self.next_event().await? {
+            match self.next_event(deadline).await? {
                 GuestEvent::UploadSucceeded {
                     attachment_id,
                     download_url,
@@ -457,15 +484,20 @@ impl Flow<'_> {
                 } if attachment_id == self.attachment_id => {
                     return Ok(Err(error_code));
                 }
-                GuestEvent::Error { code } => return Err(guest::server_error(code)),
+                // Only a session-level error concerns this upload: others (a rate-limited
+                // text message of the customer's, say) belong to other requests.
+                GuestEvent::Error {
+                    code: code @ (4006 | 4007),
+                } => return Err(guest::server_error(code)),
                 _ => continue,
             }
         }
     }
 
-    /// The next server message, within the event timeout and unless aborted.
-    async fn next_event(&self) -> Result<GuestEvent, UploadError> {
-        let next = within(self.settings.event_timeout_ms, self.inbox.next());
+    /// The next server message, before `deadline` and unless aborted.
+    async fn next_event(&self, deadline: Option<f64>) -> Result<GuestEvent, UploadError> {
+        let left = deadline.map_or(0, |at| (at - js_sys::Date::now()).max(1.0) as u32);
+        let next = within(left, self.inbox.next());
         match self.abort.race(next).await? {
             Some(message) => Ok(serde_wasm_bindgen::from_value::<Envelope>(message)
                 .map_or(GuestEvent::Other, GuestEvent::from)),

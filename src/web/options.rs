@@ -42,11 +42,6 @@ pub enum HeaderSource {
 }
 
 impl HeaderSource {
-    /// Whether fixed headers include `Content-Type` (a callback's are unknown until called).
-    pub fn names_content_type(&self) -> bool {
-        matches!(self, HeaderSource::Fixed(pairs) if pairs.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")))
-    }
-
     /// The headers for the next request.
     pub async fn resolve(&self) -> Result<Vec<(String, String)>, UploadError> {
         match self {
@@ -137,6 +132,11 @@ pub fn parse(
     only_for(options, "filename", protocol, &[Tus])?;
     only_for(options, "contentType", protocol, &[Put])?;
     only_for(options, "target", protocol, &[Put])?;
+    if !is_absent(&get(options, "target")) && !is_absent(&get(options, "headers")) {
+        return Err(UploadError::invalid(
+            "options.headers cannot be combined with options.target: target() supplies the headers",
+        ));
+    }
     let endpoint = optional_string(options, "endpoint")?
         .filter(|e| !e.trim().is_empty())
         .ok_or_else(|| {
@@ -192,12 +192,10 @@ pub fn parse(
 
     let fresh_url_per_attempt = target.is_some();
     let (default_name, default_type) = describe(&blob);
-    let content_type = match optional_string(options, "contentType")? {
-        Some(kind) => Some(kind),
-        // A caller who sets Content-Type among the headers keeps it; otherwise the file's.
-        None if headers.names_content_type() || blob.type_().is_empty() => None,
-        None => Some(blob.type_()),
-    };
+    // A default only: a Content-Type among the caller's (signed) headers wins.
+    let content_type = optional_string(options, "contentType")?
+        .or_else(|| Some(blob.type_()))
+        .filter(|kind| !kind.is_empty());
     let filename = optional_string(options, "filename")?.unwrap_or(default_name);
     let metadata_value = get(options, "metadata");
     let callers_metadata = if metadata_value.is_undefined() || metadata_value.is_null() {

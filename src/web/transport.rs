@@ -20,7 +20,7 @@ use crate::core::http::{Body, HttpRequest, HttpResponse};
 use crate::web::abort::AbortWatch;
 use crate::web::js::{message_of, settle};
 use crate::web::options::HeaderSource;
-use crate::web::xhr::{XhrOutcome, XhrRequest};
+use crate::web::xhr::{XhrOutcome, XhrRequest, XhrSetupError};
 
 #[wasm_bindgen]
 extern "C" {
@@ -101,14 +101,17 @@ impl Transport {
         let retargeted;
         let (request, callers) = match (&self.target, request.caller_target) {
             (Some(target), true) => {
-                let (url, headers) = self.bounded(call_target(target)).await??;
+                let (url, headers) = self.bounded(request, call_target(target)).await??;
                 retargeted = HttpRequest {
                     url,
                     ..request.clone()
                 };
                 (&retargeted, headers)
             }
-            _ => (request, self.bounded(self.headers.resolve()).await??),
+            _ => (
+                request,
+                self.bounded(request, self.headers.resolve()).await??,
+            ),
         };
         let headers = with_protocol_headers(callers, request);
         let body = match request.body {
@@ -129,16 +132,15 @@ impl Transport {
 
     /// Waits for a caller's callback, as long as the request timeout allows and no longer
     /// than the upload is not aborted: a token promise that never settles must not hang.
+    /// A callback that never settles counts as a timeout of `request` (and is retried).
     async fn bounded<T>(
         &self,
+        request: &HttpRequest,
         callback: impl std::future::Future<Output = Result<T, UploadError>>,
     ) -> Result<Result<T, UploadError>, UploadError> {
         match self.abort.race(within(self.timeout_ms, callback)).await? {
             Some(result) => Ok(result),
-            None => Err(UploadError::HeadersFailed(format!(
-                "the headers or target callback did not settle within {} ms",
-                self.timeout_ms
-            ))),
+            None => Err(self.timeout(request)),
         }
     }
 
@@ -206,29 +208,29 @@ impl Transport {
         on_sent: &dyn Fn(u64),
     ) -> Result<HttpResponse, UploadError> {
         let xhr = XhrRequest::send(request.method.as_str(), &request.url, headers, body).map_err(
-            |e| {
-                if crate::web::js::message_of(&e).contains("setRequestHeader") {
-                    UploadError::HeadersFailed(
-                        "a header name or value is not valid HTTP".to_owned(),
-                    )
-                } else {
-                    network(request, &e)
-                }
+            |error| match error {
+                XhrSetupError::Header => UploadError::HeadersFailed(
+                    "a header name or value is not valid HTTP".to_owned(),
+                ),
+                XhrSetupError::Refused => UploadError::protocol(format!(
+                    "the browser refused to send the {} ({}) request",
+                    request.method, request.purpose
+                )),
             },
         )?;
-        // Dropping `xhr` (on abort or timeout) aborts the request.
+        // Dropping `xhr` (on abort) aborts the request.
         match self
             .abort
-            .race(within(self.timeout_ms, xhr.outcome(on_sent)))
+            .race(xhr.outcome(on_sent, self.timeout_ms))
             .await?
         {
-            None => Err(self.timeout(request)),
-            Some(XhrOutcome::Failed) => Err(UploadError::Network {
+            XhrOutcome::Stalled => Err(self.timeout(request)),
+            XhrOutcome::Failed => Err(UploadError::Network {
                 method: request.method,
                 purpose: request.purpose,
                 detail: "the request failed without an HTTP answer".to_owned(),
             }),
-            Some(XhrOutcome::Answered(response)) => Ok(response),
+            XhrOutcome::Answered(response) => Ok(response),
         }
     }
 
@@ -247,6 +249,11 @@ fn with_protocol_headers(
     mut headers: Vec<(String, String)>,
     request: &HttpRequest,
 ) -> Vec<(String, String)> {
+    for (name, value) in &request.default_headers {
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            headers.push((name.clone(), value.clone()));
+        }
+    }
     for (name, value) in &request.headers {
         headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         headers.push((name.clone(), value.clone()));

@@ -7,10 +7,12 @@
 //! Dropping the future before the answer aborts the XHR.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
+use gloo_timers::future::TimeoutFuture;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{Blob, ProgressEvent, XmlHttpRequest};
@@ -23,10 +25,22 @@ pub enum XhrOutcome {
     Answered(HttpResponse),
     /// No HTTP answer (network error, CORS refusal).
     Failed,
+    /// Nothing moved for the idle timeout: no body byte left and no answer came.
+    Stalled,
+}
+
+/// Why an XHR could not be started.
+pub enum XhrSetupError {
+    /// A header name or value is not valid HTTP (the browser refused it).
+    Header,
+    /// The browser refused to open or send the request.
+    Refused,
 }
 
 #[derive(Default)]
 struct Shared {
+    /// When the body last moved (ms since the epoch), for the idle timeout.
+    last_activity_ms: f64,
     sent: Option<u64>,
     reported: Option<u64>,
     finished: Option<bool>,
@@ -55,19 +69,26 @@ impl XhrRequest {
         url: &str,
         headers: &[(String, String)],
         body: Option<&Blob>,
-    ) -> Result<XhrRequest, JsValue> {
-        let xhr = XmlHttpRequest::new()?;
-        xhr.open_with_async(method, url, true)?;
+    ) -> Result<XhrRequest, XhrSetupError> {
+        // Browser error texts may quote the URL (a presigned credential): none is passed on.
+        let refused = |_| XhrSetupError::Refused;
+        let xhr = XmlHttpRequest::new().map_err(refused)?;
+        xhr.open_with_async(method, url, true).map_err(refused)?;
         for (name, value) in headers {
-            xhr.set_request_header(name, value)?;
+            xhr.set_request_header(name, value)
+                .map_err(|_| XhrSetupError::Header)?;
         }
-        let shared = Rc::new(RefCell::new(Shared::default()));
+        let shared = Rc::new(RefCell::new(Shared {
+            last_activity_ms: js_sys::Date::now(),
+            ..Shared::default()
+        }));
         let on_progress = {
             let shared = Rc::clone(&shared);
             Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
                 if let Some(event) = event.dyn_ref::<ProgressEvent>() {
                     let mut state = shared.borrow_mut();
                     state.sent = Some(event.loaded() as u64);
+                    state.last_activity_ms = js_sys::Date::now();
                     state.wake();
                 }
             })
@@ -83,12 +104,13 @@ impl XhrRequest {
         let (on_load, on_error) = (finish(true), finish(false));
         // Registering an upload listener before send() is what makes the browser report
         // upload progress (it also makes a cross-origin request preflighted).
-        xhr.upload()?
+        xhr.upload()
+            .map_err(refused)?
             .set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
         xhr.set_onload(Some(on_load.as_ref().unchecked_ref()));
         xhr.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         xhr.set_onabort(Some(on_error.as_ref().unchecked_ref()));
-        xhr.send_with_opt_blob(body)?;
+        xhr.send_with_opt_blob(body).map_err(refused)?;
         Ok(XhrRequest {
             xhr,
             shared,
@@ -97,8 +119,11 @@ impl XhrRequest {
     }
 
     /// Waits for the answer, calling `on_sent` with the body bytes sent so far as they go.
-    pub async fn outcome(&self, on_sent: &dyn Fn(u64)) -> XhrOutcome {
-        poll_fn(|cx| {
+    /// `idle_timeout_ms` (0 = none) limits how long nothing may move: it restarts with
+    /// every progress event, so a large body on a slow link is not cut off, a stalled one is.
+    pub async fn outcome(&self, on_sent: &dyn Fn(u64), idle_timeout_ms: u32) -> XhrOutcome {
+        let mut timer: Option<TimeoutFuture> = None;
+        let finished = poll_fn(|cx| {
             let mut state = self.shared.borrow_mut();
             if let Some(sent) = state.sent.filter(|s| state.reported != Some(*s)) {
                 state.reported = Some(sent);
@@ -106,23 +131,41 @@ impl XhrRequest {
                 on_sent(sent);
                 state = self.shared.borrow_mut();
             }
-            match state.finished {
-                Some(answered) => Poll::Ready(answered),
-                None => {
-                    state.waker = Some(cx.waker().clone());
-                    Poll::Pending
+            if let Some(answered) = state.finished {
+                return Poll::Ready(Some(answered));
+            }
+            state.waker = Some(cx.waker().clone());
+            if idle_timeout_ms == 0 {
+                return Poll::Pending;
+            }
+            let last_activity_ms = state.last_activity_ms;
+            drop(state);
+            // One timer at a time: dropping an unfired gloo timer wakes the task, so
+            // replacing it on every poll would spin. When it fires, it is re-armed for
+            // whatever is left since the last activity, or the request has stalled.
+            loop {
+                let left = f64::from(idle_timeout_ms) - (js_sys::Date::now() - last_activity_ms);
+                if left <= 0.0 {
+                    return Poll::Ready(None);
+                }
+                let pending = timer.get_or_insert_with(|| TimeoutFuture::new(left.ceil() as u32));
+                match Pin::new(pending).poll(cx) {
+                    Poll::Ready(()) => timer = None,
+                    Poll::Pending => return Poll::Pending,
                 }
             }
         })
         .await;
-        let answered = self.shared.borrow().finished.unwrap_or(false);
-        match (answered, self.xhr.status()) {
-            // Status 0 means no HTTP answer, whatever event fired.
-            (true, Ok(status)) if status != 0 => XhrOutcome::Answered(HttpResponse::new(
-                status,
-                parse_headers(&self.xhr.get_all_response_headers().unwrap_or_default()),
-            )),
-            _ => XhrOutcome::Failed,
+        match finished {
+            None => XhrOutcome::Stalled,
+            Some(answered) => match (answered, self.xhr.status()) {
+                // Status 0 means no HTTP answer, whatever event fired.
+                (true, Ok(status)) if status != 0 => XhrOutcome::Answered(HttpResponse::new(
+                    status,
+                    parse_headers(&self.xhr.get_all_response_headers().unwrap_or_default()),
+                )),
+                _ => XhrOutcome::Failed,
+            },
         }
     }
 }

@@ -74,7 +74,10 @@ impl Protocol for PutUpload {
             .with_upload_progress();
         request.caller_target = self.fresh_url_per_attempt;
         if let Some(content_type) = &self.content_type {
-            request = request.header("Content-Type", content_type.clone());
+            // A default: a Content-Type among the caller's (signed) headers wins.
+            request
+                .default_headers
+                .push(("Content-Type".into(), content_type.clone()));
         }
         self.in_flight = Some(request.clone());
         request
@@ -145,7 +148,11 @@ mod tests {
             (request.method, request.url.as_str()),
             (Method::Put, "https://b.s3.example/k?X-Sig=secret")
         );
-        assert_eq!(request.header_value("content-type"), Some("image/png"));
+        assert_eq!(
+            request.default_headers,
+            vec![("Content-Type".to_string(), "image/png".to_string())]
+        );
+        assert_eq!(request.header_value("content-type"), None);
         assert!(request.upload_progress && !request.caller_target);
         assert_eq!(
             request.body,
@@ -168,10 +175,7 @@ mod tests {
                 length: 0
             }
         );
-        assert_eq!(
-            put.chunk_request(0, 0, None).header_value("content-type"),
-            None
-        );
+        assert!(put.chunk_request(0, 0, None).default_headers.is_empty());
         put.handle_response(&HttpResponse::new(204, Vec::<(&str, &str)>::new()))
             .unwrap();
         assert_eq!(put.next_step(), Step::Done);

@@ -10,7 +10,7 @@
 use crate::core::chunker::ChunkPlan;
 use crate::core::digest::Sha256Bytes;
 use crate::core::error::UploadError;
-use crate::core::http::{HttpRequest, HttpResponse, Method};
+use crate::core::http::{Body, HttpRequest, HttpResponse, Method};
 use crate::core::protocol::{bad_response, status_error, without_query, Protocol, Step};
 
 /// The unit GCS persists and requires chunk sizes to be multiples of.
@@ -40,6 +40,8 @@ pub struct RangeUpload {
     url: String,
     plan: ChunkPlan,
     offset: u64,
+    /// The end of the furthest chunk ever sent: no server can have more.
+    furthest_sent: u64,
     state: State,
     in_flight: Option<HttpRequest>,
 }
@@ -52,6 +54,7 @@ impl RangeUpload {
             url,
             plan: ChunkPlan::new(size, chunk_size),
             offset: 0,
+            furthest_sent: 0,
             // An empty file is finalised by the query form (`bytes */0`).
             state: if size == 0 {
                 State::Query
@@ -67,37 +70,45 @@ impl RangeUpload {
         request
     }
 
-    /// `Range: bytes=0-N` → N + 1; no header → 0.
+    /// `Range: bytes=0-N` → N + 1; no header → 0. Never more than the request could have
+    /// delivered, and a 308 never says "everything" (that would be a 200, and taking it
+    /// would loop on status queries).
     fn persisted(
         &self,
         request: &HttpRequest,
         response: &HttpResponse,
     ) -> Result<u64, UploadError> {
-        let Some(range) = response.header("Range") else {
-            return Ok(0);
+        let bad = |what: &str| bad_response(request.method, request.purpose, what);
+        let offset = match response.header("Range") {
+            None => 0,
+            Some(range) => {
+                range
+                    .strip_prefix("bytes=0-")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .ok_or_else(|| bad("has a Range header that is not bytes=0-N"))?
+                    + 1
+            }
         };
-        let last = range
-            .strip_prefix("bytes=0-")
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                bad_response(
-                    request.method,
-                    request.purpose,
-                    "has a Range header that is not bytes=0-N",
-                )
-            })?;
-        let offset = last + 1;
-        if offset > self.plan.size {
-            return Err(bad_response(
-                request.method,
-                request.purpose,
-                &format!(
-                    "claims {offset} bytes, more than the file's {}",
-                    self.plan.size
-                ),
+        let sent_up_to = self.furthest_sent.max(self.offset);
+        if offset > sent_up_to {
+            return Err(bad(&format!(
+                "claims {offset} bytes persisted, more than were sent ({sent_up_to})"
+            )));
+        }
+        if offset >= self.plan.size {
+            return Err(bad(
+                "says every byte is persisted but did not finish the upload (308 instead of 200)",
             ));
         }
         Ok(offset)
+    }
+
+    /// Only the answer to the final chunk or to a status query may finish the upload.
+    fn may_finish(&self, request: &HttpRequest) -> bool {
+        match request.body {
+            Body::FileRange { end, .. } => end == self.plan.size,
+            Body::Empty => true,
+        }
     }
 }
 
@@ -141,6 +152,7 @@ impl Protocol for RangeUpload {
                 format!("bytes {offset}-{}/{}", offset + length - 1, self.plan.size),
             )
             .file_range(offset, offset + length);
+        self.furthest_sent = self.furthest_sent.max(offset + length);
         self.send(request)
     }
 
@@ -150,11 +162,16 @@ impl Protocol for RangeUpload {
             .take()
             .ok_or_else(|| UploadError::protocol("a response arrived with no request in flight"))?;
         match response.status {
-            200 | 201 => {
+            200 | 201 if self.may_finish(&request) => {
                 self.offset = self.plan.size;
                 self.state = State::Done;
                 Ok(())
             }
+            200 | 201 => Err(bad_response(
+                request.method,
+                request.purpose,
+                "finished the upload before the last byte was sent",
+            )),
             308 => {
                 self.offset = self.persisted(&request, response)?;
                 self.state = State::Upload;
@@ -293,6 +310,25 @@ mod tests {
             .handle_response(&HttpResponse::new(308, [("Range", "bytes=0-100")]))
             .unwrap_err();
         assert_eq!(beyond.code(), "protocol");
+        // A 308 claiming every byte would loop on status queries: refused.
+        let _ = r.chunk_request(0, 100, None);
+        let all = r
+            .handle_response(&HttpResponse::new(308, [("Range", "bytes=0-99")]))
+            .unwrap_err();
+        assert!(all.to_string().contains("308 instead of 200"), "{all}");
+        // More than the request carried.
+        let mut big = RangeUpload::new(URL.into(), 1024 * KIB, 256 * KIB);
+        let _ = big.chunk_request(0, 256 * KIB, None);
+        let more = big
+            .handle_response(&HttpResponse::new(308, [("Range", "bytes=0-524287")]))
+            .unwrap_err();
+        assert!(more.to_string().contains("more than were sent"), "{more}");
+        // A 200 to a chunk that is not the last.
+        let _ = big.chunk_request(0, 256 * KIB, None);
+        let early = big
+            .handle_response(&HttpResponse::new(200, Vec::<(&str, &str)>::new()))
+            .unwrap_err();
+        assert_eq!(early.code(), "protocol");
         let delete = r.termination_request().expect("a session can be cancelled");
         assert_eq!(delete.method, Method::Delete);
     }
