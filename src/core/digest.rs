@@ -60,7 +60,10 @@ pub struct FileDigest {
     checkpoint_offset: u64,
     running: FileHashes,
     hashed_offset: u64,
-    chunk: Option<(u64, Sha256)>,
+    /// The open chunk: where it started, and its own hasher, or `None` when it starts at
+    /// byte 0, where the file's running SHA-256 is the chunk's too (one hashing pass, not
+    /// two, for a whole-file PUT and for every upload's first chunk until it ends).
+    chunk: Option<(u64, Option<Sha256>)>,
     /// Snapshots of `running` at the ends of finished chunks, not yet acknowledged.
     boundaries: Vec<(u64, FileHashes)>,
 }
@@ -91,13 +94,14 @@ impl FileDigest {
 
     /// Starts a chunk at the current hashed offset; later [`update`](Self::update)s feed it.
     pub fn start_chunk(&mut self) {
-        self.chunk = Some((self.hashed_offset, Sha256::new()));
+        let own = (self.hashed_offset > 0).then(Sha256::new);
+        self.chunk = Some((self.hashed_offset, own));
     }
 
     /// Feeds the next bytes of the file, in order.
     pub fn update(&mut self, bytes: &[u8]) {
         self.running.update(bytes);
-        if let Some((_, chunk)) = &mut self.chunk {
+        if let Some((_, Some(chunk))) = &mut self.chunk {
             chunk.update(bytes);
         }
         self.hashed_offset += bytes.len() as u64;
@@ -108,14 +112,16 @@ impl FileDigest {
     pub fn finish_chunk(&mut self) -> ChunkDigest {
         self.boundaries
             .push((self.hashed_offset, self.running.clone()));
-        let (offset, hasher) = self
-            .chunk
-            .take()
-            .unwrap_or_else(|| (self.hashed_offset, Sha256::new()));
+        let (offset, sha256) = match self.chunk.take() {
+            Some((offset, Some(own))) => (offset, own.finalize().into()),
+            // Started at byte 0: the running digest covers exactly this chunk.
+            Some((offset, None)) => (offset, self.file_sha256()),
+            None => (self.hashed_offset, Sha256::new().finalize().into()),
+        };
         ChunkDigest {
             offset,
             length: self.hashed_offset - offset,
-            sha256: hasher.finalize().into(),
+            sha256,
         }
     }
 
