@@ -891,8 +891,10 @@ async fn put_with_a_wrong_content_type_or_missing_signed_header_is_refused() {
         .await
         .expect("the signed Content-Type is sent");
     // ...and a different one is refused by the signature.
-    let wrong_type = JSON::parse(&format!(r#"{{"protocol":"put","endpoint":"{url}"}}"#)).expect("json");
-    let tampered = JSON::parse(r#"{"x-amz-tagging":"chunkup=1","content-type":"image/jpeg"}"#).expect("json");
+    let wrong_type =
+        JSON::parse(&format!(r#"{{"protocol":"put","endpoint":"{url}"}}"#)).expect("json");
+    let tampered =
+        JSON::parse(r#"{"x-amz-tagging":"chunkup=1","content-type":"image/jpeg"}"#).expect("json");
     Reflect::set(&wrong_type, &"headers".into(), &tampered).expect("set");
     let err = upload(&blob_of(&bytes), &JsValue::NULL, &wrong_type)
         .await

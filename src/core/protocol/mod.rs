@@ -128,6 +128,13 @@ pub fn without_query(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
+/// The request a response answers: what a protocol noted as in flight.
+pub fn answered<T>(in_flight: &mut Option<T>) -> Result<T, UploadError> {
+    in_flight
+        .take()
+        .ok_or_else(|| UploadError::protocol("a response arrived with no request in flight"))
+}
+
 /// A protocol error naming the request whose response was wrong.
 pub fn bad_response(method: Method, purpose: &str, what: &str) -> UploadError {
     UploadError::protocol(format!("the response to {method} ({purpose}) {what}"))

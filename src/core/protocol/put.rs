@@ -10,7 +10,9 @@ use crate::core::chunker::ChunkPlan;
 use crate::core::digest::Sha256Bytes;
 use crate::core::error::UploadError;
 use crate::core::http::{HttpRequest, HttpResponse, Method};
-use crate::core::protocol::{status_error, status_error_with, without_query, Protocol, Step};
+use crate::core::protocol::{
+    answered, status_error, status_error_with, without_query, Protocol, Step,
+};
 
 /// A single-PUT upload of one file.
 #[derive(Debug, Clone)]
@@ -84,10 +86,7 @@ impl Protocol for PutUpload {
     }
 
     fn handle_response(&mut self, response: &HttpResponse) -> Result<(), UploadError> {
-        let request = self
-            .in_flight
-            .take()
-            .ok_or_else(|| UploadError::protocol("a response arrived with no request in flight"))?;
+        let request = answered(&mut self.in_flight)?;
         match response.status {
             200..=299 => {
                 self.done = true;

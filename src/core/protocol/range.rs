@@ -11,7 +11,7 @@ use crate::core::chunker::ChunkPlan;
 use crate::core::digest::Sha256Bytes;
 use crate::core::error::UploadError;
 use crate::core::http::{Body, HttpRequest, HttpResponse, Method};
-use crate::core::protocol::{bad_response, status_error, without_query, Protocol, Step};
+use crate::core::protocol::{answered, bad_response, status_error, without_query, Protocol, Step};
 
 /// The unit GCS persists and requires chunk sizes to be multiples of.
 pub const RANGE_CHUNK_UNIT: u64 = 256 * 1024;
@@ -157,10 +157,7 @@ impl Protocol for RangeUpload {
     }
 
     fn handle_response(&mut self, response: &HttpResponse) -> Result<(), UploadError> {
-        let request = self
-            .in_flight
-            .take()
-            .ok_or_else(|| UploadError::protocol("a response arrived with no request in flight"))?;
+        let request = answered(&mut self.in_flight)?;
         match response.status {
             200 | 201 if self.may_finish(&request) => {
                 self.offset = self.plan.size;

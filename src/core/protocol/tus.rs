@@ -18,7 +18,9 @@ use crate::core::digest::Sha256Bytes;
 use crate::core::encoding::base64;
 use crate::core::error::UploadError;
 use crate::core::http::{HttpRequest, HttpResponse, Method};
-use crate::core::protocol::{bad_response, status_error, status_error_with, Protocol, Step};
+use crate::core::protocol::{
+    answered, bad_response, status_error, status_error_with, Protocol, Step,
+};
 use crate::core::url::resolve;
 
 const TUS_VERSION: &str = "1.0.0";
@@ -376,11 +378,7 @@ impl Protocol for TusUpload {
     }
 
     fn handle_response(&mut self, response: &HttpResponse) -> Result<(), UploadError> {
-        let Some(in_flight) = self.in_flight.take() else {
-            return Err(UploadError::protocol(
-                "a response arrived with no request in flight",
-            ));
-        };
+        let in_flight = answered(&mut self.in_flight)?;
         if response
             .header(TUS_RESUMABLE)
             .is_some_and(|v| v != TUS_VERSION)
