@@ -64,6 +64,23 @@ impl KillSwitch {
 #[derive(Debug, Clone)]
 pub struct ConnKill(pub Arc<KillSwitch>);
 
+/// Ends a `reset` fault: kills the request's connection so the client sees it drop with
+/// no HTTP answer. The returned response is never delivered (the connection is dead),
+/// unless the connection cannot be killed, when the 500 says so.
+pub fn kill(kill: Option<ConnKill>) -> axum::response::Response {
+    use axum::http::StatusCode;
+    match kill {
+        Some(ConnKill(switch)) => {
+            switch.kill();
+            crate::tus::plain(StatusCode::INTERNAL_SERVER_ERROR, "connection reset")
+        }
+        None => crate::tus::plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reset fault: connection cannot be killed",
+        ),
+    }
+}
+
 /// The socket as seen by hyper; fails all IO once killed and, when dropped
 /// after a kill, sets zero linger so closing it sends RST.
 struct KillableIo {

@@ -494,17 +494,7 @@ impl ChunkJob {
             .set(format!("fault=reset read={read} kept={kept}"));
         // Release the session before the client can retry.
         drop(guard);
-        match kill {
-            Some(ConnKill(switch)) => {
-                switch.kill();
-                // Never delivered: the connection is already dead.
-                plain(StatusCode::INTERNAL_SERVER_ERROR, "connection reset")
-            }
-            None => plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "reset fault: connection cannot be killed",
-            ),
-        }
+        crate::conn::kill(kill)
     }
 }
 

@@ -501,17 +501,7 @@ impl PutJob {
         self.note
             .set(format!("fault=reset read={read} stored nothing"));
         self.fail(None, format!("injected reset after {read} bytes"));
-        match kill {
-            Some(ConnKill(switch)) => {
-                switch.kill();
-                // Never delivered: the connection is already dead.
-                tus::plain(StatusCode::INTERNAL_SERVER_ERROR, "connection reset")
-            }
-            None => tus::plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "reset fault: connection cannot be killed",
-            ),
-        }
+        crate::conn::kill(kill)
     }
 }
 

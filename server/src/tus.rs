@@ -705,17 +705,7 @@ impl PatchJob {
         });
         // Release the upload before the client can retry.
         drop(guard);
-        match kill {
-            Some(ConnKill(switch)) => {
-                switch.kill();
-                // Never delivered: the connection is already dead.
-                plain(StatusCode::INTERNAL_SERVER_ERROR, "connection reset")
-            }
-            None => plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "reset fault: connection cannot be killed",
-            ),
-        }
+        crate::conn::kill(kill)
     }
 }
 
