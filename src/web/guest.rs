@@ -19,9 +19,8 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{AbortSignal, Blob};
 
-use crate::core::digest::FileDigest;
 use crate::core::encoding::hex;
-use crate::core::engine::{upload, ByteSource, EngineConfig, UploadSummary};
+use crate::core::engine::{upload, EngineConfig, UploadSummary};
 use crate::core::error::UploadError;
 use crate::core::guest::{
     self, AttachProgress, DeleteAttachment, Envelope, GuestEvent, OnAttachment, OnMessage,
@@ -37,7 +36,7 @@ use crate::web::js::{get, message_of};
 use crate::web::options::{
     describe, is_absent, optional_number, reject_unknown, retry_policy, HeaderSource,
 };
-use crate::web::source::FileSource;
+use crate::web::source::{digest_whole_file, FileSource};
 use crate::web::transport::{within, Transport};
 
 const KNOWN_OPTIONS: [&str; 6] = [
@@ -525,14 +524,8 @@ impl Flow<'_> {
 
 /// The MD5 the guest API's `fileMd5` wants, hex, read through the same stream as uploads.
 async fn file_md5(blob: &Blob, abort: &Rc<AbortWatch>) -> Result<String, UploadError> {
-    let mut source = FileSource::new(blob.clone(), Rc::clone(abort));
-    source.open_at(0)?;
-    let mut digest = FileDigest::new(true);
-    let mut piece = Vec::new();
-    while source.read_piece(&mut piece).await? {
-        digest.update(&piece);
-    }
-    digest
+    digest_whole_file(blob, abort, true)
+        .await?
         .file_md5()
         .map(|md5| hex(&md5))
         .ok_or_else(|| UploadError::protocol("the MD5 was not kept"))

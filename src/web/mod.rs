@@ -18,9 +18,8 @@ pub mod xhr;
 
 use wasm_bindgen::JsValue;
 
-use crate::core::digest::FileDigest;
 use crate::core::encoding::hex;
-use crate::core::engine::{upload, ByteSource, EngineConfig};
+use crate::core::engine::{upload, EngineConfig};
 use crate::core::error::UploadError;
 use crate::core::protocol::for_upload;
 
@@ -62,17 +61,7 @@ pub async fn upload_file(
 pub async fn sha256_file(file: JsValue) -> Result<String, UploadError> {
     let blob: web_sys::Blob = wasm_bindgen::JsCast::dyn_into(file)
         .map_err(|_| UploadError::invalid("file must be a Blob or a File"))?;
-    let mut source = source::FileSource::new(blob, std::rc::Rc::new(abort::AbortWatch::new(None)));
-    source.open_at(0)?;
-    let mut digest = FileDigest::new(false);
-    let mut piece = Vec::new();
-    while source.read_piece(&mut piece).await? {
-        digest.update(&piece);
-    }
-    if digest.hashed_offset() != source.size() {
-        return Err(UploadError::ReadFailed(
-            "the file ended before its size was read".into(),
-        ));
-    }
+    let abort = std::rc::Rc::new(abort::AbortWatch::new(None));
+    let digest = source::digest_whole_file(&blob, &abort, false).await?;
     Ok(hex(&digest.file_sha256()))
 }

@@ -12,6 +12,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::Blob;
 
+use crate::core::digest::FileDigest;
 use crate::core::engine::ByteSource;
 use crate::core::error::UploadError;
 use crate::web::abort::AbortWatch;
@@ -112,4 +113,26 @@ impl ByteSource for FileSource {
             .as_ref()
             .map_or(0, |r| r.start + r.reader.bytes() as u64)
     }
+}
+
+/// Reads the whole of `blob` through the counting stream into a digest (SHA-256, and MD5
+/// with `md5`), as uploads do, failing if the file ends short of its size.
+pub async fn digest_whole_file(
+    blob: &Blob,
+    abort: &Rc<AbortWatch>,
+    md5: bool,
+) -> Result<FileDigest, UploadError> {
+    let mut source = FileSource::new(blob.clone(), Rc::clone(abort));
+    source.open_at(0)?;
+    let mut digest = FileDigest::new(md5);
+    let mut piece = Vec::new();
+    while source.read_piece(&mut piece).await? {
+        digest.update(&piece);
+    }
+    if digest.hashed_offset() != source.size() {
+        return Err(UploadError::ReadFailed(
+            "the file ended before its size was read".into(),
+        ));
+    }
+    Ok(digest)
 }
