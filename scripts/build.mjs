@@ -2,12 +2,25 @@
 // .wasm with wasm-opt from the npm package `binaryen` (wasm-pack's own binaryen download
 // does not work offline, so Cargo.toml turns it off); then builds the chat-widget demo
 // with Vite from that package, imported by name (node_modules/chunkup links to pkg/).
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { root, run } from "./lib.mjs";
 
 const wasm = path.join(root, "pkg", "chunkup_bg.wasm");
+rmSync(path.join(root, "pkg"), { recursive: true, force: true });
 await run("wasm-pack", ["build", "--target", "web", "--release", "--out-dir", "pkg", "--out-name", "chunkup"]);
+
+// The Worker's entry point: wasm-bindgen places src/js/bridge.js among its snippets under a
+// hashed folder name, which the glue's import of it tells.
+const glue = readFileSync(path.join(root, "pkg", "chunkup.js"), "utf8");
+const bridge = glue.match(/from '\.\/(snippets\/[^']+\/src\/js\/bridge\.js)'/)?.[1];
+if (!bridge) throw new Error("build: the glue does not import src/js/bridge.js");
+const workerEntry = readFileSync(path.join(root, "src", "js", "worker.js"), "utf8");
+writeFileSync(path.join(root, "pkg", "chunkup_worker.js"), workerEntry.replace("./snippets/BRIDGE", `./${bridge}`));
+const manifestPath = path.join(root, "pkg", "package.json");
+const manifest = JSON.parse(readFileSync(manifestPath, "utf8"));
+manifest.files = [...new Set([...manifest.files, "chunkup_worker.js"])];
+writeFileSync(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
 
 const wasmOpt = path.join(root, "node_modules", "binaryen", "bin", "wasm-opt");
 if (!existsSync(wasmOpt)) throw new Error("wasm-opt missing: run `npm run setup`");

@@ -16,6 +16,13 @@ mod web;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen::prelude::*;
 
+// SAFETY: chunkup's wasm runs on one thread (the page's, or its Worker's; never shared
+// memory), which is what AssumeSingleThreaded requires.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
+    unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
+
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen(typescript_custom_section)]
 const TYPESCRIPT: &'static str = include_str!("../types/chunkup.d.ts");
@@ -31,9 +38,7 @@ pub async fn upload_file(
     on_progress: JsValue,
     options: JsValue,
 ) -> Result<JsValue, JsValue> {
-    web::upload_file(file, on_progress, options)
-        .await
-        .map_err(|error| web::convert::error_to_js(&error))
+    web::upload_file(file, on_progress, options).await
 }
 
 /// Sends a file as a web-messaging (Genesys Cloud guest API) attachment over the widget's
@@ -46,9 +51,7 @@ pub async fn attach_file(
     on_progress: JsValue,
     options: JsValue,
 ) -> Result<JsValue, JsValue> {
-    web::guest::attach_file(session, file, on_progress, options)
-        .await
-        .map_err(|error| web::convert::error_to_js(&error))
+    web::guest::attach_file(session, file, on_progress, options).await
 }
 
 /// Checks a file against a `SessionResponse` body the way `attachFile` does first:
@@ -77,8 +80,6 @@ pub fn build_attachment_message(
 /// The lower-case hex SHA-256 of a `Blob` or `File`, computed in Rust as uploads do.
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen(js_name = sha256File, skip_typescript)]
-pub async fn sha256_file(file: JsValue) -> Result<String, JsValue> {
-    web::sha256_file(file)
-        .await
-        .map_err(|error| web::convert::error_to_js(&error))
+pub async fn sha256_file(file: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
+    web::sha256_file(file, options).await
 }

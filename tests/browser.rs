@@ -77,6 +77,10 @@ fn options(endpoint: &str, chunk_size: usize, extra: &str) -> JsValue {
     JSON::parse(&json).expect("options json")
 }
 
+fn parsed(json: &str) -> JsValue {
+    JSON::parse(json).expect("json")
+}
+
 fn endpoint(faults: &str) -> String {
     if faults.is_empty() {
         format!("{SERVER}files/")
@@ -443,7 +447,6 @@ async fn bad_input_is_rejected_before_any_request() {
         Reflect::set(&o, &"headers".into(), spy.as_ref()).expect("set");
         o
     };
-    let parsed = |s: &str| JSON::parse(s).expect("json");
     let cases: Vec<(&str, JsValue, JsValue, JsValue)> = vec![
         (
             "not a blob",
@@ -670,14 +673,52 @@ async fn a_request_without_an_answer_times_out_and_is_retried() {
 #[wasm_bindgen_test]
 async fn sha256_file_hashes_like_an_upload() {
     let bytes = pseudo_random(3 * 1024 * KIB + 5, 9);
-    let hash = chunkup::sha256_file(blob_of(&bytes).into())
+    let hash = chunkup::sha256_file(blob_of(&bytes).into(), JsValue::UNDEFINED)
         .await
         .expect("hash");
-    assert_eq!(hash, hex(&Sha256::digest(&bytes)));
-    let err = chunkup::sha256_file("not a blob".into())
+    assert_eq!(hash.as_string(), Some(hex(&Sha256::digest(&bytes))));
+    let in_page = chunkup::sha256_file(blob_of(&bytes).into(), parsed(r#"{"worker":false}"#))
         .await
-        .expect_err("invalid");
-    assert_eq!(string(&err, "code"), "invalid_input");
+        .expect("hash on the page");
+    assert_eq!(in_page, hash);
+    for (what, file, options) in [
+        (
+            "not a blob",
+            JsValue::from("not a blob"),
+            JsValue::UNDEFINED,
+        ),
+        (
+            "options not an object",
+            blob_of(b"x").into(),
+            JsValue::from(3),
+        ),
+        (
+            "unknown option",
+            blob_of(b"x").into(),
+            parsed(r#"{"workers":false}"#),
+        ),
+        (
+            "worker not a boolean",
+            blob_of(b"x").into(),
+            parsed(r#"{"worker":"no"}"#),
+        ),
+        (
+            "signal not a signal",
+            blob_of(b"x").into(),
+            parsed(r#"{"signal":{}}"#),
+        ),
+    ] {
+        let err = chunkup::sha256_file(file, options).await.expect_err(what);
+        assert_eq!(string(&err, "code"), "invalid_input", "{what}");
+    }
+    let aborted = AbortController::new().expect("controller");
+    aborted.abort();
+    let options = js_sys::Object::new();
+    Reflect::set(&options, &"signal".into(), &aborted.signal()).expect("set");
+    let err = chunkup::sha256_file(blob_of(&bytes).into(), options.into())
+        .await
+        .expect_err("aborted");
+    assert_eq!(string(&err, "code"), "aborted");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -50,7 +50,15 @@ pub trait Environment {
     fn report(&self, progress: &Progress);
     /// Sends a request without waiting for it (best-effort clean-up after an abort).
     fn send_detached(&self, request: HttpRequest);
+    /// Called between slices of hashing (at most [`HASH_SLICE`] bytes apart): a chance to
+    /// let other work run. On a page's main thread the browser environment yields to the
+    /// event loop here once it has held the thread for a few milliseconds.
+    async fn pause(&self) {}
 }
+
+/// The most bytes hashed between two [`Environment::pause`] calls: about a millisecond of
+/// SHA-256 in wasm, so a paced main thread is never held long by one slice.
+pub const HASH_SLICE: u64 = 256 * 1024;
 
 /// The file being uploaded, readable from any offset.
 #[allow(async_fn_in_trait)]
@@ -234,9 +242,10 @@ impl<S: ByteSource> Reader<'_, S> {
                 let position = self.source.position();
                 reporter.emit(|model, now| model.read(position, now));
             }
-            let bytes = self.rechunker.take(remaining);
+            let bytes = self.rechunker.take(remaining.min(HASH_SLICE));
             self.digest.update(bytes);
             remaining -= bytes.len() as u64;
+            reporter.env.pause().await;
         }
         self.at = Some(start + length);
         Ok(())

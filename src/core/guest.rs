@@ -7,15 +7,12 @@
 //! `PresignedUrlResponse` (or `GenerateUrlError`) → one PUT to the presigned URL →
 //! `UploadSuccessEvent` (or `UploadFailureEvent`). `crate::web::guest` runs the flow.
 //!
-//! Messages are plain serde types: the browser glue converts them to and from JavaScript
-//! objects with serde-wasm-bindgen, so no JSON library ends up in the wasm.
-
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
+//! Messages are [`Value`]s, built and read here by hand: the browser glue turns them into
+//! JavaScript objects and back, so no JSON library or serde format ends up in the wasm.
 
 use crate::core::error::UploadError;
 use crate::core::progress::{Phase, Progress};
+use crate::core::value::{object, Value};
 
 /// Presents the uploads of one attachment (a restart with a fresh URL is a new upload) as
 /// one progress: the bar never moves back, and a PUT that completed is not the end (the
@@ -58,36 +55,71 @@ impl AttachProgress {
 }
 
 /// The attachment rules of a session: the parts of the `SessionResponse` body that matter.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SessionRules {
-    #[serde(default)]
     allowed_media: Option<AllowedMedia>,
-    #[serde(default)]
     blocked_extensions: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct AllowedMedia {
-    #[serde(default)]
     inbound: Option<InboundMedia>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct InboundMedia {
-    #[serde(default, rename = "fileTypes")]
-    file_types: Vec<FileType>,
-    #[serde(default, rename = "maxFileSizeKB")]
+    /// The allowed MIME types (`image/*`, `application/pdf`).
+    file_types: Vec<String>,
     max_file_size_kb: Option<f64>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-struct FileType {
-    #[serde(rename = "type")]
-    mime: String,
+/// `value[key]` read with `read`: `Some(None)` when absent or null, `None` when it has the
+/// wrong shape (a body that is not what the guest API sends must not pass for "no rules").
+fn optional<T>(
+    value: &Value,
+    key: &str,
+    read: impl FnOnce(&Value) -> Option<T>,
+) -> Option<Option<T>> {
+    match value.get(key) {
+        None | Some(Value::Null) => Some(None),
+        Some(field) => read(field).map(Some),
+    }
+}
+
+/// A list of strings, or of objects whose `key` is a string.
+fn strings(value: &Value, key: Option<&str>) -> Option<Vec<String>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|item| match key {
+            Some(key) => item.str_at(key).map(str::to_owned),
+            None => item.as_str().map(str::to_owned),
+        })
+        .collect()
 }
 
 impl SessionRules {
+    /// Reads the rules from a `SessionResponse` body; `None` when it is not one.
+    pub fn from_value(body: &Value) -> Option<SessionRules> {
+        body.as_object()?;
+        let allowed_media = optional(body, "allowedMedia", |media| {
+            media.as_object()?;
+            let inbound = optional(media, "inbound", |inbound| {
+                inbound.as_object()?;
+                Some(InboundMedia {
+                    file_types: optional(inbound, "fileTypes", |t| strings(t, Some("type")))?
+                        .unwrap_or_default(),
+                    max_file_size_kb: optional(inbound, "maxFileSizeKB", Value::as_f64)?,
+                })
+            })?;
+            Some(AllowedMedia { inbound })
+        })?;
+        Some(SessionRules {
+            allowed_media,
+            blocked_extensions: optional(body, "blockedExtensions", |e| strings(e, None))?
+                .unwrap_or_default(),
+        })
+    }
     /// The largest file accepted, in bytes (1 KB = 1000 bytes, as the guest API counts).
     pub fn max_bytes(&self) -> Option<u64> {
         self.inbound()?
@@ -168,7 +200,7 @@ pub fn validate(
     if !inbound
         .file_types
         .iter()
-        .any(|allowed| type_allowed(&allowed.mime, mime))
+        .any(|allowed| type_allowed(allowed, mime))
     {
         return Err(attachment_error(
             "file_type_invalid",
@@ -258,142 +290,63 @@ fn attachment_error(code: &'static str, server_code: Option<u32>, message: &str)
     }
 }
 
-/// The `onAttachment` request.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct OnAttachment<'a> {
-    action: &'static str,
-    token: &'a str,
-    attachment_id: &'a str,
-    file_name: &'a str,
-    file_type: &'a str,
+/// The `onAttachment` request: asks for a presigned URL for a file; `file_md5` is sent
+/// when given.
+pub fn on_attachment(
+    token: &str,
+    attachment_id: &str,
+    file_name: &str,
+    file_type: &str,
     file_size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    file_md5: Option<&'a str>,
-    errors_as_json: bool,
-}
-
-impl<'a> OnAttachment<'a> {
-    /// Asks for a presigned URL for a file; `file_md5` is sent when given.
-    pub fn new(
-        token: &'a str,
-        attachment_id: &'a str,
-        file_name: &'a str,
-        file_type: &'a str,
-        file_size: u64,
-        file_md5: Option<&'a str>,
-    ) -> Self {
-        OnAttachment {
-            action: "onAttachment",
-            token,
-            attachment_id,
-            file_name,
-            file_type,
-            file_size,
-            file_md5,
-            errors_as_json: true,
-        }
+    file_md5: Option<&str>,
+) -> Value {
+    let mut request = object([
+        ("action", "onAttachment".into()),
+        ("token", token.into()),
+        ("attachmentId", attachment_id.into()),
+        ("fileName", file_name.into()),
+        ("fileType", file_type.into()),
+        ("fileSize", file_size.into()),
+        ("errorsAsJson", true.into()),
+    ]);
+    if let (Some(md5), Value::Object(entries)) = (file_md5, &mut request) {
+        entries.push(("fileMd5".to_owned(), md5.into()));
     }
+    request
 }
 
 /// The `deleteAttachment` request (a file uploaded but not sent).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct DeleteAttachment<'a> {
-    action: &'static str,
-    token: &'a str,
-    attachment_id: &'a str,
+pub fn delete_attachment(token: &str, attachment_id: &str) -> Value {
+    object([
+        ("action", "deleteAttachment".into()),
+        ("token", token.into()),
+        ("attachmentId", attachment_id.into()),
+    ])
 }
 
-impl<'a> DeleteAttachment<'a> {
-    /// Deletes `attachment_id`.
-    pub fn new(token: &'a str, attachment_id: &'a str) -> Self {
-        DeleteAttachment {
-            action: "deleteAttachment",
-            token,
-            attachment_id,
-        }
-    }
-}
-
-/// The `onMessage` request carrying text and attachments.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct OnMessage<'a> {
-    action: &'static str,
-    token: &'a str,
-    message: TextMessage<'a>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-struct TextMessage<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
-    content: Vec<AttachmentContent<'a>>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-struct AttachmentContent<'a> {
-    content_type: &'static str,
-    attachment: AttachmentRef<'a>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-struct AttachmentRef<'a> {
-    id: &'a str,
-}
-
-impl<'a> OnMessage<'a> {
-    /// Sends `text` with the attachments `ids`.
-    pub fn new(token: &'a str, text: &'a str, ids: &'a [String]) -> Self {
-        OnMessage {
-            action: "onMessage",
-            token,
-            message: TextMessage {
-                kind: "Text",
-                text,
-                content: ids
-                    .iter()
-                    .map(|id| AttachmentContent {
-                        content_type: "Attachment",
-                        attachment: AttachmentRef { id },
-                    })
-                    .collect(),
-            },
-        }
-    }
-}
-
-/// A server message's envelope: `{"type", "class", "code", "body"}` (`type` is not needed).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Envelope {
-    #[serde(default)]
-    class: String,
-    #[serde(default)]
-    code: Option<f64>,
-    #[serde(default)]
-    body: Option<Body>,
-}
-
-/// A body is an object for most classes and a text for `class: "string"` errors.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
-enum Body {
-    Fields(BodyFields),
-    Text(String),
-}
-
-/// The body fields of every class the flow reads, all optional.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-struct BodyFields {
-    attachment_id: Option<String>,
-    url: Option<String>,
-    headers: Option<BTreeMap<String, String>>,
-    error_code: Option<f64>,
-    download_url: Option<String>,
-    retry_after: Option<f64>,
+/// The `onMessage` request carrying `text` and the attachments `ids`.
+pub fn on_message(token: &str, text: &str, ids: &[String]) -> Value {
+    let content = ids
+        .iter()
+        .map(|id| {
+            object([
+                ("contentType", "Attachment".into()),
+                ("attachment", object([("id", id.as_str().into())])),
+            ])
+        })
+        .collect();
+    object([
+        ("action", "onMessage".into()),
+        ("token", token.into()),
+        (
+            "message",
+            object([
+                ("type", "Text".into()),
+                ("text", text.into()),
+                ("content", Value::Array(content)),
+            ]),
+        ),
+    ])
 }
 
 /// A server message, as far as the attachment flow cares. (Field names follow the wire.)
@@ -431,47 +384,58 @@ pub enum GuestEvent {
     Other,
 }
 
-impl From<Envelope> for GuestEvent {
-    fn from(envelope: Envelope) -> GuestEvent {
-        let fields = match envelope.body {
-            Some(Body::Fields(fields)) => fields,
-            _ => BodyFields::default(),
-        };
+impl GuestEvent {
+    /// Reads a server message: an envelope `{"type", "class", "code", "body"}` whose body is
+    /// an object for most classes and a text for `class: "string"` errors.
+    pub fn from_value(envelope: &Value) -> GuestEvent {
+        let empty = Value::Object(Vec::new());
+        let body = envelope
+            .get("body")
+            .filter(|b| b.as_object().is_some())
+            .unwrap_or(&empty);
         let code = |v: Option<f64>| v.filter(|c| *c >= 0.0).map(|c| c as u32);
-        let parsed = match envelope.class.as_str() {
+        let text = |key| body.str_at(key).map(str::to_owned);
+        let parsed = match envelope.str_at("class").unwrap_or_default() {
             "PresignedUrlResponse" => {
-                fields
-                    .attachment_id
-                    .zip(fields.url)
+                text("attachmentId")
+                    .zip(text("url"))
                     .map(|(attachment_id, url)| GuestEvent::PresignedUrl {
                         attachment_id,
                         url,
-                        headers: fields.headers.unwrap_or_default().into_iter().collect(),
+                        headers: body
+                            .get("headers")
+                            .and_then(Value::as_object)
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                            .collect(),
                     })
             }
-            "GenerateUrlError" => code(fields.error_code).map(|error_code| GuestEvent::UrlError {
-                attachment_id: fields.attachment_id,
-                error_code,
-            }),
-            "UploadSuccessEvent" => fields.attachment_id.zip(fields.download_url).map(
+            "GenerateUrlError" => {
+                code(body.f64_at("errorCode")).map(|error_code| GuestEvent::UrlError {
+                    attachment_id: text("attachmentId"),
+                    error_code,
+                })
+            }
+            "UploadSuccessEvent" => text("attachmentId").zip(text("downloadUrl")).map(
                 |(attachment_id, download_url)| GuestEvent::UploadSucceeded {
                     attachment_id,
                     download_url,
                 },
             ),
-            "UploadFailureEvent" => fields.attachment_id.zip(code(fields.error_code)).map(
-                |(attachment_id, error_code)| GuestEvent::UploadFailed {
+            "UploadFailureEvent" => text("attachmentId")
+                .zip(code(body.f64_at("errorCode")))
+                .map(|(attachment_id, error_code)| GuestEvent::UploadFailed {
                     attachment_id,
                     error_code,
-                },
-            ),
+                }),
             "TooManyRequestsErrorMessage" => Some(GuestEvent::TooManyRequests {
-                retry_after_secs: code(fields.retry_after).map_or(1, u64::from),
+                retry_after_secs: code(body.f64_at("retryAfter")).map_or(1, u64::from),
             }),
-            "AttachmentDeletedResponse" => fields
-                .attachment_id
-                .map(|attachment_id| GuestEvent::Deleted { attachment_id }),
-            "string" => code(envelope.code)
+            "AttachmentDeletedResponse" => {
+                text("attachmentId").map(|attachment_id| GuestEvent::Deleted { attachment_id })
+            }
+            "string" => code(envelope.f64_at("code"))
                 .filter(|code| *code >= 400)
                 .map(|code| GuestEvent::Error { code }),
             _ => None,
@@ -480,12 +444,262 @@ impl From<Envelope> for GuestEvent {
     }
 }
 
+/// Fresh URLs asked for after an expired URL or a failed upload, before giving up.
+pub const FRESH_URL_ATTEMPTS: u32 = 3;
+
+/// What the attachment flow wants done next (see [`AttachFlow`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send this request on the session.
+    Send(Value),
+    /// Wait for the server's next message until this time (ms since the epoch; `None`: for
+    /// ever), then hand it to [`AttachFlow::on_event`], or fail with [`no_response`].
+    Receive {
+        /// When the answer is due.
+        until_ms: Option<f64>,
+    },
+    /// Wait this long (a rate limit), then ask again.
+    Sleep {
+        /// How long.
+        ms: u32,
+    },
+    /// PUT the file to `url` with exactly `headers`, then report with
+    /// [`AttachFlow::on_upload`].
+    Upload {
+        /// The presigned URL.
+        url: String,
+        /// The headers the server signed.
+        headers: Vec<(String, String)>,
+    },
+    /// The server checked and stored the file.
+    Done {
+        /// Where it can be downloaded (`UploadSuccessEvent`).
+        download_url: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Stage {
+    /// Ask for a presigned URL (`onAttachment`).
+    Ask,
+    /// Waiting for the URL.
+    AwaitUrl,
+    /// Waiting out a rate limit before asking again.
+    RateLimited { ms: u32 },
+    /// A URL arrived: PUT the file there.
+    Upload {
+        url: String,
+        headers: Vec<(String, String)>,
+    },
+    /// The PUT is under way.
+    Uploading,
+    /// Waiting for the server's verdict on the upload.
+    AwaitVerdict,
+    /// The server stored the file.
+    Done { download_url: String },
+}
+
+/// Web-messaging attachments as a pure state machine: `onAttachment` → `PresignedUrlResponse`
+/// (waiting out 4029 rate limits) → the PUT → `UploadSuccessEvent`; an expired URL (403 on
+/// the PUT) or an upload the server did not see (4008, 4010) starts again with a fresh URL.
+/// `crate::web::guest` performs the [`Action`]s.
+#[derive(Debug, Clone)]
+pub struct AttachFlow {
+    request: Value,
+    attachment_id: String,
+    rate_limit_waits: u32,
+    max_delay_ms: u32,
+    event_timeout_ms: u32,
+    stage: Stage,
+    /// When the answer to the last request is due.
+    until_ms: Option<f64>,
+    rate_limited: u32,
+    fresh_urls: u32,
+    url_requested: bool,
+}
+
+impl AttachFlow {
+    /// A flow sending `request` (the `onAttachment` of `attachment_id`); at most
+    /// `rate_limit_waits` waits of at most `max_delay_ms` each for rate limits, and
+    /// `event_timeout_ms` (0 = for ever) for each answer.
+    pub fn new(
+        request: Value,
+        attachment_id: &str,
+        rate_limit_waits: u32,
+        max_delay_ms: u32,
+        event_timeout_ms: u32,
+    ) -> Self {
+        AttachFlow {
+            request,
+            attachment_id: attachment_id.to_owned(),
+            rate_limit_waits,
+            max_delay_ms,
+            event_timeout_ms,
+            stage: Stage::Ask,
+            until_ms: None,
+            rate_limited: 0,
+            fresh_urls: 0,
+            url_requested: false,
+        }
+    }
+
+    /// Whether an `onAttachment` went out, so that the server may hold something to delete
+    /// when the flow fails.
+    pub fn url_requested(&self) -> bool {
+        self.url_requested
+    }
+
+    /// The next thing to do, at `now_ms`. After [`Action::Upload`], the next call must
+    /// come after [`AttachFlow::on_upload`].
+    pub fn next(&mut self, now_ms: f64) -> Action {
+        match std::mem::replace(&mut self.stage, Stage::Uploading) {
+            Stage::Ask => {
+                self.stage = Stage::AwaitUrl;
+                self.url_requested = true;
+                self.until_ms = self.deadline(now_ms);
+                Action::Send(self.request.clone())
+            }
+            Stage::RateLimited { ms } => {
+                self.stage = Stage::Ask;
+                Action::Sleep { ms }
+            }
+            Stage::Upload { url, headers } => Action::Upload { url, headers },
+            Stage::Done { download_url } => {
+                self.stage = Stage::Done {
+                    download_url: download_url.clone(),
+                };
+                Action::Done { download_url }
+            }
+            waiting => {
+                self.stage = waiting;
+                Action::Receive {
+                    until_ms: self.until_ms,
+                }
+            }
+        }
+    }
+
+    fn deadline(&self, now_ms: f64) -> Option<f64> {
+        (self.event_timeout_ms > 0).then(|| now_ms + f64::from(self.event_timeout_ms))
+    }
+
+    /// A message from the server arrived while waiting.
+    pub fn on_event(&mut self, event: GuestEvent) -> Result<(), UploadError> {
+        match self.stage {
+            Stage::AwaitUrl => self.on_url_answer(event),
+            Stage::AwaitVerdict => self.on_verdict(event),
+            _ => Ok(()),
+        }
+    }
+
+    fn on_url_answer(&mut self, event: GuestEvent) -> Result<(), UploadError> {
+        let retry_after_secs = match event {
+            GuestEvent::PresignedUrl {
+                attachment_id,
+                url,
+                headers,
+            } if attachment_id == self.attachment_id => {
+                crate::core::options::check_endpoint(&url).map_err(|_| {
+                    UploadError::protocol("the presigned URL is not an absolute http(s) URL")
+                })?;
+                self.stage = Stage::Upload { url, headers };
+                return Ok(());
+            }
+            GuestEvent::UrlError {
+                attachment_id: Some(other),
+                ..
+            } if other != self.attachment_id => return Ok(()),
+            GuestEvent::TooManyRequests { retry_after_secs } => retry_after_secs,
+            GuestEvent::UrlError {
+                error_code: 4029, ..
+            }
+            | GuestEvent::Error { code: 4029 } => 1,
+            GuestEvent::UrlError { error_code, .. } => return Err(server_error(error_code)),
+            GuestEvent::Error { code } => return Err(server_error(code)),
+            _ => return Ok(()),
+        };
+        self.rate_limited += 1;
+        if self.rate_limited > self.rate_limit_waits {
+            return Err(server_error(4029));
+        }
+        let ms = retry_after_secs
+            .saturating_mul(1000)
+            .min(u64::from(self.max_delay_ms)) as u32;
+        self.stage = Stage::RateLimited { ms };
+        Ok(())
+    }
+
+    fn on_verdict(&mut self, event: GuestEvent) -> Result<(), UploadError> {
+        match event {
+            GuestEvent::UploadSucceeded {
+                attachment_id,
+                download_url,
+            } if attachment_id == self.attachment_id => {
+                self.stage = Stage::Done { download_url };
+                Ok(())
+            }
+            GuestEvent::UploadFailed {
+                attachment_id,
+                error_code,
+            } if attachment_id == self.attachment_id => {
+                // Expired or not seen as uploaded: start again with a fresh URL.
+                if matches!(error_code, 4008 | 4010) && self.fresh_urls < FRESH_URL_ATTEMPTS {
+                    self.fresh_urls += 1;
+                    self.stage = Stage::Ask;
+                    Ok(())
+                } else {
+                    Err(server_error(error_code))
+                }
+            }
+            // Only a session-level error concerns this upload: others (a rate-limited text
+            // message of the customer's, say) belong to other requests.
+            GuestEvent::Error {
+                code: code @ (4006 | 4007),
+            } => Err(server_error(code)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The PUT ended: on success the flow waits for the verdict; a 403 (the URL expired,
+    /// or was refused) starts again with a fresh URL, a few times; other failures end it.
+    pub fn on_upload(
+        &mut self,
+        outcome: Result<(), UploadError>,
+        now_ms: f64,
+    ) -> Result<(), UploadError> {
+        match outcome {
+            Ok(()) => {
+                self.stage = Stage::AwaitVerdict;
+                self.until_ms = self.deadline(now_ms);
+                Ok(())
+            }
+            Err(error) if error.status() == Some(403) && self.fresh_urls < FRESH_URL_ATTEMPTS => {
+                self.fresh_urls += 1;
+                self.stage = Stage::Ask;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// The error when the chat service did not answer in time.
+pub fn no_response() -> UploadError {
+    attachment_error(
+        "no_response",
+        None,
+        "The chat service did not answer. Please try again.",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::core::value::testing::parse;
+
     fn rules_from(json: &str) -> SessionRules {
-        serde_json::from_str(json).expect("a SessionResponse body")
+        SessionRules::from_value(&parse(json).expect("json")).expect("a SessionResponse body")
     }
 
     fn rules() -> SessionRules {
@@ -582,7 +796,20 @@ mod tests {
             err.to_string(),
             "This file is too large. The limit is 10.24 MB."
         );
-        assert!(serde_json::from_str::<SessionRules>("[1]").is_err());
+        for not_rules in [
+            "[1]",
+            r#""text""#,
+            r#"{"allowedMedia":"all"}"#,
+            r#"{"allowedMedia":{"inbound":{"fileTypes":"image/*"}}}"#,
+            r#"{"allowedMedia":{"inbound":{"fileTypes":[{"type":1}]}}}"#,
+            r#"{"allowedMedia":{"inbound":{"maxFileSizeKB":"10"}}}"#,
+            r#"{"blockedExtensions":[".exe",1]}"#,
+        ] {
+            let value = parse(not_rules).expect("json");
+            assert!(SessionRules::from_value(&value).is_none(), "{not_rules}");
+        }
+        let nulls = rules_from(r#"{"allowedMedia":null,"blockedExtensions":null}"#);
+        assert_eq!(nulls, SessionRules::default());
         assert_eq!(
             (human_size(5_000_000), human_size(1_500), human_size(999)),
             ("5 MB".into(), "1.5 KB".into(), "999 bytes".into())
@@ -618,32 +845,37 @@ mod tests {
 
     #[test]
     fn builds_requests() {
-        let request =
-            OnAttachment::new("tok", "att-1", "a.pdf", "application/pdf", 42, Some("abcd"));
+        let request = on_attachment("tok", "att-1", "a.pdf", "application/pdf", 42, Some("abcd"));
         assert_eq!(
-            json(&request),
-            serde_json::json!({"action":"onAttachment","token":"tok","attachmentId":"att-1","fileName":"a.pdf",
+            request,
+            json(
+                serde_json::json!({"action":"onAttachment","token":"tok","attachmentId":"att-1","fileName":"a.pdf",
                    "fileType":"application/pdf","fileSize":42,"errorsAsJson":true,"fileMd5":"abcd"})
+            )
         );
-        assert!(json(&OnAttachment::new("t", "a", "n", "t", 1, None))
+        assert!(on_attachment("t", "a", "n", "t", 1, None)
             .get("fileMd5")
             .is_none());
         assert_eq!(
-            json(&DeleteAttachment::new("tok", "att-1")),
-            serde_json::json!({"action":"deleteAttachment","token":"tok","attachmentId":"att-1"})
+            delete_attachment("tok", "att-1"),
+            json(
+                serde_json::json!({"action":"deleteAttachment","token":"tok","attachmentId":"att-1"})
+            )
         );
         let ids = ["a".to_string(), "b".to_string()];
         assert_eq!(
-            json(&OnMessage::new("tok", "here", &ids)),
-            serde_json::json!({"action":"onMessage","token":"tok","message":{"type":"Text","text":"here","content":[
+            on_message("tok", "here", &ids),
+            json(
+                serde_json::json!({"action":"onMessage","token":"tok","message":{"type":"Text","text":"here","content":[
                 {"contentType":"Attachment","attachment":{"id":"a"}},
                 {"contentType":"Attachment","attachment":{"id":"b"}}]}})
+            )
         );
     }
 
-    /// A request as JSON, for comparison.
-    fn json<T: Serialize>(request: &T) -> serde_json::Value {
-        serde_json::to_value(request).expect("serialisable")
+    /// A JSON value as a [`Value`] (keys in the order serde_json keeps them: sorted).
+    fn json(value: serde_json::Value) -> Value {
+        crate::core::value::testing::from_serde(value)
     }
 
     #[test]
@@ -710,8 +942,239 @@ mod tests {
             ("not json", Other),
         ];
         for (text, expected) in cases {
-            let event = serde_json::from_str::<Envelope>(text).map_or(Other, GuestEvent::from);
+            let event = parse(text).map_or(Other, |v| GuestEvent::from_value(&v));
             assert_eq!(event, expected, "{text}");
         }
+    }
+    fn flow(waits: u32) -> AttachFlow {
+        AttachFlow::new(
+            on_attachment("tok", "att", "a.pdf", "application/pdf", 5, None),
+            "att",
+            waits,
+            2_000,
+            60_000,
+        )
+    }
+
+    fn presigned(id: &str, url: &str) -> GuestEvent {
+        GuestEvent::PresignedUrl {
+            attachment_id: id.into(),
+            url: url.into(),
+            headers: vec![("x-amz-tagging".into(), "t".into())],
+        }
+    }
+
+    fn expect_upload(flow: &mut AttachFlow) {
+        assert!(
+            matches!(flow.next(0.0), Action::Upload { url, headers } if url == "https://s/k" && headers.len() == 1)
+        );
+    }
+
+    #[test]
+    fn attach_flow_happy_path() {
+        let mut f = flow(3);
+        assert!(!f.url_requested());
+        assert!(
+            matches!(f.next(1000.0), Action::Send(v) if v.str_at("action") == Some("onAttachment"))
+        );
+        assert!(f.url_requested());
+        assert_eq!(
+            f.next(2000.0),
+            Action::Receive {
+                until_ms: Some(61_000.0)
+            }
+        );
+        // Answers for another attachment, or unrelated messages, are not ours.
+        f.on_event(presigned("other", "https://s/other")).unwrap();
+        f.on_event(GuestEvent::UrlError {
+            attachment_id: Some("other".into()),
+            error_code: 4001,
+        })
+        .unwrap();
+        f.on_event(GuestEvent::Other).unwrap();
+        assert!(matches!(f.next(3000.0), Action::Receive { .. }));
+        f.on_event(presigned("att", "https://s/k")).unwrap();
+        expect_upload(&mut f);
+        f.on_upload(Ok(()), 5000.0).unwrap();
+        assert_eq!(
+            f.next(5000.0),
+            Action::Receive {
+                until_ms: Some(65_000.0)
+            }
+        );
+        f.on_event(GuestEvent::UploadSucceeded {
+            attachment_id: "other".into(),
+            download_url: "x".into(),
+        })
+        .unwrap();
+        f.on_event(GuestEvent::Error { code: 4029 }).unwrap(); // a text message's rate limit
+        f.on_event(GuestEvent::UploadSucceeded {
+            attachment_id: "att".into(),
+            download_url: "https://d/a".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            f.next(6000.0),
+            Action::Done {
+                download_url: "https://d/a".into()
+            }
+        );
+        assert_eq!(
+            f.next(7000.0),
+            Action::Done {
+                download_url: "https://d/a".into()
+            }
+        );
+    }
+
+    #[test]
+    fn attach_flow_waits_out_rate_limits_then_gives_up() {
+        let mut f = flow(2);
+        assert!(matches!(f.next(0.0), Action::Send(_)));
+        f.on_event(GuestEvent::TooManyRequests {
+            retry_after_secs: 1,
+        })
+        .unwrap();
+        assert_eq!(f.next(0.0), Action::Sleep { ms: 1000 });
+        assert!(matches!(f.next(0.0), Action::Send(_)));
+        // A long Retry-After is capped by the retry policy's longest wait.
+        f.on_event(GuestEvent::UrlError {
+            attachment_id: Some("att".into()),
+            error_code: 4029,
+        })
+        .unwrap();
+        assert_eq!(f.next(0.0), Action::Sleep { ms: 1000 });
+        assert!(matches!(f.next(0.0), Action::Send(_)));
+        let err = f
+            .on_event(GuestEvent::TooManyRequests {
+                retry_after_secs: 60,
+            })
+            .unwrap_err();
+        assert_eq!(err.code(), "too_many_requests");
+        let mut capped = flow(5);
+        capped.next(0.0);
+        capped
+            .on_event(GuestEvent::TooManyRequests {
+                retry_after_secs: 60,
+            })
+            .unwrap();
+        assert_eq!(capped.next(0.0), Action::Sleep { ms: 2000 });
+    }
+
+    #[test]
+    fn attach_flow_asks_for_fresh_urls_a_few_times() {
+        let mut f = flow(3);
+        for _ in 0..FRESH_URL_ATTEMPTS {
+            assert!(matches!(f.next(0.0), Action::Send(_)));
+            f.on_event(presigned("att", "https://s/k")).unwrap();
+            expect_upload(&mut f);
+            let expired = UploadError::HttpStatus {
+                method: crate::core::http::Method::Put,
+                purpose: "upload file",
+                status: 403,
+                retryable: false,
+                retry_after: None,
+            };
+            f.on_upload(Err(expired), 0.0).unwrap();
+        }
+        assert!(matches!(f.next(0.0), Action::Send(_)));
+        f.on_event(presigned("att", "https://s/k")).unwrap();
+        expect_upload(&mut f);
+        let err = f
+            .on_upload(
+                Err(UploadError::HttpStatus {
+                    method: crate::core::http::Method::Put,
+                    purpose: "upload file",
+                    status: 403,
+                    retryable: false,
+                    retry_after: None,
+                }),
+                0.0,
+            )
+            .unwrap_err();
+        assert_eq!(err.status(), Some(403));
+        // Other upload failures end the flow at once.
+        let mut g = flow(3);
+        g.next(0.0);
+        g.on_event(presigned("att", "https://s/k")).unwrap();
+        expect_upload(&mut g);
+        assert_eq!(
+            g.on_upload(Err(UploadError::Aborted), 0.0).unwrap_err(),
+            UploadError::Aborted
+        );
+    }
+
+    #[test]
+    fn attach_flow_restarts_after_expired_uploads_and_maps_refusals() {
+        let mut f = flow(3);
+        f.next(0.0);
+        f.on_event(presigned("att", "https://s/k")).unwrap();
+        expect_upload(&mut f);
+        f.on_upload(Ok(()), 0.0).unwrap();
+        f.on_event(GuestEvent::UploadFailed {
+            attachment_id: "att".into(),
+            error_code: 4008,
+        })
+        .unwrap();
+        assert!(
+            matches!(f.next(0.0), Action::Send(_)),
+            "a fresh URL after 4008"
+        );
+        f.on_event(presigned("att", "https://s/k")).unwrap();
+        expect_upload(&mut f);
+        f.on_upload(Ok(()), 0.0).unwrap();
+        let err = f
+            .on_event(GuestEvent::UploadFailed {
+                attachment_id: "att".into(),
+                error_code: 4003,
+            })
+            .unwrap_err();
+        assert_eq!(err.code(), "file_content_invalid");
+
+        let mut refused = flow(3);
+        refused.next(0.0);
+        let err = refused
+            .on_event(GuestEvent::UrlError {
+                attachment_id: Some("att".into()),
+                error_code: 4001,
+            })
+            .unwrap_err();
+        assert_eq!(err.code(), "file_type_invalid");
+        let mut expired = flow(3);
+        expired.next(0.0);
+        assert_eq!(
+            expired
+                .on_event(GuestEvent::Error { code: 4006 })
+                .unwrap_err()
+                .code(),
+            "session_expired"
+        );
+        let mut session_gone = flow(3);
+        session_gone.next(0.0);
+        session_gone
+            .on_event(presigned("att", "https://s/k"))
+            .unwrap();
+        expect_upload(&mut session_gone);
+        session_gone.on_upload(Ok(()), 0.0).unwrap();
+        assert_eq!(
+            session_gone
+                .on_event(GuestEvent::Error { code: 4007 })
+                .unwrap_err()
+                .code(),
+            "session_not_found"
+        );
+        let mut bad_url = flow(3);
+        bad_url.next(0.0);
+        assert_eq!(
+            bad_url
+                .on_event(presigned("att", "ftp://s/k"))
+                .unwrap_err()
+                .code(),
+            "protocol"
+        );
+        let mut forever = AttachFlow::new(Value::Null, "att", 1, 1, 0);
+        forever.next(0.0);
+        assert_eq!(forever.next(0.0), Action::Receive { until_ms: None });
+        assert_eq!(no_response().code(), "no_response");
     }
 }

@@ -17,6 +17,7 @@ pub mod progress;
 pub mod protocol;
 pub mod retry;
 pub mod url;
+pub mod value;
 
 #[cfg(test)]
 pub(crate) mod testkit;

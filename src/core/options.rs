@@ -48,7 +48,7 @@ impl ProtocolKind {
             .find(|p| p.name() == name)
             .ok_or_else(|| {
                 UploadError::invalid(format!(
-                    "options.protocol {name:?} is not supported; use \"tus\", \"put\" or \"range\""
+                    "options.protocol \"{name}\" is not supported; use \"tus\", \"put\" or \"range\""
                 ))
             })
     }
@@ -132,7 +132,7 @@ pub fn check_metadata_key(key: &str) -> Result<(), UploadError> {
         Ok(())
     } else {
         Err(UploadError::invalid(format!(
-            "metadata key {key:?} must be non-empty ASCII without spaces or commas"
+            "metadata key \"{key}\" must be non-empty ASCII without spaces or commas"
         )))
     }
 }

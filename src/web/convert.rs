@@ -1,112 +1,130 @@
-//! Rust values into JavaScript ones: the progress object, the result and the `Error`
-//! thrown on failure (with its stable `code`, `status`, `retryable` and `cause`).
+//! Rust values into JavaScript ones and back: [`Value`]s, the progress object, the result
+//! and the `Error` thrown on failure (with its stable `code`, `status`, `retryable` and
+//! `cause`).
 
-use serde::Serialize;
-use wasm_bindgen::JsValue;
+use js_sys::{Array, Object};
+use wasm_bindgen::{JsCast, JsValue};
 
 use crate::core::encoding::hex;
 use crate::core::engine::UploadSummary;
 use crate::core::error::UploadError;
 use crate::core::progress::{Progress, UploadedChunk};
+use crate::core::value::{object, Value};
 use crate::web::js::set;
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsChunk {
-    index: u64,
-    offset: u64,
-    length: u64,
-    sha256: String,
-    retries: u32,
-}
-
-impl From<&UploadedChunk> for JsChunk {
-    fn from(c: &UploadedChunk) -> Self {
-        JsChunk {
-            index: c.index,
-            offset: c.offset,
-            length: c.length,
-            sha256: hex(&c.sha256),
-            retries: c.retries,
+/// A [`Value`] as a JavaScript value: plain objects, arrays, strings, numbers.
+pub fn to_js(value: &Value) -> JsValue {
+    match value {
+        Value::Null => JsValue::NULL,
+        Value::Bool(b) => JsValue::from_bool(*b),
+        Value::Number(n) => JsValue::from_f64(*n),
+        Value::String(s) => JsValue::from_str(s),
+        Value::Array(items) => items.iter().map(to_js).collect::<Array>().into(),
+        Value::Object(entries) => {
+            let target: JsValue = Object::new().into();
+            for (key, item) in entries {
+                set(&target, key, &to_js(item));
+            }
+            target
         }
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsProgress<'a> {
-    phase: &'static str,
-    bytes_read: u64,
-    bytes_uploaded: u64,
-    bytes_sent: u64,
-    bytes_total: u64,
-    percent: f64,
-    bytes_per_second: f64,
-    eta_seconds: Option<f64>,
-    chunk_index: u64,
-    chunk_count: u64,
-    attempt: u32,
-    retries: u32,
-    retry_in_ms: Option<u32>,
-    chunk: Option<JsChunk>,
-    url: Option<&'a str>,
+/// Objects nest this deep at most in what chunkup reads (guest messages); deeper parts, and
+/// cycles, read as null rather than recursing without end.
+const MAX_DEPTH: u32 = 8;
+
+/// The plain data in a JavaScript value (a parsed JSON message, a `SessionResponse` body):
+/// own enumerable properties of objects, arrays, strings, numbers and booleans; anything
+/// else (functions, symbols, `undefined`) reads as null.
+pub fn from_js(value: &JsValue) -> Value {
+    from_js_within(value, MAX_DEPTH)
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsResult<'a> {
-    url: &'a str,
-    size: u64,
-    sha256: String,
-    md5: Option<String>,
-    chunks: Vec<JsChunk>,
-    retries: u32,
-    duration_ms: f64,
-    protocol: &'static str,
-    checksum: Option<&'static str>,
+fn from_js_within(value: &JsValue, depth: u32) -> Value {
+    if let Some(s) = value.as_string() {
+        return Value::String(s);
+    }
+    if let Some(n) = value.as_f64() {
+        return Value::Number(n);
+    }
+    if let Some(b) = value.as_bool() {
+        return Value::Bool(b);
+    }
+    if depth == 0 || !value.is_object() || value.is_function() {
+        return Value::Null;
+    }
+    if Array::is_array(value) {
+        let items: &Array = value.unchecked_ref();
+        return Value::Array(
+            items
+                .iter()
+                .map(|item| from_js_within(&item, depth - 1))
+                .collect(),
+        );
+    }
+    let entries = Object::entries(value.unchecked_ref::<Object>());
+    Value::Object(
+        entries
+            .iter()
+            .filter_map(|entry| {
+                let pair: &Array = entry.unchecked_ref();
+                Some((
+                    pair.get(0).as_string()?,
+                    from_js_within(&pair.get(1), depth - 1),
+                ))
+            })
+            .collect(),
+    )
 }
 
-pub(crate) fn to_js<T: Serialize>(value: &T) -> Result<JsValue, UploadError> {
-    let serializer = serde_wasm_bindgen::Serializer::new().serialize_missing_as_null(true);
-    value
-        .serialize(&serializer)
-        .map_err(|e| UploadError::protocol(format!("cannot build the JavaScript value: {e}")))
+fn chunk_value(c: &UploadedChunk) -> Value {
+    object([
+        ("index", c.index.into()),
+        ("offset", c.offset.into()),
+        ("length", c.length.into()),
+        ("sha256", hex(&c.sha256).into()),
+        ("retries", c.retries.into()),
+    ])
 }
 
 /// The object handed to `onProgress`.
-pub fn progress_to_js(p: &Progress) -> Result<JsValue, UploadError> {
-    to_js(&JsProgress {
-        phase: p.phase.as_str(),
-        bytes_read: p.bytes_read,
-        bytes_uploaded: p.bytes_uploaded,
-        bytes_sent: p.bytes_sent,
-        bytes_total: p.bytes_total,
-        percent: p.percent,
-        bytes_per_second: p.bytes_per_second,
-        eta_seconds: p.eta_seconds,
-        chunk_index: p.chunk_index,
-        chunk_count: p.chunk_count,
-        attempt: p.attempt,
-        retries: p.retries,
-        retry_in_ms: p.retry_in_ms,
-        chunk: p.chunk.as_ref().map(JsChunk::from),
-        url: p.upload_url.as_deref(),
-    })
+pub fn progress_to_js(p: &Progress) -> JsValue {
+    to_js(&object([
+        ("phase", p.phase.as_str().into()),
+        ("bytesRead", p.bytes_read.into()),
+        ("bytesUploaded", p.bytes_uploaded.into()),
+        ("bytesSent", p.bytes_sent.into()),
+        ("bytesTotal", p.bytes_total.into()),
+        ("percent", p.percent.into()),
+        ("bytesPerSecond", p.bytes_per_second.into()),
+        ("etaSeconds", p.eta_seconds.into()),
+        ("chunkIndex", p.chunk_index.into()),
+        ("chunkCount", p.chunk_count.into()),
+        ("attempt", p.attempt.into()),
+        ("retries", p.retries.into()),
+        ("retryInMs", p.retry_in_ms.into()),
+        ("chunk", p.chunk.as_ref().map_or(Value::Null, chunk_value)),
+        ("url", p.upload_url.as_deref().into()),
+    ]))
 }
 
 /// The value `uploadFile` resolves to.
-pub fn summary_to_js(s: &UploadSummary) -> Result<JsValue, UploadError> {
-    to_js(&JsResult {
-        url: &s.url,
-        size: s.size,
-        sha256: hex(&s.sha256),
-        md5: s.md5.as_ref().map(|m| hex(m)),
-        chunks: s.chunks.iter().map(JsChunk::from).collect(),
-        retries: s.retries,
-        duration_ms: s.duration_ms,
-        protocol: s.protocol,
-        checksum: s.checksum,
-    })
+pub fn summary_to_js(s: &UploadSummary) -> JsValue {
+    to_js(&object([
+        ("url", s.url.as_str().into()),
+        ("size", s.size.into()),
+        ("sha256", hex(&s.sha256).into()),
+        ("md5", s.md5.as_ref().map(|m| hex(m)).into()),
+        (
+            "chunks",
+            Value::Array(s.chunks.iter().map(chunk_value).collect()),
+        ),
+        ("retries", s.retries.into()),
+        ("durationMs", s.duration_ms.into()),
+        ("protocol", s.protocol.into()),
+        ("checksum", s.checksum.into()),
+    ]))
 }
 
 /// The `Error` `uploadFile` rejects with.

@@ -1,24 +1,26 @@
-//! The engine's `Environment` in a browser: fetch, gloo-timers, `Date.now()`,
-//! `Math.random()` and the caller's `onProgress` callback.
+//! The engine's `Environment` in a browser: requests and sleeps through src/js/io.js, `Date.now()`,
+//! `Math.random()`, the caller's `onProgress` callback, and pacing on the main thread.
 
 use std::cell::Cell;
 use std::rc::Rc;
 
 use js_sys::Function;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 use crate::core::engine::Environment;
 use crate::core::error::UploadError;
 use crate::core::http::{HttpRequest, HttpResponse};
 use crate::core::progress::Progress;
 use crate::web::convert::progress_to_js;
+use crate::web::js::settle;
 use crate::web::transport::Transport;
+use crate::web::worker::Pacer;
 
 /// The caller's `onProgress`: called with each snapshot; one that throws does not break
 /// the upload (one console warning, without details that could carry the caller's data).
 pub struct ProgressCallback {
     function: Option<Function>,
-    warned: Cell<bool>,
+    warned: Rc<Cell<bool>>,
 }
 
 impl ProgressCallback {
@@ -26,7 +28,7 @@ impl ProgressCallback {
     pub fn new(function: Option<Function>) -> Rc<Self> {
         Rc::new(ProgressCallback {
             function,
-            warned: Cell::new(false),
+            warned: Rc::default(),
         })
     }
 
@@ -35,14 +37,30 @@ impl ProgressCallback {
         let Some(callback) = &self.function else {
             return;
         };
-        let Ok(value) = progress_to_js(progress) else {
-            return;
-        };
-        if callback.call1(&JsValue::NULL, &value).is_err() && !self.warned.replace(true) {
-            web_sys::console::warn_1(&JsValue::from_str(
-                "chunkup: onProgress threw; the upload goes on and further errors are ignored",
-            ));
+        let value = progress_to_js(progress);
+        match callback.call1(&JsValue::NULL, &value) {
+            Err(_) => warn_once(&self.warned),
+            // An async callback, or the Worker's stand-in for the page's callback: its
+            // rejection is the same mistake as a throw.
+            Ok(returned) => {
+                if let Ok(promise) = returned.dyn_into::<js_sys::Promise>() {
+                    let warned = Rc::clone(&self.warned);
+                    wasm_bindgen_futures::spawn_local(async move {
+                        if settle(promise).await.is_err() {
+                            warn_once(&warned);
+                        }
+                    });
+                }
+            }
         }
+    }
+}
+
+fn warn_once(warned: &Cell<bool>) {
+    if !warned.replace(true) {
+        web_sys::console::warn_1(&JsValue::from_str(
+            "chunkup: onProgress threw; the upload goes on and further errors are ignored",
+        ));
     }
 }
 
@@ -51,6 +69,7 @@ pub struct BrowserEnv {
     transport: Transport,
     progress: Rc<ProgressCallback>,
     adjust: Option<Box<dyn Fn(Progress) -> Progress>>,
+    pacer: Pacer,
 }
 
 impl BrowserEnv {
@@ -60,6 +79,7 @@ impl BrowserEnv {
             transport,
             progress,
             adjust: None,
+            pacer: Pacer::for_this_thread(),
         }
     }
 
@@ -81,7 +101,7 @@ impl Environment for BrowserEnv {
     }
 
     async fn sleep(&self, ms: u32) -> Result<(), UploadError> {
-        self.transport.abort_watch().sleep(ms).await
+        crate::web::io::sleep(ms, self.transport.signal()).await
     }
 
     fn now_ms(&self) -> f64 {
@@ -97,6 +117,10 @@ impl Environment for BrowserEnv {
             Some(adjust) => self.progress.deliver(&adjust(progress.clone())),
             None => self.progress.deliver(progress),
         }
+    }
+
+    async fn pause(&self) {
+        self.pacer.pace().await;
     }
 
     fn send_detached(&self, request: HttpRequest) {

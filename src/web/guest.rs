@@ -9,37 +9,35 @@
 //! `sessionResponse` body. Messages, rules and error codes are in `core::guest`.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 
-use js_sys::{Function, JSON};
-use wasm_bindgen::closure::Closure;
+use js_sys::Function;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{AbortSignal, Blob};
 
 use crate::core::encoding::hex;
 use crate::core::engine::{upload, EngineConfig, UploadSummary};
 use crate::core::error::UploadError;
-use crate::core::guest::{
-    self, AttachProgress, DeleteAttachment, Envelope, GuestEvent, OnAttachment, OnMessage,
-    SessionRules,
-};
+use crate::core::guest::{self, Action, AttachFlow, AttachProgress, GuestEvent, SessionRules};
 use crate::core::options::{DEFAULT_PROGRESS_INTERVAL_MS, DEFAULT_TIMEOUT_MS};
 use crate::core::protocol::put::PutUpload;
+use crate::core::protocol::Protocol;
 use crate::core::retry::RetryPolicy;
-use crate::web::abort::AbortWatch;
-use crate::web::convert::to_js;
+use crate::core::value::{object, Value};
+use crate::web::convert::{from_js, to_js};
 use crate::web::env::{BrowserEnv, ProgressCallback};
-use crate::web::js::{get, message_of};
+use crate::web::io::{self, Failure, Inbox};
+use crate::web::js::{get, set};
 use crate::web::options::{
-    describe, is_absent, optional_number, reject_unknown, retry_policy, HeaderSource,
+    describe, is_absent, optional_bool, optional_number, optional_signal, portable, reject_unknown,
+    retry_policy, HeaderSource,
 };
 use crate::web::source::{digest_whole_file, FileSource};
-use crate::web::transport::{within, Transport};
+use crate::web::transport::Transport;
+use crate::web::worker::offload;
 
-const KNOWN_OPTIONS: [&str; 6] = [
+const KNOWN_OPTIONS: [&str; 7] = [
+    "worker",
     "signal",
     "md5",
     "retry",
@@ -47,24 +45,8 @@ const KNOWN_OPTIONS: [&str; 6] = [
     "eventTimeoutMs",
     "progressIntervalMs",
 ];
-/// Fresh URLs asked for after an expired URL or a failed upload, before giving up.
-const FRESH_URL_ATTEMPTS: u32 = 3;
 /// How long to wait for the server's answers on the socket by default.
 const DEFAULT_EVENT_TIMEOUT_MS: u32 = 60_000;
-
-/// What `attachFile` resolves to.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AttachResult<'a> {
-    attachment_id: &'a str,
-    download_url: &'a str,
-    sha256: String,
-    md5: Option<&'a str>,
-    size: u64,
-    file_name: &'a str,
-    file_type: &'a str,
-    retries: u32,
-}
 
 /// What the widget hands over.
 struct Session {
@@ -76,6 +58,20 @@ struct Session {
 }
 
 impl Session {
+    /// A plain object with what chunkup uses of the session, for the Worker.
+    fn portable(&self) -> JsValue {
+        let copy: JsValue = js_sys::Object::new().into();
+        set(&copy, "token", &JsValue::from_str(&self.token));
+        set(&copy, "send", &self.send.bind0(&self.this));
+        set(&copy, "subscribe", &self.subscribe.bind0(&self.this));
+        set(
+            &copy,
+            "sessionResponse",
+            &get(&self.this, "sessionResponse"),
+        );
+        copy
+    }
+
     fn parse(value: &JsValue) -> Result<Session, UploadError> {
         let invalid = |what: &str| UploadError::invalid(format!("session.{what}"));
         if !value.is_object() {
@@ -98,15 +94,24 @@ impl Session {
         })
     }
 
-    fn send<T: serde::Serialize>(&self, message: &T) -> Result<(), UploadError> {
-        let object = to_js(message)?;
-        self.send
-            .call1(&self.this, &object)
+    /// Sends one guest request. A `send` that returns a promise (an async socket wrapper,
+    /// or the Worker's stand-in for the page's `send`) is awaited, and its rejection is a
+    /// failure like a throw.
+    async fn send(&self, message: &Value) -> Result<(), UploadError> {
+        let object = to_js(message);
+        io::call(&self.send.bind0(&self.this), &object, 0, &None)
+            .await
             .map(|_| ())
-            .map_err(|e| UploadError::Network {
-                method: crate::core::http::Method::Post,
-                purpose: "send a chat message",
-                detail: format!("session.send threw: {}", message_of(&e)),
+            .map_err(|failure| {
+                let detail = match failure {
+                    Failure::Threw(detail) | Failure::Rejected(detail) => detail,
+                    _ => String::new(),
+                };
+                UploadError::Network {
+                    method: crate::core::http::Method::Post,
+                    purpose: "send a chat message",
+                    detail: format!("session.send threw: {detail}"),
+                }
             })
     }
 }
@@ -116,86 +121,56 @@ fn rules_of(session_response: &JsValue) -> Result<Option<SessionRules>, UploadEr
     if is_absent(session_response) {
         return Ok(None);
     }
-    serde_wasm_bindgen::from_value(session_response.clone())
+    SessionRules::from_value(&from_js(session_response))
         .map(Some)
-        .map_err(|_| {
+        .ok_or_else(|| {
             UploadError::invalid("sessionResponse must be the body of the SessionResponse message")
         })
 }
 
-#[derive(Default)]
-struct Inbox {
-    queue: VecDeque<JsValue>,
-    waker: Option<Waker>,
-}
-
-/// The flow's subscription to the session's messages; unsubscribes when dropped.
+/// The flow's subscription to the session's messages (queued by the `Inbox` of
+/// src/js/io.js, a plain JavaScript function the widget may keep calling); unsubscribes
+/// when dropped.
 struct Subscription {
-    inbox: Rc<RefCell<Inbox>>,
-    listener: Option<Closure<dyn FnMut(JsValue)>>,
+    inbox: Inbox,
     unsubscribe: Function,
 }
 
 impl Subscription {
-    fn new(session: &Session) -> Result<Subscription, UploadError> {
-        let inbox = Rc::new(RefCell::new(Inbox::default()));
-        let sink = Rc::clone(&inbox);
-        let listener = Closure::<dyn FnMut(JsValue)>::new(move |message: JsValue| {
-            // Widgets may pass the parsed object or the raw text.
-            let message = match message.as_string() {
-                Some(text) => JSON::parse(&text).unwrap_or(JsValue::NULL),
-                None => message,
-            };
-            let mut inbox = sink.borrow_mut();
-            inbox.queue.push_back(message);
-            if let Some(waker) = inbox.waker.take() {
-                waker.wake();
-            }
-        });
-        let returned = session
-            .subscribe
-            .call1(&session.this, listener.as_ref())
-            .map_err(|e| {
-                UploadError::invalid(format!("session.subscribe threw: {}", message_of(&e)))
-            })?;
-        let Ok(unsubscribe) = returned.dyn_into::<Function>() else {
-            // Without a way to unsubscribe, the widget would call a freed listener later.
-            listener.forget();
-            return Err(UploadError::invalid(
-                "session.subscribe must return an unsubscribe function",
-            ));
-        };
-        Ok(Subscription {
-            inbox,
-            listener: Some(listener),
-            unsubscribe,
-        })
-    }
-
-    async fn next(&self) -> JsValue {
-        poll_fn(|cx| {
-            let mut inbox = self.inbox.borrow_mut();
-            match inbox.queue.pop_front() {
-                Some(text) => Poll::Ready(text),
-                None => {
-                    inbox.waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        })
+    /// Subscribes to the session's messages. A `subscribe` that returns a promise of the
+    /// unsubscribe function (the Worker's stand-in for the page's `subscribe`) is awaited.
+    async fn new(
+        session: &Session,
+        signal: &Option<AbortSignal>,
+    ) -> Result<Subscription, UploadError> {
+        let inbox = Inbox::new();
+        let threw =
+            |detail: String| UploadError::invalid(format!("session.subscribe threw: {detail}"));
+        let returned = io::call(
+            &session.subscribe.bind0(&session.this),
+            &inbox.listener(),
+            0,
+            signal,
+        )
         .await
+        .map_err(|failure| {
+            failure.into_error(|other| match other {
+                Failure::Threw(detail) | Failure::Rejected(detail) => threw(detail),
+                _ => threw("an unknown JavaScript error".into()),
+            })
+        })?;
+        let unsubscribe = returned.dyn_into::<Function>().map_err(|_| {
+            UploadError::invalid("session.subscribe must return an unsubscribe function")
+        })?;
+        Ok(Subscription { inbox, unsubscribe })
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if self.unsubscribe.call0(&JsValue::NULL).is_err() {
-            // Still subscribed: keep the listener alive (it only queues into a dead inbox)
-            // rather than let the widget call freed memory.
-            if let Some(listener) = self.listener.take() {
-                listener.forget();
-            }
-        }
+        // A widget whose unsubscribe fails keeps calling the listener: it only queues into
+        // an inbox nobody reads, and is collected with it.
+        let _ = self.unsubscribe.call0(&JsValue::NULL);
     }
 }
 
@@ -229,10 +204,11 @@ pub fn build_attachment_message(
         })
         .flatten()
         .ok_or_else(|| UploadError::invalid("attachmentIds must be an array of strings"))?;
-    to_js(&OnMessage::new(token, text, &ids))
+    Ok(to_js(&guest::on_message(token, text, &ids)))
 }
 
 struct Settings {
+    worker: bool,
     signal: Option<AbortSignal>,
     md5: bool,
     retry: RetryPolicy,
@@ -249,27 +225,13 @@ fn settings(options: &JsValue) -> Result<Settings, UploadError> {
         return Err(UploadError::invalid("options must be an object"));
     }
     reject_unknown(options, &KNOWN_OPTIONS, "options")?;
-    let signal = get(options, "signal");
-    let md5 = get(options, "md5");
     let number = |key, max, default| {
         optional_number(options, "options", key, 0, max).map(|n| n.map_or(default, |n| n as u32))
     };
     Ok(Settings {
-        signal: if is_absent(&signal) {
-            None
-        } else {
-            Some(
-                signal
-                    .dyn_into()
-                    .map_err(|_| UploadError::invalid("options.signal must be an AbortSignal"))?,
-            )
-        },
-        md5: if is_absent(&md5) {
-            false
-        } else {
-            md5.as_bool()
-                .ok_or_else(|| UploadError::invalid("options.md5 must be true or false"))?
-        },
+        worker: optional_bool(options, "worker", true)?,
+        signal: optional_signal(options)?,
+        md5: optional_bool(options, "md5", false)?,
         retry: retry_policy(&get(options, "retry"))?,
         timeout_ms: number("timeoutMs", 86_400_000, DEFAULT_TIMEOUT_MS)?,
         event_timeout_ms: number("eventTimeoutMs", 86_400_000, DEFAULT_EVENT_TIMEOUT_MS)?,
@@ -277,11 +239,11 @@ fn settings(options: &JsValue) -> Result<Settings, UploadError> {
     })
 }
 
-/// One attachment on its way.
+/// One attachment on its way: the pure [`AttachFlow`] decides, this performs.
 struct Flow<'a> {
     session: &'a Session,
     inbox: Subscription,
-    abort: Rc<AbortWatch>,
+    signal: Option<AbortSignal>,
     blob: Blob,
     name: String,
     kind: String,
@@ -291,154 +253,177 @@ struct Flow<'a> {
     progress: Rc<ProgressCallback>,
     relay: Rc<RefCell<AttachProgress>>,
     settings: Settings,
-    /// An `onAttachment` went out, so the server may hold something to delete.
-    url_requested: bool,
 }
 
-/// `attachFile(session, file, onProgress, options)`.
+/// `attachFile(session, file, onProgress, options)`: checks everything it can without
+/// traffic, then runs the flow in chunkup's Worker (the session's `send` and `subscribe`
+/// stay on the page and are called through messages) or, where none can start or with
+/// `worker: false`, here.
 pub async fn attach_file(
     session: JsValue,
     file: JsValue,
     on_progress: JsValue,
     options: JsValue,
-) -> Result<JsValue, UploadError> {
-    let session = Session::parse(&session)?;
-    let blob: Blob = file
-        .dyn_into()
-        .map_err(|_| UploadError::invalid("file must be a Blob or a File"))?;
-    let on_progress = if is_absent(&on_progress) {
-        None
-    } else {
-        Some(on_progress.dyn_into::<Function>().map_err(|_| {
-            UploadError::invalid("onProgress must be a function, null or undefined")
-        })?)
-    };
-    let settings = settings(&options)?;
-    let (name, kind) = describe(&blob);
-    let size = blob.size() as u64;
-    guest::validate(session.rules.as_ref(), &name, &kind, size)?;
-    let abort = Rc::new(AbortWatch::new(settings.signal.clone()));
-    if abort.fired() {
+) -> Result<JsValue, JsValue> {
+    let js_error = |e: UploadError| crate::web::convert::error_to_js(&e);
+    let input = AttachInput::parse(&session, file.clone(), on_progress.clone(), &options)
+        .map_err(js_error)?;
+    if input
+        .settings
+        .signal
+        .as_ref()
+        .is_some_and(AbortSignal::aborted)
+    {
+        return Err(js_error(UploadError::Aborted));
+    }
+    // The widget's session may be a class holding its socket: only what chunkup uses of it
+    // crosses, its methods bound to it.
+    let session = input.session.portable();
+    let options = portable(&options, &KNOWN_OPTIONS);
+    let args = [&session, &file, &on_progress, &options];
+    if let Some(answer) = offload(input.settings.worker, "attachFile", &args).await {
+        return answer;
+    }
+    attach_here(input).await.map_err(js_error)
+}
+
+/// The checked arguments of `attachFile`.
+struct AttachInput {
+    session: Session,
+    blob: Blob,
+    on_progress: Option<Function>,
+    settings: Settings,
+    name: String,
+    kind: String,
+    size: u64,
+}
+
+impl AttachInput {
+    fn parse(
+        session: &JsValue,
+        file: JsValue,
+        on_progress: JsValue,
+        options: &JsValue,
+    ) -> Result<AttachInput, UploadError> {
+        let session = Session::parse(session)?;
+        let blob: Blob = file
+            .dyn_into()
+            .map_err(|_| UploadError::invalid("file must be a Blob or a File"))?;
+        let on_progress = if is_absent(&on_progress) {
+            None
+        } else {
+            Some(on_progress.dyn_into::<Function>().map_err(|_| {
+                UploadError::invalid("onProgress must be a function, null or undefined")
+            })?)
+        };
+        let settings = settings(options)?;
+        let (name, kind) = describe(&blob);
+        let size = blob.size() as u64;
+        guest::validate(session.rules.as_ref(), &name, &kind, size)?;
+        Ok(AttachInput {
+            session,
+            blob,
+            on_progress,
+            settings,
+            name,
+            kind,
+            size,
+        })
+    }
+}
+
+async fn attach_here(input: AttachInput) -> Result<JsValue, UploadError> {
+    let AttachInput {
+        session,
+        blob,
+        on_progress,
+        settings,
+        name,
+        kind,
+        size,
+    } = input;
+    let signal = settings.signal.clone();
+    if io::fired(&signal) {
         return Err(UploadError::Aborted);
     }
     let md5 = if settings.md5 {
-        Some(file_md5(&blob, &abort).await?)
+        Some(file_md5(&blob, &signal).await?)
     } else {
         None
     };
-    let mut flow = Flow {
-        inbox: Subscription::new(&session)?,
+    let attachment_id = random_uuid()?;
+    let request = guest::on_attachment(
+        &session.token,
+        &attachment_id,
+        &name,
+        &kind,
+        size,
+        md5.as_deref(),
+    );
+    let mut steps = AttachFlow::new(
+        request,
+        &attachment_id,
+        settings.retry.attempts,
+        settings.retry.max_delay_ms,
+        settings.event_timeout_ms,
+    );
+    let flow = Flow {
+        inbox: Subscription::new(&session, &signal).await?,
         session: &session,
-        abort,
+        signal,
         blob,
         name,
         kind,
         size,
-        attachment_id: random_uuid()?,
+        attachment_id,
         md5,
         progress: ProgressCallback::new(on_progress),
         relay: Rc::default(),
         settings,
-        url_requested: false,
     };
-    let outcome = flow.run().await;
-    if outcome.is_err() && flow.url_requested {
+    let outcome = flow.run(&mut steps).await;
+    if outcome.is_err() && steps.url_requested() {
         // Best effort: an attachment that will not be sent must not linger on the server.
-        let _ = session.send(&DeleteAttachment::new(&session.token, &flow.attachment_id));
+        let _ = session
+            .send(&guest::delete_attachment(
+                &session.token,
+                &flow.attachment_id,
+            ))
+            .await;
     }
     outcome
 }
 
 impl Flow<'_> {
-    async fn run(&mut self) -> Result<JsValue, UploadError> {
-        let mut fresh_urls = 0;
+    /// Performs what `steps` asks until the server confirmed the attachment.
+    async fn run(&self, steps: &mut AttachFlow) -> Result<JsValue, UploadError> {
+        let mut summary = None;
         loop {
-            let (url, headers) = self.presigned_url().await?;
-            let summary = match self.put(url, headers).await {
-                Ok(summary) => summary,
-                // 403 from object storage: the URL expired (or was refused); ask again.
-                Err(error) if error.status() == Some(403) && fresh_urls < FRESH_URL_ATTEMPTS => {
-                    fresh_urls += 1;
-                    continue;
+            match steps.next(js_sys::Date::now()) {
+                Action::Send(request) => self.session.send(&request).await?,
+                Action::Receive { until_ms } => {
+                    let event = self.next_event(until_ms).await?;
+                    steps.on_event(event)?;
                 }
-                Err(error) => return Err(error),
-            };
-            match self.verdict().await? {
-                Ok(download_url) => {
+                Action::Sleep { ms } => io::sleep(ms, &self.signal).await?,
+                Action::Upload { url, headers } => {
+                    let outcome = self
+                        .put(url, headers)
+                        .await
+                        .map(|done| summary = Some(done));
+                    steps.on_upload(outcome, js_sys::Date::now())?;
+                }
+                Action::Done { download_url } => {
                     if let Some(done) = self.relay.borrow_mut().confirmed() {
                         self.progress.deliver(&done);
                     }
-                    return self.result(&summary, &download_url);
-                }
-                // Expired or not seen as uploaded: start again with a fresh URL.
-                Err(4008 | 4010) if fresh_urls < FRESH_URL_ATTEMPTS => fresh_urls += 1,
-                Err(code) => return Err(guest::server_error(code)),
-            }
-        }
-    }
-
-    /// Asks for a presigned URL, waiting out rate limits.
-    async fn presigned_url(&mut self) -> Result<(String, Vec<(String, String)>), UploadError> {
-        let mut rate_limited = 0;
-        self.request_url()?;
-        let mut deadline = self.deadline();
-        loop {
-            let event = self.next_event(deadline).await?;
-            let retry_after_secs = match event {
-                GuestEvent::PresignedUrl {
-                    attachment_id,
-                    url,
-                    headers,
-                } if attachment_id == self.attachment_id => {
-                    crate::core::options::check_endpoint(&url).map_err(|_| {
-                        UploadError::protocol("the presigned URL is not an absolute http(s) URL")
+                    let summary = summary.ok_or_else(|| {
+                        UploadError::protocol("the server confirmed an upload that did not happen")
                     })?;
-                    return Ok((url, headers));
+                    return Ok(self.result(&summary, &download_url));
                 }
-                GuestEvent::UrlError {
-                    attachment_id: Some(other),
-                    ..
-                } if other != self.attachment_id => continue,
-                GuestEvent::TooManyRequests { retry_after_secs } => retry_after_secs,
-                GuestEvent::UrlError {
-                    error_code: 4029, ..
-                }
-                | GuestEvent::Error { code: 4029 } => 1,
-                GuestEvent::UrlError { error_code, .. } => {
-                    return Err(guest::server_error(error_code))
-                }
-                GuestEvent::Error { code } => return Err(guest::server_error(code)),
-                _ => continue,
-            };
-            rate_limited += 1;
-            if rate_limited > self.settings.retry.attempts {
-                return Err(guest::server_error(4029));
             }
-            let wait = retry_after_secs
-                .saturating_mul(1000)
-                .min(u64::from(self.settings.retry.max_delay_ms));
-            self.abort.sleep(wait as u32).await?;
-            self.request_url()?;
-            deadline = self.deadline();
         }
-    }
-
-    /// When the answer to what was just sent is due (`None`: wait for ever).
-    fn deadline(&self) -> Option<f64> {
-        let timeout = self.settings.event_timeout_ms;
-        (timeout > 0).then(|| js_sys::Date::now() + f64::from(timeout))
-    }
-
-    fn request_url(&mut self) -> Result<(), UploadError> {
-        self.url_requested = true;
-        self.session.send(&OnAttachment::new(
-            &self.session.token,
-            &self.attachment_id,
-            &self.name,
-            &self.kind,
-            self.size,
-            self.md5.as_deref(),
-        ))
     }
 
     /// The PUT, with the presigned headers exactly as given and the declared type.
@@ -447,84 +432,64 @@ impl Flow<'_> {
         url: String,
         headers: Vec<(String, String)>,
     ) -> Result<UploadSummary, UploadError> {
-        let mut source = FileSource::new(self.blob.clone(), Rc::clone(&self.abort));
+        let mut source = FileSource::new(self.blob.clone(), self.signal.clone());
         let transport = Transport::new(
             self.blob.clone(),
             HeaderSource::Fixed(headers),
             self.settings.timeout_ms,
-            Rc::clone(&self.abort),
+            self.signal.clone(),
         );
         let relay = Rc::clone(&self.relay);
         let env = BrowserEnv::new(transport, Rc::clone(&self.progress))
             .adjusting(move |progress| relay.borrow_mut().adjust(progress));
-        let mut protocol = PutUpload::new(url, self.size, Some(self.kind.clone()), false);
+        // As a trait object, like every upload: the engine is then compiled once, not once
+        // per protocol type (the wasm's size).
+        let mut protocol: Box<dyn Protocol> = Box::new(PutUpload::new(
+            url,
+            self.size,
+            Some(self.kind.clone()),
+            false,
+        ));
         let config = EngineConfig {
             retry: self.settings.retry,
             progress_interval_ms: self.settings.progress_interval_ms,
             md5: false,
         };
-        upload(&mut protocol, &env, &mut source, config).await
+        upload(protocol.as_mut(), &env, &mut source, config).await
     }
 
-    /// Waits for `UploadSuccessEvent` (the download URL) or `UploadFailureEvent` (its code).
-    async fn verdict(&mut self) -> Result<Result<String, u32>, UploadError> {
-        let deadline = self.deadline();
-        loop {
-            match self.next_event(deadline).await? {
-                GuestEvent::UploadSucceeded {
-                    attachment_id,
-                    download_url,
-                } if attachment_id == self.attachment_id => {
-                    return Ok(Ok(download_url));
-                }
-                GuestEvent::UploadFailed {
-                    attachment_id,
-                    error_code,
-                } if attachment_id == self.attachment_id => {
-                    return Ok(Err(error_code));
-                }
-                // Only a session-level error concerns this upload: others (a rate-limited
-                // text message of the customer's, say) belong to other requests.
-                GuestEvent::Error {
-                    code: code @ (4006 | 4007),
-                } => return Err(guest::server_error(code)),
-                _ => continue,
-            }
+    /// The next server message, before `until_ms` and unless aborted.
+    async fn next_event(&self, until_ms: Option<f64>) -> Result<GuestEvent, UploadError> {
+        let left = until_ms.map_or(0, |at| (at - js_sys::Date::now()).max(1.0) as u32);
+        let next = self
+            .inbox
+            .inbox
+            .next_message(left, &io::signal_arg(&self.signal));
+        match io::wait(next).await {
+            Ok(message) => Ok(GuestEvent::from_value(&from_js(&message))),
+            Err(Failure::Aborted) => Err(UploadError::Aborted),
+            Err(_) => Err(guest::no_response()),
         }
     }
 
-    /// The next server message, before `deadline` and unless aborted.
-    async fn next_event(&self, deadline: Option<f64>) -> Result<GuestEvent, UploadError> {
-        let left = deadline.map_or(0, |at| (at - js_sys::Date::now()).max(1.0) as u32);
-        let next = within(left, self.inbox.next());
-        match self.abort.race(next).await? {
-            Some(message) => Ok(serde_wasm_bindgen::from_value::<Envelope>(message)
-                .map_or(GuestEvent::Other, GuestEvent::from)),
-            None => Err(UploadError::Attachment {
-                code: "no_response",
-                server_code: None,
-                message: "The chat service did not answer. Please try again.".into(),
-            }),
-        }
-    }
-
-    fn result(&self, summary: &UploadSummary, download_url: &str) -> Result<JsValue, UploadError> {
-        to_js(&AttachResult {
-            attachment_id: &self.attachment_id,
-            download_url,
-            sha256: hex(&summary.sha256),
-            md5: self.md5.as_deref(),
-            size: self.size,
-            file_name: &self.name,
-            file_type: &self.kind,
-            retries: summary.retries,
-        })
+    /// What `attachFile` resolves to.
+    fn result(&self, summary: &UploadSummary, download_url: &str) -> JsValue {
+        to_js(&object([
+            ("attachmentId", self.attachment_id.as_str().into()),
+            ("downloadUrl", download_url.into()),
+            ("sha256", hex(&summary.sha256).into()),
+            ("md5", self.md5.as_deref().into()),
+            ("size", self.size.into()),
+            ("fileName", self.name.as_str().into()),
+            ("fileType", self.kind.as_str().into()),
+            ("retries", summary.retries.into()),
+        ]))
     }
 }
 
 /// The MD5 the guest API's `fileMd5` wants, hex, read through the same stream as uploads.
-async fn file_md5(blob: &Blob, abort: &Rc<AbortWatch>) -> Result<String, UploadError> {
-    digest_whole_file(blob, abort, true)
+async fn file_md5(blob: &Blob, signal: &Option<AbortSignal>) -> Result<String, UploadError> {
+    digest_whole_file(blob, signal, true)
         .await?
         .file_md5()
         .map(|md5| hex(&md5))

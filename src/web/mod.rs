@@ -1,20 +1,21 @@
 //! Browser glue: everything that touches wasm-bindgen, js-sys or web-sys.
 //!
 //! Each file implements one effect the pure engine in `crate::core` asks for, and nothing
-//! else: [`source`] reads the file through the counting stream, [`transport`] sends requests
-//! with `fetch`, [`abort`] turns an `AbortSignal` into something every wait can race,
+//! else: [`source`] reads the file through the counting stream, [`transport`] sends requests,
+//! [`io`] awaits the waits done in JavaScript (each ended by the upload's `AbortSignal`),
 //! [`env`] ties them into the engine's `Environment`, [`options`] checks what JavaScript
-//! passed in, and [`convert`] turns results and errors back into JavaScript values.
+//! passed in, [`convert`] turns results and errors back into JavaScript values, [`guest`]
+//! runs `attachFile`, and [`worker`] decides whether the work runs in chunkup's Worker.
 
-pub mod abort;
 pub mod convert;
 pub mod env;
 pub mod guest;
+pub mod io;
 pub mod js;
 pub mod options;
 pub mod source;
 pub mod transport;
-pub mod xhr;
+pub mod worker;
 
 use wasm_bindgen::JsValue;
 
@@ -22,26 +23,39 @@ use crate::core::encoding::hex;
 use crate::core::engine::{upload, EngineConfig};
 use crate::core::error::UploadError;
 use crate::core::protocol::for_upload;
+use crate::web::convert::error_to_js;
 
-/// `uploadFile(file, onProgress, options)`: checks the input, then runs the engine.
+/// `uploadFile(file, onProgress, options)`: checks the input, then runs the engine in
+/// chunkup's Worker or, where none can start or `worker: false`, here.
 pub async fn upload_file(
     file: JsValue,
     on_progress: JsValue,
     options: JsValue,
-) -> Result<JsValue, UploadError> {
-    let input = options::parse(&file, &on_progress, &options)?;
-    let abort = std::rc::Rc::new(abort::AbortWatch::new(input.signal.clone()));
-    if abort.fired() {
+) -> Result<JsValue, JsValue> {
+    let input = options::parse(&file, &on_progress, &options).map_err(|e| error_to_js(&e))?;
+    if input.aborted_already() {
+        return Err(error_to_js(&UploadError::Aborted));
+    }
+    let portable = options::for_worker(&options, &input.settings.endpoint);
+    let args = [&file, &on_progress, &portable];
+    if let Some(answer) = worker::offload(input.worker, "uploadFile", &args).await {
+        return answer;
+    }
+    upload_here(input).await.map_err(|e| error_to_js(&e))
+}
+
+async fn upload_here(input: options::UploadInput) -> Result<JsValue, UploadError> {
+    if io::fired(&input.signal) {
         return Err(UploadError::Aborted);
     }
     let settings = &input.settings;
-    let mut source = source::FileSource::new(input.blob.clone(), std::rc::Rc::clone(&abort));
+    let mut source = source::FileSource::new(input.blob.clone(), input.signal.clone());
     let env = env::BrowserEnv::new(
         transport::Transport::new(
             input.blob.clone(),
             input.headers.clone(),
             settings.timeout_ms,
-            std::rc::Rc::clone(&abort),
+            input.signal.clone(),
         )
         .with_target(input.target.clone()),
         env::ProgressCallback::new(input.on_progress.clone()),
@@ -53,15 +67,23 @@ pub async fn upload_file(
     };
     let mut protocol = for_upload(settings, input.size);
     let summary = upload(protocol.as_mut(), &env, &mut source, config).await?;
-    convert::summary_to_js(&summary)
+    Ok(convert::summary_to_js(&summary))
 }
 
-/// `sha256File(file)`: the hex SHA-256 of a Blob, read through the same counting stream
-/// and hasher as an upload.
-pub async fn sha256_file(file: JsValue) -> Result<String, UploadError> {
-    let blob: web_sys::Blob = wasm_bindgen::JsCast::dyn_into(file)
-        .map_err(|_| UploadError::invalid("file must be a Blob or a File"))?;
-    let abort = std::rc::Rc::new(abort::AbortWatch::new(None));
-    let digest = source::digest_whole_file(&blob, &abort, false).await?;
-    Ok(hex(&digest.file_sha256()))
+/// `sha256File(file, options)`: the hex SHA-256 of a Blob, read through the same counting
+/// stream and hasher as an upload, in chunkup's Worker unless `worker: false`.
+pub async fn sha256_file(file: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
+    let (blob, signal, allowed) =
+        options::parse_sha256(&file, &options).map_err(|e| error_to_js(&e))?;
+    if io::fired(&signal) {
+        return Err(error_to_js(&UploadError::Aborted));
+    }
+    let portable = options::portable(&options, &options::SHA256_OPTIONS);
+    if let Some(answer) = worker::offload(allowed, "sha256File", &[&file, &portable]).await {
+        return answer;
+    }
+    let digest = source::digest_whole_file(&blob, &signal, false)
+        .await
+        .map_err(|e| error_to_js(&e))?;
+    Ok(JsValue::from_str(&hex(&digest.file_sha256())))
 }

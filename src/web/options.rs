@@ -4,7 +4,7 @@
 //! unknown option names are refused (a typo such as `chunksize` would otherwise be silently
 //! ignored). The rules themselves live in `core::options`.
 
-use js_sys::{Function, Object, Promise};
+use js_sys::{Function, Object};
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{AbortSignal, Blob, File};
 
@@ -14,10 +14,11 @@ use crate::core::options::{
     DEFAULT_PROGRESS_INTERVAL_MS, DEFAULT_TIMEOUT_MS, MAX_SAFE_INTEGER,
 };
 use crate::core::retry::RetryPolicy;
-use crate::web::js::{get, message_of, settle};
+use crate::web::js::get;
 
-const KNOWN_OPTIONS: [&str; 13] = [
+const KNOWN_OPTIONS: [&str; 14] = [
     "endpoint",
+    "worker",
     "protocol",
     "contentType",
     "target",
@@ -31,36 +32,16 @@ const KNOWN_OPTIONS: [&str; 13] = [
     "progressIntervalMs",
     "timeoutMs",
 ];
+/// The options of `sha256File`.
+pub const SHA256_OPTIONS: [&str; 2] = ["signal", "worker"];
 const KNOWN_RETRY_OPTIONS: [&str; 3] = ["attempts", "baseDelayMs", "maxDelayMs"];
 
 /// Where request headers come from: fixed, or a (possibly async) function called before
-/// every request so that short-lived tokens stay fresh.
+/// every request so that short-lived tokens stay fresh (src/web/transport.rs calls it).
 #[derive(Clone)]
 pub enum HeaderSource {
     Fixed(Vec<(String, String)>),
     Callback(Function),
-}
-
-impl HeaderSource {
-    /// The headers for the next request.
-    pub async fn resolve(&self) -> Result<Vec<(String, String)>, UploadError> {
-        match self {
-            HeaderSource::Fixed(pairs) => Ok(pairs.clone()),
-            HeaderSource::Callback(callback) => {
-                let returned = callback
-                    .call0(&JsValue::NULL)
-                    .map_err(|e| UploadError::HeadersFailed(message_of(&e)))?;
-                let value = match returned.dyn_into::<Promise>() {
-                    Ok(promise) => settle(promise)
-                        .await
-                        .map_err(|e| UploadError::HeadersFailed(message_of(&e)))?,
-                    Err(value) => value,
-                };
-                string_map(&value, "the value returned by headers()")
-                    .map_err(|e| UploadError::HeadersFailed(e.to_string()))
-            }
-        }
-    }
 }
 
 /// Everything `uploadFile` was given, checked.
@@ -72,7 +53,56 @@ pub struct UploadInput {
     pub headers: HeaderSource,
     /// `put`: called before every attempt for a fresh `{ url, headers }`.
     pub target: Option<Function>,
+    /// Run in chunkup's Worker when one can start (the default), else on the page.
+    pub worker: bool,
     pub settings: UploadSettings,
+}
+
+impl UploadInput {
+    /// True when the caller's signal had fired before the call.
+    pub fn aborted_already(&self) -> bool {
+        self.signal.as_ref().is_some_and(AbortSignal::aborted)
+    }
+}
+
+/// `options.<key>` as a boolean, `default` when absent.
+pub(crate) fn optional_bool(
+    options: &JsValue,
+    key: &str,
+    default: bool,
+) -> Result<bool, UploadError> {
+    let value = get(options, key);
+    if is_absent(&value) {
+        return Ok(default);
+    }
+    value
+        .as_bool()
+        .ok_or_else(|| UploadError::invalid(format!("options.{key} must be true or false")))
+}
+
+/// A plain copy of the `known` properties of `object`, read as the checks read them
+/// (through getters and the prototype chain), so that it crosses to the Worker with the
+/// same meaning: a class instance would arrive stripped of its prototype, or not at all.
+pub fn portable(object: &JsValue, known: &[&str]) -> JsValue {
+    let copy: JsValue = Object::new().into();
+    if is_absent(object) {
+        return copy;
+    }
+    for key in known {
+        let value = get(object, key);
+        if !value.is_undefined() {
+            crate::web::js::set(&copy, key, &value);
+        }
+    }
+    copy
+}
+
+/// The options of `uploadFile` as the Worker needs them: the endpoint made absolute
+/// against the page's address (the Worker's own address is the package's).
+pub fn for_worker(options: &JsValue, endpoint: &str) -> JsValue {
+    let copy = portable(options, &KNOWN_OPTIONS);
+    crate::web::js::set(&copy, "endpoint", &JsValue::from_str(endpoint));
+    copy
 }
 
 /// A JavaScript value that means "not given".
@@ -90,9 +120,12 @@ fn only_for(
     if is_absent(&get(options, key)) || allowed.contains(&protocol) {
         return Ok(());
     }
-    let names: Vec<String> = allowed.iter().map(|p| format!("{:?}", p.name())).collect();
+    let names: Vec<String> = allowed
+        .iter()
+        .map(|p| format!("\"{}\"", p.name()))
+        .collect();
     Err(UploadError::invalid(format!(
-        "options.{key} applies to protocol {} only, not {:?}",
+        "options.{key} applies to protocol {} only, not \"{}\"",
         names.join(" and "),
         protocol.name()
     )))
@@ -149,12 +182,8 @@ pub fn parse(
     if protocol == Range {
         crate::core::protocol::range::check_chunk_size(chunk_size)?;
     }
-    let md5 = match get(options, "md5") {
-        v if is_absent(&v) => false,
-        v => v
-            .as_bool()
-            .ok_or_else(|| UploadError::invalid("options.md5 must be true or false"))?,
-    };
+    let md5 = optional_bool(options, "md5", false)?;
+    let worker = optional_bool(options, "worker", true)?;
     let target_value = get(options, "target");
     let target = if is_absent(&target_value) {
         None
@@ -179,16 +208,7 @@ pub fn parse(
         HeaderSource::Fixed(string_map(&headers_value, "options.headers")?)
     };
 
-    let signal_value = get(options, "signal");
-    let signal = if signal_value.is_undefined() || signal_value.is_null() {
-        None
-    } else {
-        Some(
-            signal_value
-                .dyn_into::<AbortSignal>()
-                .map_err(|_| UploadError::invalid("options.signal must be an AbortSignal"))?,
-        )
-    };
+    let signal = optional_signal(options)?;
 
     let fresh_url_per_attempt = target.is_some();
     let (default_name, default_type) = describe(&blob);
@@ -218,6 +238,7 @@ pub fn parse(
         signal,
         target,
         headers,
+        worker,
         settings: UploadSettings {
             protocol,
             content_type,
@@ -231,6 +252,42 @@ pub fn parse(
             timeout_ms,
         },
     })
+}
+
+/// Checks the arguments of `sha256File(file, options)`: the Blob, the optional
+/// `options.signal` and whether the Worker may be used.
+pub fn parse_sha256(
+    file: &JsValue,
+    options: &JsValue,
+) -> Result<(Blob, Option<AbortSignal>, bool), UploadError> {
+    let blob: Blob = file
+        .clone()
+        .dyn_into()
+        .map_err(|_| UploadError::invalid("file must be a Blob or a File"))?;
+    if is_absent(options) {
+        return Ok((blob, None, true));
+    }
+    if !options.is_object() || options.is_function() || js_sys::Array::is_array(options) {
+        return Err(UploadError::invalid("options must be an object"));
+    }
+    reject_unknown(options, &SHA256_OPTIONS, "options")?;
+    Ok((
+        blob,
+        optional_signal(options)?,
+        optional_bool(options, "worker", true)?,
+    ))
+}
+
+/// `options.signal`, which must be an AbortSignal when given.
+pub(crate) fn optional_signal(options: &JsValue) -> Result<Option<AbortSignal>, UploadError> {
+    let value = get(options, "signal");
+    if is_absent(&value) {
+        return Ok(None);
+    }
+    value
+        .dyn_into::<AbortSignal>()
+        .map(Some)
+        .map_err(|_| UploadError::invalid("options.signal must be an AbortSignal"))
 }
 
 /// A File's name and type; a plain Blob is called "blob", as in FormData.

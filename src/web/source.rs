@@ -1,39 +1,19 @@
 //! The file being uploaded, read through the counting stream.
 //!
-//! Each (re)start creates a fresh `CountingReader` (src/js/counting_reader.js) over
+//! Each (re)start creates a fresh `CountingReader` (src/js/io.js) over
 //! `blob.slice(offset).stream()`; dropping or closing it cancels the stream, so a retry never
 //! leaves a reader running. Pieces are copied once, from the stream's `Uint8Array` into a
 //! reused buffer in wasm memory, where they are hashed.
 
-use std::rc::Rc;
-
-use js_sys::{Promise, Uint8Array};
-use wasm_bindgen::prelude::*;
+use js_sys::Uint8Array;
 use wasm_bindgen::JsCast;
-use web_sys::Blob;
+use web_sys::{AbortSignal, Blob};
 
 use crate::core::digest::FileDigest;
-use crate::core::engine::ByteSource;
+use crate::core::engine::{ByteSource, HASH_SLICE};
 use crate::core::error::UploadError;
-use crate::web::abort::AbortWatch;
-use crate::web::js::{get, message_of, settle};
-
-#[wasm_bindgen(module = "/src/js/counting_reader.js")]
-extern "C" {
-    type CountingReader;
-
-    #[wasm_bindgen(constructor, catch)]
-    fn new(blob: &Blob, offset: f64) -> Result<CountingReader, JsValue>;
-
-    #[wasm_bindgen(method)]
-    fn read(this: &CountingReader) -> Promise;
-
-    #[wasm_bindgen(method)]
-    fn cancel(this: &CountingReader);
-
-    #[wasm_bindgen(method, getter)]
-    fn bytes(this: &CountingReader) -> f64;
-}
+use crate::web::io::{self, CountingReader, Failure};
+use crate::web::worker::Pacer;
 
 struct OpenReader {
     start: u64,
@@ -50,17 +30,17 @@ impl Drop for OpenReader {
 pub struct FileSource {
     blob: Blob,
     size: u64,
-    abort: Rc<AbortWatch>,
+    signal: Option<AbortSignal>,
     reader: Option<OpenReader>,
 }
 
 impl FileSource {
-    /// A source over `blob`; reads end with `Aborted` when `abort` fires.
-    pub fn new(blob: Blob, abort: Rc<AbortWatch>) -> Self {
+    /// A source over `blob`; reads end with `Aborted` when `signal` fires.
+    pub fn new(blob: Blob, signal: Option<AbortSignal>) -> Self {
         FileSource {
             size: blob.size() as u64,
             blob,
-            abort,
+            signal,
             reader: None,
         }
     }
@@ -73,8 +53,8 @@ impl ByteSource for FileSource {
 
     fn open_at(&mut self, offset: u64) -> Result<(), UploadError> {
         self.reader = None;
-        let reader = CountingReader::new(&self.blob, offset as f64)
-            .map_err(|e| UploadError::ReadFailed(message_of(&e)))?;
+        let reader = CountingReader::new(&self.blob, offset as f64, &io::signal_arg(&self.signal))
+            .map_err(|_| UploadError::ReadFailed("the file could not be opened".into()))?;
         self.reader = Some(OpenReader {
             start: offset,
             reader,
@@ -91,16 +71,17 @@ impl ByteSource for FileSource {
             .reader
             .as_ref()
             .ok_or_else(|| UploadError::ReadFailed("the file stream is not open".into()))?;
-        let result = self
-            .abort
-            .race(settle(reader.reader.read()))
-            .await?
-            .map_err(|e| UploadError::ReadFailed(message_of(&e)))?;
-        if get(&result, "done").is_truthy() {
+        let piece = io::wait(reader.reader.read()).await.map_err(|failure| {
+            failure.into_error(|other| match other {
+                Failure::Network(detail) => UploadError::ReadFailed(detail),
+                _ => UploadError::ReadFailed("the file stream failed".into()),
+            })
+        })?;
+        if piece.is_null() {
             buf.clear();
             return Ok(false);
         }
-        let piece: Uint8Array = get(&result, "value").dyn_into().map_err(|_| {
+        let piece: Uint8Array = piece.dyn_into().map_err(|_| {
             UploadError::ReadFailed("the file stream yielded something that is not bytes".into())
         })?;
         buf.resize(piece.length() as usize, 0);
@@ -119,15 +100,19 @@ impl ByteSource for FileSource {
 /// with `md5`), as uploads do, failing if the file ends short of its size.
 pub async fn digest_whole_file(
     blob: &Blob,
-    abort: &Rc<AbortWatch>,
+    signal: &Option<AbortSignal>,
     md5: bool,
 ) -> Result<FileDigest, UploadError> {
-    let mut source = FileSource::new(blob.clone(), Rc::clone(abort));
+    let mut source = FileSource::new(blob.clone(), signal.clone());
     source.open_at(0)?;
     let mut digest = FileDigest::new(md5);
     let mut piece = Vec::new();
+    let pacer = Pacer::for_this_thread();
     while source.read_piece(&mut piece).await? {
-        digest.update(&piece);
+        for slice in piece.chunks(HASH_SLICE as usize) {
+            digest.update(slice);
+            pacer.pace().await;
+        }
     }
     if digest.hashed_offset() != source.size() {
         return Err(UploadError::ReadFailed(

@@ -1,0 +1,84 @@
+//! Where the work runs: in chunkup's dedicated Worker when the page can start one, else on
+//! the page, paced so that no task holds the main thread for more than a few milliseconds.
+//!
+//! On a page's main thread, `uploadFile`, `sha256File` and `attachFile` check their input
+//! here first (so a mistake is refused at once, with no Worker started), then hand the very
+//! same call to the Worker through the message protocol of src/js/bridge.js, which keeps the
+//! caller's callbacks, AbortSignal and socket on the page. In the Worker the same exports
+//! find themselves off the main thread and do the work. Where no Worker can start
+//! (Content-Security-Policy, a browser without module Workers) or the caller passed
+//! `worker: false`, the work runs on the page and [`Pacer`] yields to the event loop.
+
+use std::cell::Cell;
+
+use js_sys::{Array, Promise};
+use wasm_bindgen::prelude::*;
+
+use crate::web::js::settle;
+
+#[wasm_bindgen(module = "/src/js/bridge.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = workerAvailable)]
+    fn worker_available(module: &JsValue) -> Promise;
+
+    #[wasm_bindgen(js_name = runInWorker)]
+    fn run_in_worker(name: &str, args: &Array) -> Promise;
+
+    #[wasm_bindgen(js_name = onMainThread)]
+    fn on_main_thread() -> bool;
+
+    #[wasm_bindgen(js_name = nextTask)]
+    fn next_task() -> Promise;
+}
+
+/// Runs the export `name` with `args` in chunkup's Worker, when `allowed` and called on a
+/// page's main thread with a Worker available; `None` means: run it here.
+///
+/// The Worker's answer is the export's own: its result, or its `ChunkupError` rebuilt on
+/// the page with the same `code`, `status`, `retryable` and `cause`.
+pub async fn offload(
+    allowed: bool,
+    name: &str,
+    args: &[&JsValue],
+) -> Option<Result<JsValue, JsValue>> {
+    if !allowed || !on_main_thread() {
+        return None;
+    }
+    // The page's compiled module goes along, so the Worker neither fetches nor compiles it.
+    let available = settle(worker_available(&wasm_bindgen::module())).await;
+    if available.ok()?.as_bool() != Some(true) {
+        return None;
+    }
+    let args: Array = args.iter().copied().collect();
+    Some(settle(run_in_worker(name, &args)).await)
+}
+
+/// Hands the thread back to the event loop every few milliseconds of work.
+///
+/// On a page's main thread the budget is 8 ms, so input and rendering never wait longer
+/// than a frame for an upload; in a Worker it is 50 ms, which only keeps the Worker's own
+/// messages (an abort, the answer of a `headers()` call) flowing. The yield is a macrotask
+/// (`nextTask` in src/js/bridge.js): a promise chain would not end the task.
+pub struct Pacer {
+    budget_ms: f64,
+    since: Cell<f64>,
+}
+
+impl Pacer {
+    /// A pacer for the thread this runs on.
+    pub fn for_this_thread() -> Pacer {
+        Pacer {
+            budget_ms: if on_main_thread() { 8.0 } else { 50.0 },
+            since: Cell::new(js_sys::Date::now()),
+        }
+    }
+
+    /// Yields if the budget since the last yield is spent.
+    pub async fn pace(&self) {
+        if js_sys::Date::now() - self.since.get() < self.budget_ms {
+            return;
+        }
+        let _ = settle(next_task()).await;
+        self.since.set(js_sys::Date::now());
+    }
+}
