@@ -1,7 +1,10 @@
 // Helpers shared by the build, start, test and bench scripts: run a command, start a
-// server and learn its URL from its first line, stop it again.
+// server and learn its URL from its first line, stop it again; for the bench, write a
+// random file and read a process tree's memory.
 import { spawn } from "node:child_process";
-import { mkdirSync, openSync } from "node:fs";
+import { createHash, randomFillSync } from "node:crypto";
+import { mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -93,4 +96,105 @@ export function startTusNodeServer(dir, options = {}) {
     /tus-node-server listening on (\S+)/,
     options,
   );
+}
+
+/**
+ * Writes `bytes` pseudo-random bytes to `file` in 8 MiB blocks (never the whole file in
+ * memory) and resolves to their SHA-256 in hex, computed on the way.
+ */
+export async function writeRandomFile(file, bytes) {
+  const hash = createHash("sha256");
+  const block = Buffer.alloc(8 * 1024 * 1024);
+  const handle = await open(file, "w");
+  try {
+    for (let at = 0; at < bytes; at += block.length) {
+      const piece = block.subarray(0, Math.min(block.length, bytes - at));
+      randomFillSync(piece);
+      hash.update(piece);
+      await handle.write(piece);
+    }
+  } finally {
+    await handle.close();
+  }
+  return hash.digest("hex");
+}
+
+/** Every process's parent, from /proc/<pid>/stat (Linux): a Map of pid to ppid. */
+function parentsOfAll() {
+  const parents = new Map();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, "utf8");
+    } catch {
+      continue; // gone since readdir
+    }
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")".
+    parents.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+  }
+  return parents;
+}
+
+/** The direct children of `pid`, each as { pid, cmdline } (arguments joined by spaces). */
+export function childProcesses(pid) {
+  const children = [];
+  for (const [child, parent] of parentsOfAll()) {
+    if (parent !== pid) continue;
+    try {
+      children.push({ pid: child, cmdline: readFileSync(`/proc/${child}/cmdline`, "utf8").split("\0").join(" ").trim() });
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return children;
+}
+
+/** The pids of `pid` and all its descendants (Linux). */
+export function processTree(pid) {
+  const children = new Map();
+  for (const [child, parent] of parentsOfAll()) {
+    if (!children.has(parent)) children.set(parent, []);
+    children.get(parent).push(child);
+  }
+  const tree = [];
+  for (let queue = [pid]; queue.length; ) {
+    const next = queue.pop();
+    tree.push(next);
+    queue.push(...(children.get(next) ?? []));
+  }
+  return tree;
+}
+
+/**
+ * Memory of processes in KiB. `rss` sums VmRSS: a page shared between processes counts once
+ * per process. With `pss`, also from smaps_rollup: `pss` sums Pss, which splits a shared page
+ * between all its users, and `pssAnonShmem` sums Pss_Anon + Pss_Shmem, leaving out
+ * file-backed pages (program text, fonts): those are shared with any other process mapping
+ * the same files, such as another Chromium on the machine, so the plain Pss of a process
+ * moves when unrelated programs start or exit. Without `pss`, or when some smaps_rollup is
+ * unreadable, both are null. Pss is slow to read (the kernel walks the page tables: about
+ * 10 to 50 ms per Chromium process); VmRSS is not. A process that exited meanwhile counts 0.
+ */
+export function processesMemory(pids, { pss: withPss = false } = {}) {
+  let rss = 0;
+  let pss = withPss ? 0 : null;
+  let pssAnonShmem = withPss ? 0 : null;
+  const field = (text, name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0);
+  for (const pid of pids) {
+    try {
+      rss += field(readFileSync(`/proc/${pid}/status`, "utf8"), "VmRSS");
+    } catch {
+      continue; // exited: it holds no memory any more
+    }
+    if (pss === null) continue;
+    try {
+      const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+      pss += field(rollup, "Pss");
+      pssAnonShmem += field(rollup, "Pss_Anon") + field(rollup, "Pss_Shmem");
+    } catch (error) {
+      if (error.code !== "ENOENT" && error.code !== "ESRCH") pss = pssAnonShmem = null;
+    }
+  }
+  return { rss, pss, pssAnonShmem };
 }
