@@ -10,8 +10,9 @@
 //! from there, so no byte is ever counted twice and none is skipped, wherever a retry cuts a
 //! chunk.
 
-use md5::Md5;
-use sha2::{Digest, Sha256};
+use md5::{Digest, Md5};
+
+use chunkup_sha256::{update_pair, Sha256};
 
 /// A SHA-256 digest.
 pub type Sha256Bytes = [u8; 32];
@@ -34,8 +35,13 @@ impl FileHashes {
         }
     }
 
-    fn update(&mut self, bytes: &[u8]) {
-        self.sha256.update(bytes);
+    /// Feeds `bytes`, and the same bytes to `chunk` (the open chunk's own SHA-256) if any:
+    /// both SHA-256 states in one pass where their blocks line up ([`update_pair`]).
+    fn update(&mut self, bytes: &[u8], chunk: Option<&mut Sha256>) {
+        match chunk {
+            Some(chunk) => update_pair(&mut self.sha256, chunk, bytes),
+            None => self.sha256.update(bytes),
+        }
         if let Some(md5) = &mut self.md5 {
             md5.update(bytes);
         }
@@ -100,10 +106,11 @@ impl FileDigest {
 
     /// Feeds the next bytes of the file, in order.
     pub fn update(&mut self, bytes: &[u8]) {
-        self.running.update(bytes);
-        if let Some((_, Some(chunk))) = &mut self.chunk {
-            chunk.update(bytes);
-        }
+        let chunk = match &mut self.chunk {
+            Some((_, Some(own))) => Some(own),
+            _ => None,
+        };
+        self.running.update(bytes, chunk);
         self.hashed_offset += bytes.len() as u64;
     }
 
@@ -113,10 +120,10 @@ impl FileDigest {
         self.boundaries
             .push((self.hashed_offset, self.running.clone()));
         let (offset, sha256) = match self.chunk.take() {
-            Some((offset, Some(own))) => (offset, own.finalize().into()),
+            Some((offset, Some(own))) => (offset, own.finalize()),
             // Started at byte 0: the running digest covers exactly this chunk.
             Some((offset, None)) => (offset, self.file_sha256()),
-            None => (self.hashed_offset, Sha256::new().finalize().into()),
+            None => (self.hashed_offset, Sha256::new().finalize()),
         };
         ChunkDigest {
             offset,
@@ -160,7 +167,7 @@ impl FileDigest {
 
     /// The SHA-256 of the file bytes `0..hashed_offset`.
     pub fn file_sha256(&self) -> Sha256Bytes {
-        self.running.sha256.clone().finalize().into()
+        self.running.sha256.clone().finalize()
     }
 
     /// The MD5 of the file bytes `0..hashed_offset`, if it is being kept.
@@ -171,7 +178,7 @@ impl FileDigest {
 
 /// SHA-256 of a byte slice, in one call.
 pub fn sha256(bytes: &[u8]) -> Sha256Bytes {
-    Sha256::digest(bytes).into()
+    Sha256::digest(bytes)
 }
 
 #[cfg(test)]
