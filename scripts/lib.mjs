@@ -1,6 +1,6 @@
-// Helpers shared by the build, start, test and bench scripts: run a command, start a
-// server and learn its URL from its first line, stop it again; for the bench, write a
-// random file and read a process tree's memory.
+// Helpers shared by the build, start, test, soak and bench scripts: run a command, start
+// a server (or the fault-injecting proxy) and learn its URL from its first line, stop it
+// again; for the bench, write a random file and read a process tree's memory.
 import { spawn } from "node:child_process";
 import { createHash, randomFillSync } from "node:crypto";
 import { mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
@@ -84,6 +84,22 @@ export function startReferenceServer(extraArgs = [], options = {}) {
       ...extraArgs,
     ],
     /chunkup-server listening on (\S+)/,
+    options,
+  );
+}
+
+/**
+ * Starts the reference server's fault-injecting proxy (`chunkup-server --proxy-to`) on a
+ * free port in front of `upstream` (a URL; only its origin counts) with the fault spec
+ * `faults`; `options.seed` (default 1) seeds it, `options.log`/`options.env` as for
+ * startServer. Resolves to `{ url, child }`, `url` being the proxy's `http://HOST:PORT/`;
+ * `GET <url>__faults` answers its counters.
+ */
+export function startFaultProxy(upstream, faults, { seed = 1, ...options } = {}) {
+  return startServer(
+    serverBinary,
+    ["--proxy-to", new URL(upstream).origin, "--port", "0", "--faults", faults, "--seed", String(seed)],
+    /chunkup-server proxy listening on (\S+)/,
     options,
   );
 }
@@ -197,4 +213,20 @@ export function processesMemory(pids, { pss: withPss = false } = {}) {
     }
   }
   return { rss, pss, pssAnonShmem };
+}
+
+/**
+ * Runs a command with its stdout and stderr going to the file `log` (for jobs that run side
+ * by side, whose output would interleave). Resolves to its exit code, or to the signal's
+ * name; `onSpawn` receives the child (to end it on an interruption).
+ */
+export function runToLog(command, args, { log, env, onSpawn } = {}) {
+  mkdirSync(path.dirname(log), { recursive: true });
+  const out = openSync(log, "w");
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: root, stdio: ["ignore", out, out], env: env ?? process.env });
+    onSpawn?.(child);
+    child.on("error", reject);
+    child.on("exit", (code, signal) => resolve(code ?? signal));
+  });
 }

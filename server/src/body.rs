@@ -1,12 +1,13 @@
 //! Request-body plumbing shared by every upload protocol (tus PATCH, the
 //! GCS-style range PUT, the S3-style presigned PUT): streaming a body into a
-//! disk [`Appender`] with the `bandwidth` fault applied, reporting how the
-//! body ended, and draining bodies that are refused.
+//! disk [`Appender`] with the `bandwidth` and `corrupt` faults applied,
+//! reporting how the body ended, and draining bodies that are refused.
 
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
 
 use crate::store::Appender;
@@ -98,6 +99,47 @@ pub async fn read_body_skipping(
     probe_end: bool,
     bandwidth: Option<u64>,
 ) -> (BodyEnd, u64) {
+    read_into(body, limit, skip, sink, probe_end, bandwidth, None).await
+}
+
+/// [`read_body`] with the `corrupt` fault: the body byte at position
+/// `flip_at` (if the body gets that far) is inverted on its way to the sink,
+/// as if it had been damaged in transit. Only for bodies whose checksum is
+/// verified afterwards, so the damage is always caught and never stored.
+/// The byte was flipped exactly when the returned count exceeds `flip_at`.
+pub async fn read_body_corrupting(
+    body: &mut Body,
+    limit: u64,
+    sink: Option<&Appender>,
+    probe_end: bool,
+    bandwidth: Option<u64>,
+    flip_at: u64,
+) -> (BodyEnd, u64) {
+    read_into(body, limit, 0, sink, probe_end, bandwidth, Some(flip_at)).await
+}
+
+/// Inverts the byte at `at` (a body position) if it falls inside `data`,
+/// which starts at body position `start`.
+fn flip(data: Bytes, start: u64, at: Option<u64>) -> Bytes {
+    match at.and_then(|at| at.checked_sub(start)) {
+        Some(i) if i < data.len() as u64 => {
+            let mut owned = BytesMut::from(&data[..]);
+            owned[i as usize] ^= 0xFF;
+            owned.freeze()
+        }
+        _ => data,
+    }
+}
+
+async fn read_into(
+    body: &mut Body,
+    limit: u64,
+    skip: u64,
+    sink: Option<&Appender>,
+    probe_end: bool,
+    bandwidth: Option<u64>,
+    flip_at: Option<u64>,
+) -> (BodyEnd, u64) {
     let pacer = Pacer::new(bandwidth);
     let mut received = 0u64;
     while received < limit || limit == 0 {
@@ -115,6 +157,7 @@ pub async fn read_body_skipping(
         if over {
             data = data.slice(..room as usize);
         }
+        let data = flip(data, received, flip_at);
         let n = data.len() as u64;
         let skipped = skip.saturating_sub(received).min(n);
         let data = data.slice(skipped as usize..);
@@ -144,5 +187,19 @@ pub async fn read_body_skipping(
             }
             Some(Ok(_)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flip_hits_one_byte_only_inside_the_piece() {
+        let piece = Bytes::from_static(&[1, 2, 3, 4]);
+        assert_eq!(flip(piece.clone(), 10, Some(12))[..], [1, 2, 0xFC, 4]);
+        assert_eq!(flip(piece.clone(), 10, Some(9)), piece);
+        assert_eq!(flip(piece.clone(), 10, Some(14)), piece);
+        assert_eq!(flip(piece.clone(), 10, None), piece);
     }
 }

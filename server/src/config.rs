@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::faults::FaultSpec;
 use crate::guest::GuestRules;
+use crate::proxy::{self, Upstream};
 
 pub const USAGE: &str = "\
 chunkup-server: reference upload server for chunkup (tus 1.0, GCS-style range
@@ -36,10 +37,16 @@ OPTIONS (each also accepted as --name=value):
   --guest-max-kb N   guest API: maxFileSizeKB, 1 KB = 1000 bytes (default 51200)
   --guest-blocked LIST
                      guest API: blocked extensions (default .exe,.bat,.cmd,.js)
+  --proxy-to URL     proxy mode: no routes of its own, forward every request
+                     to URL (http://HOST:PORT) and inject --faults into the
+                     write requests; only --port, --host, --faults (without
+                     corrupt) and --seed apply
   --help             print this help
 
 On startup prints exactly one line to stdout:
   chunkup-server listening on http://HOST:PORT/
+or, in proxy mode:
+  chunkup-server proxy listening on http://HOST:PORT/
 ";
 
 /// Everything the server needs to start.
@@ -60,6 +67,8 @@ pub struct Config {
     pub secret: Option<Vec<u8>>,
     /// Attachment rules of the guest API's `SessionResponse`.
     pub guest: GuestRules,
+    /// Proxy mode: forward everything there instead of serving.
+    pub proxy_to: Option<Upstream>,
 }
 
 impl Default for Config {
@@ -76,6 +85,7 @@ impl Default for Config {
             widget: PathBuf::from("widget/dist"),
             secret: None,
             guest: GuestRules::default(),
+            proxy_to: None,
         }
     }
 }
@@ -91,6 +101,7 @@ pub enum Command {
 /// for stderr; the binary exits with status 2 on them.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let mut config = Config::default();
+    let mut given: Vec<String> = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         if arg == "--help" || arg == "-h" {
@@ -115,6 +126,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 | "--guest-file-types"
                 | "--guest-max-kb"
                 | "--guest-blocked"
+                | "--proxy-to"
         ) {
             return Err(format!("unknown argument {arg:?}"));
         }
@@ -122,6 +134,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             Some(v) => v,
             None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
         };
+        given.push(name.clone());
         match name.as_str() {
             "--port" => {
                 config.port = value
@@ -164,8 +177,21 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                     "--secret: expected a non-empty, even number of hex digits".to_owned()
                 })?)
             }
+            "--proxy-to" => {
+                config.proxy_to =
+                    Some(Upstream::parse(&value).map_err(|e| format!("--proxy-to: {e}"))?)
+            }
             _ => return Err(format!("unknown argument {arg:?}")),
         }
+    }
+    if config.proxy_to.is_some() {
+        // Refused rather than ignored, so nobody believes a proxy stores
+        // uploads in a --data-dir.
+        const PROXY_FLAGS: [&str; 5] = ["--proxy-to", "--port", "--host", "--faults", "--seed"];
+        if let Some(other) = given.iter().find(|n| !PROXY_FLAGS.contains(&n.as_str())) {
+            return Err(format!("{other} has no effect with --proxy-to"));
+        }
+        proxy::check_spec(&config.faults).map_err(|e| format!("--faults: {e}"))?;
     }
     Ok(Command::Run(Box::new(config)))
 }
@@ -233,6 +259,33 @@ mod tests {
         assert_eq!(c.pkg, PathBuf::from("pkg"));
         assert_eq!(c.widget, PathBuf::from("widget/dist"));
         assert_eq!(c.guest, GuestRules::default());
+        assert!(c.proxy_to.is_none());
+    }
+
+    #[test]
+    fn proxy_mode_flags() {
+        let c = run(&[
+            "--proxy-to",
+            "http://127.0.0.1:1080",
+            "--port=0",
+            "--faults",
+            "reset:0.2",
+            "--seed",
+            "4",
+        ])
+        .expect("parses");
+        assert_eq!(
+            c.proxy_to,
+            Some(Upstream {
+                host: "127.0.0.1".into(),
+                port: 1080
+            })
+        );
+        assert!(run(&["--proxy-to", "http://a:1", "--data-dir", "/tmp/x"]).is_err());
+        assert!(run(&["--proxy-to", "http://a:1", "--faults", "corrupt:0.1"]).is_err());
+        assert!(run(&["--proxy-to", "https://a:1"]).is_err());
+        // corrupt is fine for the server itself.
+        assert!(run(&["--faults", "corrupt:0.1"]).is_ok());
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub enum FaultKind {
     Internal,
     Unavailable,
     Reset,
+    /// One byte of a checksummed body flipped before verification. Never
+    /// returned by [`FaultSpec::roll`]: it has its own stream (see
+    /// [`FaultSpec::roll_corrupt`]).
+    Corrupt,
 }
 
 impl FaultKind {
@@ -33,6 +37,7 @@ impl FaultKind {
             FaultKind::Internal => "500",
             FaultKind::Unavailable => "503",
             FaultKind::Reset => "reset",
+            FaultKind::Corrupt => "corrupt",
         }
     }
 
@@ -42,6 +47,7 @@ impl FaultKind {
             FaultKind::Internal => 1,
             FaultKind::Unavailable => 2,
             FaultKind::Reset => 3,
+            FaultKind::Corrupt => 4,
         }
     }
 }
@@ -53,6 +59,10 @@ pub struct FaultSpec {
     pub p500: Option<f64>,
     pub p503: Option<f64>,
     pub reset: Option<f64>,
+    /// Probability of flipping one byte of a body the server verifies with a
+    /// checksum (tus PATCH with `Upload-Checksum`); never strikes elsewhere,
+    /// so it can only ever cause a refusal, never wrong stored bytes.
+    pub corrupt: Option<f64>,
     /// Delay added before handling each POST/HEAD/PATCH/DELETE.
     pub latency_ms: Option<u64>,
     /// Throttle for reading PATCH bodies, in bytes per second.
@@ -82,7 +92,7 @@ impl std::error::Error for SpecError {}
 impl FaultSpec {
     /// Parses the spec syntax shared by `--faults`, the `/faults/{spec}/`
     /// path prefix and `PUT /__faults`: comma-separated `kind:value` items,
-    /// `429:P`, `500:P`, `503:P`, `reset:P` (P in [0,1]), `latency:MS`,
+    /// `429:P`, `500:P`, `503:P`, `reset:P`, `corrupt:P` (P in [0,1]), `latency:MS`,
     /// `bandwidth:N[unit]`, `retry-after:SECS` / `retry-after:date` /
     /// `retry-after:date:SECS`, `checksum:off|on`; empty or `none` means no faults. Matching is
     /// case-insensitive, whitespace around items is ignored, empty items are
@@ -108,6 +118,7 @@ impl FaultSpec {
                 "500" => spec.p500 = Some(parse_probability(item, value)?),
                 "503" => spec.p503 = Some(parse_probability(item, value)?),
                 "reset" => spec.reset = Some(parse_probability(item, value)?),
+                "corrupt" => spec.corrupt = Some(parse_probability(item, value)?),
                 "latency" => spec.latency_ms = Some(parse_u64(item, value)?),
                 "bandwidth" => {
                     let bps = parse_bytes(item, value)?;
@@ -156,6 +167,7 @@ impl FaultSpec {
             FaultKind::Internal => self.p500,
             FaultKind::Unavailable => self.p503,
             FaultKind::Reset => self.reset,
+            FaultKind::Corrupt => self.corrupt,
         };
         p.unwrap_or(0.0)
     }
@@ -186,6 +198,18 @@ impl FaultSpec {
             .map(|(kind, _)| kind)
     }
 
+    /// Decides whether the `corrupt` fault strikes a checksummed body of
+    /// `body_len` bytes, and where: `Some(position)` of the byte to flip.
+    /// Always consumes exactly two draws (decision, position) from `rng`, a
+    /// stream of its own, so adding `corrupt` to a spec never shifts the
+    /// four-draw streams of the other kinds. An empty body cannot be
+    /// corrupted.
+    pub fn roll_corrupt(&self, rng: &mut Prng, body_len: u64) -> Option<u64> {
+        let strike = rng.next_f64() < self.probability(FaultKind::Corrupt);
+        let at = rng.below(body_len);
+        (strike && body_len > 0).then_some(at)
+    }
+
     /// The `Retry-After` value for an injected 429, relative to `now`.
     pub fn retry_after_value(&self, now: SystemTime) -> String {
         let secs = self.retry_after_secs.unwrap_or(1);
@@ -206,8 +230,9 @@ impl FaultSpec {
     }
 }
 
-/// Canonical form: items in the fixed order 429, 500, 503, reset, latency,
-/// bandwidth (plain bytes/s), retry-after; `none` when empty. The canonical
+/// Canonical form: items in the fixed order 429, 500, 503, reset, corrupt,
+/// latency, bandwidth (plain bytes/s), retry-after, checksum; `none` when
+/// empty. The canonical
 /// form parses back to an equal spec.
 impl fmt::Display for FaultSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -217,6 +242,7 @@ impl fmt::Display for FaultSpec {
             ("500", self.p500),
             ("503", self.p503),
             ("reset", self.reset),
+            ("corrupt", self.corrupt),
         ];
         for (name, p) in probs {
             if let Some(p) = p {
@@ -337,9 +363,10 @@ pub fn derive_seed(seed: u64, label: &str) -> u64 {
 
 /// Counts of injected faults, by kind.
 #[derive(Debug, Default)]
-pub struct FaultCounters([AtomicU64; 4]);
+pub struct FaultCounters([AtomicU64; 5]);
 
-/// JSON shape of [`FaultCounters`]: `{"429": n, "500": n, "503": n, "reset": n}`.
+/// JSON shape of [`FaultCounters`]:
+/// `{"429": n, "500": n, "503": n, "reset": n, "corrupt": n}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CounterSnapshot {
     #[serde(rename = "429")]
@@ -349,6 +376,7 @@ pub struct CounterSnapshot {
     #[serde(rename = "503")]
     pub unavailable: u64,
     pub reset: u64,
+    pub corrupt: u64,
 }
 
 impl FaultCounters {
@@ -363,6 +391,7 @@ impl FaultCounters {
             internal: get(FaultKind::Internal),
             unavailable: get(FaultKind::Unavailable),
             reset: get(FaultKind::Reset),
+            corrupt: get(FaultKind::Corrupt),
         }
     }
 }
@@ -452,6 +481,19 @@ impl FaultEngine {
             .entry(key.to_owned())
             .or_insert_with(|| Prng::new(derive_seed(seed, key)))
             .next_u64()
+    }
+
+    /// Runs `f` on the stream `key` (created from the seed and `key` on
+    /// first use; restarted by a reseed). For callers that know no upload,
+    /// such as the fault-injecting proxy, which keys its streams by path.
+    pub fn with_stream<R>(&self, key: &str, f: impl FnOnce(&mut Prng) -> R) -> R {
+        let mut st = self.lock();
+        let seed = st.seed;
+        let rng = st
+            .creation
+            .entry(key.to_owned())
+            .or_insert_with(|| Prng::new(derive_seed(seed, key)));
+        f(rng)
     }
 
     /// Stream seed for an upload found on disk at startup (no creation order
@@ -575,6 +617,33 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(seq(&engine_a), seq(&engine_b));
+    }
+
+    #[test]
+    fn corrupt_parses_prints_and_rolls_on_its_own() {
+        let spec = FaultSpec::parse("corrupt:0.5, reset:0.1").expect("valid");
+        assert_eq!(spec.corrupt, Some(0.5));
+        assert_eq!(spec.to_string(), "reset:0.1,corrupt:0.5");
+        assert_eq!(FaultSpec::parse(&spec.to_string()), Ok(spec.clone()));
+        assert!(FaultSpec::parse("corrupt:2").is_err());
+        // `roll` never answers Corrupt, whatever the probability.
+        let always = FaultSpec::parse("corrupt:1").expect("valid");
+        let mut rng = Prng::new(4);
+        for _ in 0..50 {
+            assert_eq!(always.roll(&mut rng, true), None);
+        }
+        // Two draws per roll, position inside the body, none for empty bodies.
+        let (mut a, mut b) = (Prng::new(8), Prng::new(8));
+        for len in 1..100 {
+            let at = always.roll_corrupt(&mut a, len).expect("strikes");
+            assert!(at < len);
+            b.next_u64();
+            b.next_u64();
+        }
+        assert_eq!(a.next_u64(), b.next_u64());
+        assert_eq!(always.roll_corrupt(&mut a, 0), None);
+        let never = FaultSpec::default();
+        assert_eq!(never.roll_corrupt(&mut a, 10), None);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!
 //! This file wires the pieces together (shared state, router and layers,
 //! startup); `main.rs` only adds the command line. Tests start the server
-//! in-process through [`start`].
+//! in-process through [`start`]. `proxy.rs` is the other mode of the
+//! binary: the same fault injection in front of another server.
 //!
 //! Layer order, outermost first: request log → tus headers (Tus-Resumable,
 //! OPTIONS discovery, tus paths only) → CORS → routes. The tus header layer sits outside
@@ -24,6 +25,7 @@ pub mod faults;
 pub mod guest;
 pub mod logging;
 pub mod presign;
+pub mod proxy;
 pub mod range;
 pub mod s3;
 pub mod statics;
@@ -158,12 +160,18 @@ impl Server {
     /// `http://HOST:PORT/` as printed on startup: HOST as given to
     /// `--host` (IPv6 literals bracketed), PORT the one actually bound.
     pub fn url(&self) -> String {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        if host.parse::<std::net::Ipv6Addr>().is_ok() {
-            format!("http://[{host}]:{}/", self.addr.port())
-        } else {
-            format!("http://{host}:{}/", self.addr.port())
-        }
+        http_url(&self.host, self.addr.port())
+    }
+}
+
+/// `http://HOST:PORT/` with HOST as given (IPv6 literals bracketed, with or
+/// without brackets in `host`): what the server and the proxy print.
+pub(crate) fn http_url(host: &str, port: u16) -> String {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("http://[{host}]:{port}/")
+    } else {
+        format!("http://{host}:{port}/")
     }
 }
 

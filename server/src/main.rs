@@ -1,15 +1,17 @@
-//! The `chunkup-server` binary: parses the command line, starts the server,
-//! prints the single `listening on` line test scripts wait for, and runs
-//! until Ctrl-C or SIGTERM (removing the data dir if it was a temporary
-//! one; test scripts usually stop the server with SIGTERM).
+//! The `chunkup-server` binary: parses the command line, starts the server
+//! (or, with `--proxy-to`, the fault-injecting proxy), prints the single
+//! `listening on` line test scripts wait for, and runs until Ctrl-C or
+//! SIGTERM (removing the data dir if it was a temporary one; test scripts
+//! usually stop the server with SIGTERM).
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use chunkup_server::config::{self, Command, USAGE};
+use chunkup_server::config::{self, Command, Config, USAGE};
+use chunkup_server::proxy::Upstream;
 
 fn main() -> ExitCode {
-    let config = match config::parse_args(std::env::args().skip(1)) {
+    let mut config = match config::parse_args(std::env::args().skip(1)) {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => {
             print!("{USAGE}");
@@ -38,6 +40,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(upstream) = config.proxy_to.take() {
+            return run_proxy(upstream, *config, shutdown).await;
+        }
         let server = match chunkup_server::start(*config).await {
             Ok(s) => s,
             Err(e) => {
@@ -63,6 +68,38 @@ fn main() -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Proxy mode: the same startup line (with `proxy`, so a script waiting
+/// for a server cannot mistake one for the other) and the same shutdown.
+async fn run_proxy(upstream: Upstream, config: Config, shutdown: Shutdown) -> ExitCode {
+    let proxy = match chunkup_server::proxy::start(
+        upstream,
+        &config.host,
+        config.port,
+        config.faults,
+        config.seed,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("chunkup-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "chunkup-server proxy listening on {}", proxy.url());
+    let _ = out.flush();
+    drop(out);
+    eprintln!(
+        "chunkup-server: proxy to {}, faults {}, seed {}",
+        proxy.upstream,
+        proxy.faults.global_spec(),
+        proxy.faults.seed()
+    );
+    shutdown.wait().await;
+    ExitCode::SUCCESS
 }
 
 /// Shutdown signals, registered before the `listening` line is printed: a

@@ -286,8 +286,9 @@ fn fault_response(kind: FaultKind, spec: &FaultSpec) -> Response {
             "injected fault: 503",
             None,
         ),
-        // Resets never produce a response; this is only a safe default.
-        FaultKind::Reset => s3_error(
+        // Resets never produce a response, and `corrupt` never strikes a
+        // put (no checksum is verified); this is only a safe default.
+        FaultKind::Reset | FaultKind::Corrupt => s3_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
             "injected fault: reset",
@@ -376,7 +377,7 @@ async fn put_object(
 fn fault_status(kind: FaultKind) -> u16 {
     match kind {
         FaultKind::TooManyRequests => 429,
-        FaultKind::Internal | FaultKind::Reset => 500,
+        FaultKind::Internal | FaultKind::Reset | FaultKind::Corrupt => 500,
         FaultKind::Unavailable => 503,
     }
 }

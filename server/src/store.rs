@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::checksum::{self, Algo};
-use crate::faults::{FaultCounters, FaultKind, FaultSpec, Prng};
+use crate::faults::{derive_seed, FaultCounters, FaultKind, FaultSpec, Prng};
 
 /// What the sidecar stores. `metadata_header` keeps the client's original
 /// `Upload-Metadata` so HEAD can echo it verbatim, as tus requires.
@@ -56,6 +56,9 @@ pub struct Upload {
     pub lock: Arc<tokio::sync::Mutex<()>>,
     meta: Mutex<UploadMeta>,
     rng: Mutex<Prng>,
+    /// The `corrupt` fault's own stream (derived from the same seed), so a
+    /// spec with `corrupt` rolls the other kinds exactly as one without.
+    corrupt_rng: Mutex<Prng>,
     pub faults: FaultCounters,
     deleted: AtomicBool,
     bin: PathBuf,
@@ -84,6 +87,12 @@ impl Upload {
         spec.roll(&mut lock_std(&self.rng), allow_reset)
     }
 
+    /// Rolls the `corrupt` fault for one checksummed PATCH body of
+    /// `body_len` bytes: the position of the byte to flip, if it strikes.
+    pub fn roll_corrupt(&self, spec: &FaultSpec, body_len: u64) -> Option<u64> {
+        spec.roll_corrupt(&mut lock_std(&self.corrupt_rng), body_len)
+    }
+
     /// Uniform in [0, n) from this upload's stream (where a reset cuts).
     pub fn draw_below(&self, n: u64) -> u64 {
         lock_std(&self.rng).below(n)
@@ -98,6 +107,11 @@ impl Upload {
 /// lock still holds consistent data, so recover instead of panicking.
 fn lock_std<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The `corrupt` stream of an upload whose main stream has `seed`.
+fn corrupt_stream(seed: u64) -> Prng {
+    Prng::new(derive_seed(seed, "corrupt"))
 }
 
 /// Registry of uploads backed by one data directory.
@@ -172,6 +186,7 @@ impl Store {
             lock: Arc::new(tokio::sync::Mutex::new(())),
             meta: Mutex::new(meta),
             rng: Mutex::new(Prng::new(seed)),
+            corrupt_rng: Mutex::new(corrupt_stream(seed)),
             faults: FaultCounters::default(),
             deleted: AtomicBool::new(false),
             bin,
@@ -242,6 +257,7 @@ impl Store {
             lock: Arc::new(tokio::sync::Mutex::new(())),
             meta: Mutex::new(meta.clone()),
             rng: Mutex::new(Prng::new(rng_seed)),
+            corrupt_rng: Mutex::new(corrupt_stream(rng_seed)),
             faults: FaultCounters::default(),
             deleted: AtomicBool::new(false),
             sidecar: self.dir.join(format!("{id}.json")),

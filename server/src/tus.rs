@@ -335,8 +335,10 @@ pub(crate) fn fault_response(kind: FaultKind, spec: &FaultSpec) -> Response {
         }
         FaultKind::Internal => plain(StatusCode::INTERNAL_SERVER_ERROR, "injected fault: 500"),
         FaultKind::Unavailable => plain(StatusCode::SERVICE_UNAVAILABLE, "injected fault: 503"),
-        // Resets never produce a response; this is only a safe default.
+        // Resets never produce a response, and a corrupted body is answered
+        // by the checksum check (460); these are only safe defaults.
         FaultKind::Reset => plain(StatusCode::INTERNAL_SERVER_ERROR, "injected fault: reset"),
+        FaultKind::Corrupt => plain(StatusCode::INTERNAL_SERVER_ERROR, "injected fault: corrupt"),
     }
 }
 
@@ -528,7 +530,7 @@ async fn patch_upload(
         return reject(body, res).await;
     }
 
-    let job = PatchJob {
+    let mut job = PatchJob {
         app: app.clone(),
         upload: upload.clone(),
         start: meta.offset,
@@ -536,13 +538,22 @@ async fn patch_upload(
         expected,
         bandwidth: target.spec.bandwidth,
         note: note.clone(),
+        corrupt_at: None,
     };
     let work = match upload.roll(&target.spec, true) {
-        None => tokio::spawn(async move {
-            let res = job.receive(body).await;
-            drop(guard);
-            res
-        }),
+        None => {
+            // `corrupt` strikes only where the checksum will catch it, so it
+            // can cause a 460 but never a wrong byte on disk.
+            if job.expected.is_some() {
+                let body_len = content_length.unwrap_or(remaining);
+                job.corrupt_at = upload.roll_corrupt(&target.spec, body_len);
+            }
+            tokio::spawn(async move {
+                let res = job.receive(body).await;
+                drop(guard);
+                res
+            })
+        }
         Some(FaultKind::Reset) => {
             record(&app, Some(&upload.faults), FaultKind::Reset, &note);
             // Cut somewhere strictly inside the body, so the client always
@@ -580,6 +591,9 @@ struct PatchJob {
     expected: Option<Expected>,
     bandwidth: Option<u64>,
     note: LogNote,
+    /// Body position of the byte the `corrupt` fault flips (only ever set
+    /// when `expected` is).
+    corrupt_at: Option<u64>,
 }
 
 impl PatchJob {
@@ -590,7 +604,25 @@ impl PatchJob {
         sink: Option<&Appender>,
         probe_end: bool,
     ) -> (BodyEnd, u64) {
-        body::read_body(body, limit, sink, probe_end, self.bandwidth).await
+        match self.corrupt_at.filter(|_| self.expected.is_some()) {
+            None => body::read_body(body, limit, sink, probe_end, self.bandwidth).await,
+            Some(at) => {
+                let read =
+                    body::read_body_corrupting(body, limit, sink, probe_end, self.bandwidth, at)
+                        .await;
+                if read.1 > at {
+                    // Counted only once the byte really went by flipped.
+                    record(
+                        &self.app,
+                        Some(&self.upload.faults),
+                        FaultKind::Corrupt,
+                        &self.note,
+                    );
+                    self.note.set(format!("fault=corrupt at={at}"));
+                }
+                read
+            }
+        }
     }
 
     /// The normal PATCH path: stream to disk, verify, commit.

@@ -1,5 +1,6 @@
-//! The binary as test scripts use it: the single stdout line, exit codes,
-//! `--help`, and cleanup of the temporary data dir on SIGTERM.
+//! The binary as test scripts use it: the single stdout line (server and
+//! proxy mode), exit codes, `--help`, and cleanup of the temporary data dir
+//! on SIGTERM.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -75,6 +76,14 @@ fn bad_arguments_exit_2() {
         &["--port", "x"][..],
         &["--nope"][..],
         &["--guest-file-types", "image"][..],
+        &["--proxy-to", "http://127.0.0.1:1", "--data-dir", "/tmp/x"][..],
+        &[
+            "--proxy-to",
+            "http://127.0.0.1:1",
+            "--faults",
+            "corrupt:0.5",
+        ][..],
+        &["--proxy-to", "127.0.0.1:1"][..],
     ] {
         let out = Command::new(BIN).args(args).output().expect("run");
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -102,7 +111,54 @@ fn help_exits_0() {
         "--guest-file-types",
         "--guest-max-kb",
         "--guest-blocked",
+        "--proxy-to",
     ] {
         assert!(text.contains(flag), "{flag}");
     }
+}
+
+#[test]
+fn proxy_mode_prints_its_own_line_and_serves_its_counters() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--proxy-to",
+            "http://127.0.0.1:9",
+            "--port",
+            "0",
+            "--faults",
+            "503:1",
+            "--seed",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn proxy");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read line");
+    let port: u16 = line
+        .trim_end()
+        .strip_prefix("chunkup-server proxy listening on http://127.0.0.1:")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::io::Write::write_all(
+        &mut s,
+        b"GET /__faults HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains(r#""spec":"503:1""#), "{resp}");
+    assert!(
+        resp.contains(r#""upstream":"http://127.0.0.1:9""#),
+        "{resp}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

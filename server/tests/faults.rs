@@ -1,6 +1,6 @@
 //! Fault injection tests: status faults, the connection-killing `reset`,
-//! latency and bandwidth shaping, runtime control via `/__faults`, and
-//! determinism under a fixed seed.
+//! the checksum-caught `corrupt`, latency and bandwidth shaping, runtime
+//! control via `/__faults`, and determinism under a fixed seed.
 
 mod common;
 
@@ -193,14 +193,14 @@ async fn status_faults() {
     assert_eq!(i["offset"], 0, "a faulted PATCH stores nothing");
     assert_eq!(
         i["faults"],
-        serde_json::json!({"429": 1, "500": 1, "503": 1, "reset": 0})
+        serde_json::json!({"429": 1, "500": 1, "503": 1, "reset": 0, "corrupt": 0})
     );
     assert_eq!(patch(&ts, &loc, 0, b"abcd").await.status, 204);
 
     let global = send(ts.addr, "GET", "/__faults", &[], b"").await.json();
     assert_eq!(
         global["injected"],
-        serde_json::json!({"429": 4, "500": 2, "503": 2, "reset": 0})
+        serde_json::json!({"429": 4, "500": 2, "503": 2, "reset": 0, "corrupt": 0})
     );
 }
 
@@ -224,7 +224,7 @@ async fn runtime_fault_control() {
     assert_eq!(res.header("access-control-allow-origin"), Some("*"));
     assert_eq!(
         res.json(),
-        serde_json::json!({"spec": "503:1", "seed": 5, "injected": {"429": 0, "500": 0, "503": 0, "reset": 0}})
+        serde_json::json!({"spec": "503:1", "seed": 5, "injected": {"429": 0, "500": 0, "503": 0, "reset": 0, "corrupt": 0}})
     );
     let post = || {
         send(
@@ -467,4 +467,121 @@ fn faults_spec_roundtrip(text: &str) -> String {
     chunkup_server::faults::FaultSpec::parse(text)
         .expect("valid spec")
         .to_string()
+}
+
+fn checksum_of(data: &[u8]) -> String {
+    format!("sha256 {}", b64(&Sha256::digest(data)))
+}
+
+async fn patch_checked(ts: &TestServer, loc: &str, offset: u64, body: &[u8]) -> Resp {
+    let off = offset.to_string();
+    let sum = checksum_of(body);
+    send(
+        ts.addr,
+        "PATCH",
+        loc,
+        &[
+            TUS,
+            OCTETS,
+            ("Upload-Offset", off.as_str()),
+            ("Upload-Checksum", sum.as_str()),
+        ],
+        body,
+    )
+    .await
+}
+
+/// `corrupt` flips a byte of a checksummed PATCH before verification: the
+/// server answers 460 and stores nothing; without a checksum it never
+/// strikes, so it cannot make the server store a wrong byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_is_caught_by_the_checksum_and_never_stored() {
+    let ts = start().await;
+    let data = payload(100_000);
+    let loc = create(&ts, "/faults/corrupt:1", data.len() as u64, None).await;
+    for _ in 0..3 {
+        let res = patch_checked(&ts, &loc, 0, &data[..60_000]).await;
+        assert_eq!(
+            (res.status, res.reason.as_str()),
+            (460, "Checksum Mismatch")
+        );
+    }
+    let i = info(&ts, &loc).await;
+    assert_eq!(i["offset"], 0, "a corrupted PATCH stores nothing");
+    assert_eq!(i["faults"]["corrupt"], 3);
+    let id = loc.rsplit('/').next().unwrap_or_default().to_owned();
+    let on_disk = std::fs::metadata(ts.data_dir().join(format!("{id}.bin")))
+        .expect("bin")
+        .len();
+    assert_eq!(on_disk, 0, "the corrupted bytes were cut off again");
+
+    // Without Upload-Checksum the same family never corrupts anything.
+    assert_eq!(patch(&ts, &loc, 0, &data[..60_000]).await.status, 204);
+    // The client re-sends on a clean family and completes.
+    let clean = format!("/files/{id}");
+    let res = patch_checked(&ts, &clean, 60_000, &data[60_000..]).await;
+    assert_eq!(res.status, 204);
+    let i = info(&ts, &loc).await;
+    assert_eq!(i["sha256"], sha256_hex(&data));
+    assert_eq!(i["faults"]["corrupt"], 3);
+    let global = send(ts.addr, "GET", "/__faults", &[], b"").await.json();
+    assert_eq!(global["injected"]["corrupt"], 3);
+
+    // An empty checksummed body has no byte to flip.
+    let empty = create(&ts, "/faults/corrupt:1", 0, None).await;
+    assert_eq!(patch_checked(&ts, &empty, 0, b"").await.status, 204);
+    assert_eq!(info(&ts, &empty).await["faults"]["corrupt"], 0);
+}
+
+/// `corrupt` rolls on a stream of its own: a spec with it meets the other
+/// kinds on exactly the same requests as the spec without it, and the same
+/// seed gives the same corrupted requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_does_not_shift_the_other_faults() {
+    async fn outcomes(faults: &str) -> Vec<u16> {
+        let ts = start_with(Opts {
+            faults,
+            seed: 11,
+            ..Opts::default()
+        })
+        .await;
+        let data = payload(40_000);
+        // Creation may be faulted too; retry until created.
+        let mut loc = None;
+        for _ in 0..40 {
+            let res = send(
+                ts.addr,
+                "POST",
+                "/files/",
+                &[TUS, ("Upload-Length", "40000")],
+                b"",
+            )
+            .await;
+            if res.status == 201 {
+                loc = res.header("location").map(str::to_owned);
+                break;
+            }
+        }
+        let loc = loc.expect("created");
+        let mut statuses = Vec::new();
+        let mut offset = 0;
+        while offset < data.len() && statuses.len() < 200 {
+            let end = (offset + 1000).min(data.len());
+            let res = patch_checked(&ts, &loc, offset as u64, &data[offset..end]).await;
+            statuses.push(res.status);
+            if res.status == 204 {
+                offset = end;
+            }
+        }
+        assert_eq!(info(&ts, &loc).await["sha256"], sha256_hex(&data));
+        statuses
+    }
+    let without = outcomes("503:0.3").await;
+    let with = outcomes("503:0.3,corrupt:0.3").await;
+    let again = outcomes("503:0.3,corrupt:0.3").await;
+    assert_eq!(with, again, "same seed, same corruption");
+    assert!(with.contains(&460) && with.contains(&503), "{with:?}");
+    let is_503 = |v: &[u16]| v.iter().map(|s| *s == 503).collect::<Vec<_>>();
+    let n = without.len().min(with.len());
+    assert_eq!(is_503(&without)[..n], is_503(&with)[..n]);
 }

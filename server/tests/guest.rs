@@ -1,7 +1,8 @@
 //! The Genesys-style guest API over a real WebSocket client: session
 //! rules, the attachment flow end to end (presigned URL, a real PUT, the
 //! upload event, the download), every validation error in both forms,
-//! the guest fault spec, messages, deletion, and the JSON introspection.
+//! the refusals 4000, 4011, 4013 and 4020, the guest fault spec, messages,
+//! deletion, and the JSON introspection.
 
 mod common;
 
@@ -347,12 +348,20 @@ async fn validation_errors_in_both_forms() {
         let (status, _) = get_json(&ts, &format!("/guest/attachments/{id}")).await;
         assert_eq!(status, 404, "refused attachments are not recorded");
     }
-    // Missing fields: a plain 400.
+    // Missing fields: 4020, naming the first one missing; wrong types: 400.
     let res = request(&mut ws, json!({"action": "onAttachment", "token": "tok"})).await;
     assert_eq!(
-        (res["class"].as_str(), res["code"].as_u64()),
-        (Some("string"), Some(400))
+        res,
+        json!({"type": "response", "class": "string", "code": 4020,
+               "body": "missing parameter: attachmentId"})
     );
+    let res = request(
+        &mut ws,
+        json!({"action": "onAttachment", "token": "tok",
+        "attachmentId": "x", "fileSize": "12", "fileType": "image/png", "fileName": "a.png"}),
+    )
+    .await;
+    assert_eq!(res["code"], 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -722,4 +731,155 @@ async fn widget_statics() {
     assert_eq!(res.header("content-type"), Some("application/wasm"));
     let res = common::send(ts.addr, "GET", "/widget/nope.js", &[], b"").await;
     assert_eq!(res.status, 404);
+}
+
+fn string_error(code: u64, body: &str) -> Value {
+    json!({"type": "response", "class": "string", "code": code, "body": body})
+}
+
+/// 4000: attachments switched off, by the guest fault `attachments-off`
+/// (the session still announces its rules) or by an empty
+/// `--guest-file-types` (the deployment has none); checked before the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_unavailable_is_4000() {
+    let ts = start().await;
+    let mut ws = session(&ts, "faults=attachments-off", "tok").await;
+    let off = string_error(
+        4000,
+        "feature unavailable: attachments are disabled for this deployment",
+    );
+    for id in ["a", "b"] {
+        let res = request(&mut ws, on_attachment("tok", id, "a.png", "image/png", 5)).await;
+        assert_eq!(res, off);
+    }
+    // Even a request that would fail the file checks, or lacks fields.
+    let res = request(&mut ws, on_attachment("tok", "c", "a.exe", "x/y", 0)).await;
+    assert_eq!(res, off);
+    let res = request(&mut ws, json!({"action": "onAttachment", "token": "tok"})).await;
+    assert_eq!(res, off);
+    let (status, _) = get_json(&ts, "/guest/attachments/a").await;
+    assert_eq!(status, 404, "refused attachments are not recorded");
+    // Another connection without the fault gets its URL.
+    let mut other = session(&ts, "", "tok2").await;
+    let res = request(
+        &mut other,
+        on_attachment("tok2", "d", "a.png", "image/png", 5),
+    )
+    .await;
+    assert_eq!(res["class"], "PresignedUrlResponse");
+
+    let none = start_with(Opts {
+        guest: Some(GuestRules {
+            file_types: vec![],
+            ..GuestRules::default()
+        }),
+        ..Opts::default()
+    })
+    .await;
+    let mut ws = session(&none, "", "tok").await;
+    let res = request(&mut ws, on_attachment("tok", "a", "a.png", "image/png", 5)).await;
+    assert_eq!(res, off);
+}
+
+/// 4011: an onMessage text over 4000 UTF-16 code units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_too_long_is_4011() {
+    let ts = start().await;
+    let mut ws = session(&ts, "", "tok").await;
+    let at_limit = "é".repeat(4000);
+    let res = request(&mut ws, on_message("tok", &at_limit, &[])).await;
+    assert_eq!(res["class"], "StructuredMessage", "{res}");
+    assert_eq!(recv(&mut ws).await["body"]["direction"], "Outbound");
+    let over = format!("{at_limit}x");
+    let res = request(&mut ws, on_message("tok", &over, &[])).await;
+    assert_eq!(res, string_error(4011, "message too long"));
+    // An emoji counts two, as in the browser's `text.length`.
+    let res = request(&mut ws, on_message("tok", &"😀".repeat(2001), &[])).await;
+    assert_eq!(res["code"], 4011);
+    silence(&mut ws).await;
+}
+
+/// 4013: an onMessage whose `channel.metadata.customAttributes` are larger
+/// than the session's `maxCustomDataBytes` (100) as compact JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_attributes_too_large_is_4013() {
+    let ts = start().await;
+    let mut ws = session(&ts, "", "tok").await;
+    let with_attrs = |attrs: Value| {
+        json!({"action": "onMessage", "token": "tok", "message": {"type": "Text", "text": "hi",
+               "channel": {"metadata": {"customAttributes": attrs}}}})
+    };
+    // {"k":"…"} is 8 bytes plus the value: 92 bytes of value make exactly 100.
+    let fits = json!({"k": "v".repeat(92)});
+    let res = request(&mut ws, with_attrs(fits.clone())).await;
+    assert_eq!(res["class"], "StructuredMessage", "{res}");
+    assert_eq!(res["body"]["channel"]["metadata"]["customAttributes"], fits);
+    recv(&mut ws).await; // the agent's reply
+    let res = request(&mut ws, with_attrs(json!({"k": "v".repeat(93)}))).await;
+    assert_eq!(
+        res,
+        string_error(
+            4013,
+            "Custom Attributes in channel metadata is larger than 100 bytes"
+        )
+    );
+    let res = request(&mut ws, with_attrs(json!("not an object"))).await;
+    assert_eq!(res["code"], 400);
+    silence(&mut ws).await;
+}
+
+/// 4020: a required field absent (or null) in any request; present with a
+/// wrong type or empty is a plain 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_parameter_is_4020() {
+    let ts = start().await;
+    let mut ws = connect(&ts, "").await;
+    let res = request(
+        &mut ws,
+        json!({"action": "configureSession", "token": "tok"}),
+    )
+    .await;
+    assert_eq!(res, string_error(4020, "missing parameter: deploymentId"));
+    let mut ws = session(&ts, "", "tok").await;
+    let mut no_name = on_attachment("tok", "a", "a.png", "image/png", 5);
+    no_name.as_object_mut().map(|o| o.remove("fileName"));
+    let res = request(&mut ws, no_name).await;
+    assert_eq!(res, string_error(4020, "missing parameter: fileName"));
+    let mut null_size = on_attachment("tok", "a", "a.png", "image/png", 5);
+    null_size["fileSize"] = Value::Null;
+    let res = request(&mut ws, null_size).await;
+    assert_eq!(res, string_error(4020, "missing parameter: fileSize"));
+    let res = request(&mut ws, json!({"action": "onMessage", "token": "tok"})).await;
+    assert_eq!(res, string_error(4020, "missing parameter: message"));
+    let res = request(
+        &mut ws,
+        json!({"action": "onMessage", "token": "tok", "message": {"text": "hi",
+               "content": [{"contentType": "Attachment", "attachment": {}}]}}),
+    )
+    .await;
+    assert_eq!(res, string_error(4020, "missing parameter: attachment.id"));
+    let res = request(
+        &mut ws,
+        json!({"action": "deleteAttachment", "token": "tok"}),
+    )
+    .await;
+    assert_eq!(res, string_error(4020, "missing parameter: attachmentId"));
+    let res = request(&mut ws, json!({"action": "echo", "token": "tok"})).await;
+    assert_eq!(res, string_error(4020, "missing parameter: message"));
+    // Present but unusable: 400.
+    let res = request(
+        &mut ws,
+        json!({"action": "deleteAttachment", "token": "tok",
+                                      "attachmentId": ""}),
+    )
+    .await;
+    assert_eq!(res["code"], 400);
+    let res = request(
+        &mut ws,
+        json!({"action": "echo", "token": "tok", "message": 3}),
+    )
+    .await;
+    assert_eq!(res["code"], 400);
+    let (status, _) = get_json(&ts, "/guest/attachments/a").await;
+    assert_eq!(status, 404);
 }

@@ -106,7 +106,7 @@ async fn chunked_upload_with_308_and_final_200() {
     assert_eq!(i["sha256"], sha256_hex(&data));
     assert_eq!(
         i["faults"],
-        serde_json::json!({"429": 0, "500": 0, "503": 0, "reset": 0})
+        serde_json::json!({"429": 0, "500": 0, "503": 0, "reset": 0, "corrupt": 0})
     );
 
     // Without Content-Range a PUT carries the whole object.
@@ -332,7 +332,7 @@ async fn status_faults_strike_puts_before_storing() {
     assert_eq!(i["offset"], 0, "a faulted PUT stores nothing");
     assert_eq!(
         i["faults"],
-        serde_json::json!({"429": 1, "500": 1, "503": 1, "reset": 0})
+        serde_json::json!({"429": 1, "500": 1, "503": 1, "reset": 0, "corrupt": 0})
     );
     // Latency applies; the plain route works.
     let t = std::time::Instant::now();

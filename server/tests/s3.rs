@@ -131,7 +131,7 @@ async fn presign_put_etag_info_and_replace() {
     );
     assert_eq!(
         i["faults"],
-        json!({"429": 0, "500": 0, "503": 0, "reset": 0})
+        json!({"429": 0, "500": 0, "503": 0, "reset": 0, "corrupt": 0})
     );
 
     // A second valid PUT replaces the object.
@@ -474,7 +474,7 @@ async fn faults_on_put_and_reset_stores_nothing() {
     let i = s3_info(&ts, &key).await;
     assert_eq!(
         i["faults"],
-        json!({"429": 1, "500": 1, "503": 1, "reset": 1})
+        json!({"429": 1, "500": 1, "503": 1, "reset": 1, "corrupt": 0})
     );
     assert_eq!(i["complete"], false);
     // The retry succeeds; bandwidth throttles it (200 kB at 400 kB/s is

@@ -110,7 +110,7 @@ async fn create_patch_head_info_delete_round_trip() {
             "sha256": sha256_hex(&data),
             "complete": true,
             "metadata": {"filename": "report.pdf", "type": "application/pdf"},
-            "faults": {"429": 0, "500": 0, "503": 0, "reset": 0},
+            "faults": {"429": 0, "500": 0, "503": 0, "reset": 0, "corrupt": 0},
         })
     );
     let id = loc.trim_start_matches("/files/");

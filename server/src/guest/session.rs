@@ -241,11 +241,17 @@ impl Conn {
     }
 
     fn configure(&mut self, request: &Value) -> Value {
+        if let Some(field) = wire::missing_field(request, &["token", "deploymentId"]) {
+            return wire::missing_parameter(field);
+        }
         let Some(token) = non_empty(request, "token") else {
-            return wire::string_response(code::BAD_REQUEST, "token is required");
+            return wire::string_response(code::BAD_REQUEST, "token must be a non-empty string");
         };
         let Some(deployment) = non_empty(request, "deploymentId") else {
-            return wire::string_response(code::BAD_REQUEST, "deploymentId is required");
+            return wire::string_response(
+                code::BAD_REQUEST,
+                "deploymentId must be a non-empty string",
+            );
         };
         if deployment != self.deployment_id {
             return wire::string_response(
@@ -285,6 +291,18 @@ impl Conn {
                 }),
             );
         }
+        // As when the deployment's attachments are switched off: Genesys
+        // refuses the request as a whole, before looking at the file.
+        if self.faults.spec.attachments_off || self.app.guest.rules.file_types.is_empty() {
+            return wire::string_response(
+                code::FEATURE_UNAVAILABLE,
+                "feature unavailable: attachments are disabled for this deployment",
+            );
+        }
+        let required = ["attachmentId", "fileName", "fileType", "fileSize"];
+        if let Some(field) = wire::missing_field(request, &required) {
+            return wire::missing_parameter(field);
+        }
         let as_json = request.get("errorsAsJson").and_then(Value::as_bool) == Some(true);
         let (Some(id), Some(file_name), Some(file_type), Some(size)) = (
             non_empty(request, "attachmentId"),
@@ -294,7 +312,8 @@ impl Conn {
         ) else {
             return wire::string_response(
                 code::BAD_REQUEST,
-                "onAttachment needs attachmentId, fileName, fileType and fileSize",
+                "onAttachment needs a non-empty string attachmentId, string fileName and \
+                 fileType, and a whole number fileSize",
             );
         };
         let md5 = request.get("fileMd5").and_then(Value::as_str);
@@ -369,8 +388,11 @@ impl Conn {
     fn on_message(&self, request: &Value) -> Vec<Value> {
         let token = self.token.as_deref().unwrap_or_default();
         let bad = |text: &str| vec![wire::string_response(code::BAD_REQUEST, text)];
+        if wire::missing_field(request, &["message"]).is_some() {
+            return vec![wire::missing_parameter("message")];
+        }
         let Some(message) = request.get("message").and_then(Value::as_object) else {
-            return bad("message is required");
+            return bad("message must be an object");
         };
         let text = message.get("text").and_then(Value::as_str);
         let content = match message.get("content") {
@@ -381,10 +403,40 @@ impl Conn {
         let mut ids = Vec::new();
         for item in &content {
             if item.get("contentType").and_then(Value::as_str) == Some("Attachment") {
-                match item.pointer("/attachment/id").and_then(Value::as_str) {
-                    Some(id) => ids.push(id.to_owned()),
-                    None => return bad("attachment.id is required"),
+                match item.pointer("/attachment/id") {
+                    Some(Value::String(id)) => ids.push(id.clone()),
+                    None | Some(Value::Null) => {
+                        return vec![wire::missing_parameter("attachment.id")]
+                    }
+                    Some(_) => return bad("attachment.id must be a string"),
                 }
+            }
+        }
+        if text.is_some_and(|t| t.encode_utf16().count() > wire::MAX_TEXT_LENGTH) {
+            return vec![wire::string_response(
+                code::MESSAGE_TOO_LONG,
+                "message too long",
+            )];
+        }
+        let custom = match message
+            .get("channel")
+            .and_then(|c| c.pointer("/metadata/customAttributes"))
+        {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(attrs)) => Some(attrs),
+            Some(_) => return bad("channel.metadata.customAttributes must be an object"),
+        };
+        if let Some(attrs) = custom {
+            // Measured as the compact JSON the client sent would be, in bytes.
+            let size = serde_json::to_vec(attrs).map_or(usize::MAX, |v| v.len());
+            if size as u64 > wire::MAX_CUSTOM_DATA_BYTES {
+                return vec![wire::string_response(
+                    code::CUSTOM_ATTRIBUTES_TOO_LARGE,
+                    &format!(
+                        "Custom Attributes in channel metadata is larger than {} bytes",
+                        wire::MAX_CUSTOM_DATA_BYTES
+                    ),
+                )];
             }
         }
         if text.unwrap_or_default().is_empty() && content.is_empty() {
@@ -424,6 +476,9 @@ impl Conn {
             .and_then(Value::as_str)
             .unwrap_or("Text");
         let mut inbound = structured(kind, "Inbound");
+        if let (Some(attrs), Some(channel)) = (custom, inbound.get_mut("channel")) {
+            channel["metadata"] = json!({ "customAttributes": attrs });
+        }
         if let Some(text) = text {
             inbound.insert("text".into(), json!(text));
         }
@@ -446,8 +501,14 @@ impl Conn {
 
     async fn delete_attachment(&self, request: &Value) -> Value {
         let token = self.token.as_deref().unwrap_or_default();
+        if wire::missing_field(request, &["attachmentId"]).is_some() {
+            return wire::missing_parameter("attachmentId");
+        }
         let Some(id) = non_empty(request, "attachmentId") else {
-            return wire::string_response(code::BAD_REQUEST, "attachmentId is required");
+            return wire::string_response(
+                code::BAD_REQUEST,
+                "attachmentId must be a non-empty string",
+            );
         };
         match self.app.guest.delete(token, id) {
             Ok(keys) => {
@@ -469,8 +530,11 @@ impl Conn {
 /// `echo` (the heartbeat of Genesys' own widget): the message back as an
 /// Inbound `StructuredMessage` response with an id.
 fn echo(request: &Value) -> Value {
+    if wire::missing_field(request, &["message"]).is_some() {
+        return wire::missing_parameter("message");
+    }
     let Some(message) = request.get("message").and_then(Value::as_object) else {
-        return wire::string_response(code::BAD_REQUEST, "message is required");
+        return wire::string_response(code::BAD_REQUEST, "message must be an object");
     };
     let mut body = message.clone();
     body.insert("direction".into(), json!("Inbound"));

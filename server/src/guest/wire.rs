@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 /// `errorCode` of a `GenerateUrlError` / `UploadFailureEvent`).
 pub mod code {
     pub const BAD_REQUEST: u32 = 400;
+    /// The deployment has the feature (here: attachments) turned off.
+    pub const FEATURE_UNAVAILABLE: u32 = 4000;
     pub const FILE_TYPE: u32 = 4001;
     pub const FILE_SIZE: u32 = 4002;
     pub const CONTENT_INVALID: u32 = 4003;
@@ -29,14 +31,24 @@ pub mod code {
     pub const ATTACHMENT_EXPIRED: u32 = 4008;
     pub const ATTACHMENT_NOT_FOUND: u32 = 4009;
     pub const NOT_UPLOADED: u32 = 4010;
+    /// An `onMessage` text longer than [`super::MAX_TEXT_LENGTH`].
+    pub const MESSAGE_TOO_LONG: u32 = 4011;
+    /// `customAttributes` larger than [`super::MAX_CUSTOM_DATA_BYTES`].
+    pub const CUSTOM_ATTRIBUTES_TOO_LARGE: u32 = 4013;
+    /// A required field of a request is absent (or null).
+    pub const MISSING_PARAMETER: u32 = 4020;
     pub const RATE_LIMITED: u32 = 4029;
 }
 
 /// Longest file name accepted, in UTF-16 code units (what the browser's
 /// `name.length` and Genesys' Java backend count).
 pub const MAX_FILE_NAME: usize = 255;
-/// `maxCustomDataBytes` in the `SessionResponse` (Genesys' default).
+/// `maxCustomDataBytes` in the `SessionResponse` (Genesys' default), and the
+/// limit on an `onMessage`'s `customAttributes` (4013 above it).
 pub const MAX_CUSTOM_DATA_BYTES: u64 = 100;
+/// Longest `onMessage` text accepted, in UTF-16 code units (4011 above it):
+/// the 4000 characters Genesys allows a web messaging text.
+pub const MAX_TEXT_LENGTH: usize = 4000;
 
 /// A refused request: a guest error code and its message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +84,22 @@ pub fn message(class: &str, code: u32, body: Value) -> Value {
 /// The guest API's plain error (class `string`, the message as body).
 pub fn string_response(code: u32, text: &str) -> Value {
     response("string", code, Value::String(text.to_owned()))
+}
+
+/// The first of `fields` that `request` lacks (absent or null), for a 4020.
+pub fn missing_field<'a>(request: &Value, fields: &[&'a str]) -> Option<&'a str> {
+    fields
+        .iter()
+        .copied()
+        .find(|f| request.get(f).is_none_or(Value::is_null))
+}
+
+/// 4020 for a required field the request lacks.
+pub fn missing_parameter(field: &str) -> Value {
+    string_response(
+        code::MISSING_PARAMETER,
+        &format!("missing parameter: {field}"),
+    )
 }
 
 /// The attachment rules sent in every `SessionResponse`, from
@@ -258,12 +286,17 @@ pub struct GuestFaults {
     pub upload_failure: u64,
     /// Every `onAttachment` answers 4006.
     pub session_expired: bool,
+    /// Every `onAttachment` answers 4000: the deployment's attachments were
+    /// switched off after the session started (the `SessionResponse` still
+    /// lists the rules, so a client asks and meets the refusal).
+    pub attachments_off: bool,
 }
 
 impl GuestFaults {
     /// Parses comma-separated items `rate-limit:N`, `retry-after:SECS`,
     /// `expired-url:N`, `upload-failure:N`, `session-expired` (or
-    /// `session-expired:on|off`). Case and whitespace around items don't
+    /// `session-expired:on|off`), `attachments-off` (or
+    /// `attachments-off:on|off`). Case and whitespace around items don't
     /// matter, empty items are skipped, a repeated item overrides the
     /// earlier one, and an empty spec or `none` means no faults.
     pub fn parse(text: &str) -> Result<GuestFaults, String> {
@@ -293,13 +326,16 @@ impl GuestFaults {
                 "retry-after" => spec.retry_after = Some(count()?),
                 "expired-url" => spec.expired_url = count()?,
                 "upload-failure" => spec.upload_failure = count()?,
-                "session-expired" => {
-                    spec.session_expired = match value {
+                "session-expired" | "attachments-off" => {
+                    let on = match value {
                         None | Some("on") => true,
                         Some("off") => false,
-                        Some(_) => {
-                            return Err(format!("{item:?}: expected session-expired[:on|off]"))
-                        }
+                        Some(_) => return Err(format!("{item:?}: expected {kind}[:on|off]")),
+                    };
+                    if kind == "session-expired" {
+                        spec.session_expired = on;
+                    } else {
+                        spec.attachments_off = on;
                     }
                 }
                 _ => return Err(format!("unknown guest fault {item:?}")),
@@ -331,6 +367,9 @@ impl fmt::Display for GuestFaults {
         }
         if self.session_expired {
             items.push("session-expired".into());
+        }
+        if self.attachments_off {
+            items.push("attachments-off".into());
         }
         if items.is_empty() {
             f.write_str("none")
@@ -492,7 +531,8 @@ mod tests {
     #[test]
     fn guest_fault_specs() {
         let f = GuestFaults::parse(
-            " Rate-Limit:2, retry-after:3,expired-url:1,upload-failure:4,session-expired",
+            " Rate-Limit:2, retry-after:3,expired-url:1,upload-failure:4,session-expired,\
+             attachments-off",
         )
         .expect("valid");
         assert_eq!(
@@ -503,11 +543,17 @@ mod tests {
                 expired_url: 1,
                 upload_failure: 4,
                 session_expired: true,
+                attachments_off: true,
             }
         );
         assert_eq!(
             f.to_string(),
-            "rate-limit:2,retry-after:3,expired-url:1,upload-failure:4,session-expired"
+            "rate-limit:2,retry-after:3,expired-url:1,upload-failure:4,session-expired,\
+             attachments-off"
+        );
+        assert_eq!(
+            GuestFaults::parse("attachments-off:on,attachments-off:off"),
+            Ok(GuestFaults::default())
         );
         assert_eq!(GuestFaults::parse("none"), Ok(GuestFaults::default()));
         assert_eq!(GuestFaults::parse(""), Ok(GuestFaults::default()));
@@ -518,6 +564,7 @@ mod tests {
             "expired-url:x",
             "bogus:1",
             "session-expired:2",
+            "attachments-off:yes",
             "none,none",
         ] {
             assert!(GuestFaults::parse(bad).is_err(), "{bad:?}");

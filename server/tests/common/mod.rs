@@ -87,6 +87,7 @@ pub async fn start_with(opts: Opts<'_>) -> TestServer {
         widget: opts.widget.map(Path::to_path_buf).unwrap_or(missing),
         secret: opts.secret.map(<[u8]>::to_vec),
         guest: opts.guest.unwrap_or_default(),
+        proxy_to: None,
     };
     let server = chunkup_server::start(config).await.expect("server starts");
     TestServer {
