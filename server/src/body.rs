@@ -120,7 +120,7 @@ pub async fn read_body_corrupting(
 
 /// Inverts the byte at `at` (a body position) if it falls inside `data`,
 /// which starts at body position `start`.
-fn flip(data: Bytes, start: u64, at: Option<u64>) -> Bytes {
+pub(crate) fn flip(data: Bytes, start: u64, at: Option<u64>) -> Bytes {
     match at.and_then(|at| at.checked_sub(start)) {
         Some(i) if i < data.len() as u64 => {
             let mut owned = BytesMut::from(&data[..]);

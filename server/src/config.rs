@@ -8,6 +8,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::faults::FaultSpec;
 use crate::guest::GuestRules;
 use crate::proxy::{self, Upstream};
+use crate::store_s3::{self, Secret, StoreConfig};
+
+/// Where `--s3-secret-access-key` is read from when the flag is not given (keeps the
+/// secret off the command line, where `ps` shows it).
+pub const SECRET_ENV: &str = "CHUNKUP_S3_SECRET_ACCESS_KEY";
+/// `--s3-region` when not given: Garage's usual region name.
+pub const DEFAULT_REGION: &str = "garage";
 
 pub const USAGE: &str = "\
 chunkup-server: reference upload server for chunkup (tus 1.0, GCS-style range
@@ -29,8 +36,19 @@ OPTIONS (each also accepted as --name=value):
   --www DIR          static files served at / (default www)
   --pkg DIR          static files served at /pkg/ (default pkg)
   --widget DIR       static files served at /widget/ (default widget/dist)
-  --secret HEX       HMAC key for presigned S3-style PUT URLs, as hex
-                     (default: random per process, so URLs die with it)
+  --s3-endpoint URL  the object store (S3 API, e.g. Garage) this server talks
+                     to: http://HOST:PORT. Enables the put protocol (/presign),
+                     the s3 multipart backend (/s3/...) and guest attachments
+  --s3-public-endpoint URL
+                     where browsers reach the store (presigned URLs are signed
+                     for it), e.g. a fault proxy in front of it (default: the
+                     --s3-endpoint)
+  --s3-region NAME   the store's region (default garage)
+  --s3-bucket NAME   the bucket
+  --s3-access-key-id ID
+  --s3-secret-access-key SECRET
+                     the key (or set CHUNKUP_S3_SECRET_ACCESS_KEY instead, which
+                     keeps it off the command line); never logged
   --guest-file-types LIST
                      guest API: allowed attachment MIME types, comma-separated
                      (default image/*,application/pdf,text/plain)
@@ -62,9 +80,8 @@ pub struct Config {
     pub www: PathBuf,
     pub pkg: PathBuf,
     pub widget: PathBuf,
-    /// HMAC key for presigned PUT URLs; `None` means a random one per
-    /// process.
-    pub secret: Option<Vec<u8>>,
+    /// The object store (`--s3-*`); `None`: put, s3 and guest attachments answer 503.
+    pub store: Option<StoreConfig>,
     /// Attachment rules of the guest API's `SessionResponse`.
     pub guest: GuestRules,
     /// Proxy mode: forward everything there instead of serving.
@@ -83,7 +100,7 @@ impl Default for Config {
             www: PathBuf::from("www"),
             pkg: PathBuf::from("pkg"),
             widget: PathBuf::from("widget/dist"),
-            secret: None,
+            store: None,
             guest: GuestRules::default(),
             proxy_to: None,
         }
@@ -97,10 +114,91 @@ pub enum Command {
     Help,
 }
 
-/// Parses the arguments after the program name. Errors are messages meant
+/// Parses the arguments after the program name, reading the store's secret from
+/// [`SECRET_ENV`] when `--s3-secret-access-key` is not given. Errors are messages meant
 /// for stderr; the binary exits with status 2 on them.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+    parse_args_with_env(args, |name| std::env::var(name).ok())
+}
+
+/// The `--s3-*` flags as given, assembled into a [`StoreConfig`] once all are read.
+#[derive(Default)]
+struct StoreFlags {
+    endpoint: Option<String>,
+    public_endpoint: Option<String>,
+    region: Option<String>,
+    bucket: Option<String>,
+    access_key_id: Option<String>,
+    secret: Option<String>,
+}
+
+impl StoreFlags {
+    fn any(&self) -> bool {
+        self.endpoint.is_some()
+            || self.public_endpoint.is_some()
+            || self.region.is_some()
+            || self.bucket.is_some()
+            || self.access_key_id.is_some()
+            || self.secret.is_some()
+    }
+
+    fn build(self, env: impl Fn(&str) -> Option<String>) -> Result<Option<StoreConfig>, String> {
+        if !self.any() {
+            return Ok(None);
+        }
+        let missing = |flag: &str| format!("{flag} is required with the other --s3-* flags");
+        let endpoint = store_s3::parse_endpoint(
+            &self.endpoint.ok_or_else(|| missing("--s3-endpoint"))?,
+            false,
+        )
+        .map_err(|e| format!("--s3-endpoint: {e}"))?;
+        let public_endpoint = match self.public_endpoint {
+            Some(text) => store_s3::parse_endpoint(&text, true)
+                .map_err(|e| format!("--s3-public-endpoint: {e}"))?,
+            None => endpoint.clone(),
+        };
+        let bucket = self.bucket.ok_or_else(|| missing("--s3-bucket"))?;
+        if bucket.is_empty()
+            || !bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        {
+            return Err(format!("--s3-bucket: {bucket:?} is not a bucket name"));
+        }
+        let region = self.region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        if region.is_empty() || region.contains('/') {
+            return Err(format!("--s3-region: {region:?} is not a region name"));
+        }
+        let access_key_id = self
+            .access_key_id
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| missing("--s3-access-key-id"))?;
+        // The message never repeats the secret.
+        let secret = self
+            .secret
+            .or_else(|| env(SECRET_ENV))
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                format!("--s3-secret-access-key (or {SECRET_ENV}) is required with --s3-endpoint")
+            })?;
+        Ok(Some(StoreConfig {
+            endpoint,
+            public_endpoint,
+            region,
+            bucket,
+            access_key_id,
+            secret_access_key: Secret::new(secret),
+        }))
+    }
+}
+
+/// [`parse_args`] with the environment given as a lookup function (tests).
+pub fn parse_args_with_env<I: IntoIterator<Item = String>>(
+    args: I,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
     let mut config = Config::default();
+    let mut store = StoreFlags::default();
     let mut given: Vec<String> = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -111,6 +209,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
             _ => (arg.clone(), None),
         };
+        // Never the whole argument: a mistyped `--s3-secret…=VALUE` must not print VALUE.
+        let unknown = || format!("unknown argument {name:?}");
         if !matches!(
             name.as_str(),
             "--port"
@@ -122,13 +222,18 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 | "--www"
                 | "--pkg"
                 | "--widget"
-                | "--secret"
+                | "--s3-endpoint"
+                | "--s3-public-endpoint"
+                | "--s3-region"
+                | "--s3-bucket"
+                | "--s3-access-key-id"
+                | "--s3-secret-access-key"
                 | "--guest-file-types"
                 | "--guest-max-kb"
                 | "--guest-blocked"
                 | "--proxy-to"
         ) {
-            return Err(format!("unknown argument {arg:?}"));
+            return Err(unknown());
         }
         let value = match inline {
             Some(v) => v,
@@ -172,18 +277,20 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 config.guest.blocked = GuestRules::parse_blocked(&value)
                     .map_err(|e| format!("--guest-blocked: {e}"))?
             }
-            "--secret" => {
-                config.secret = Some(parse_hex(&value).ok_or_else(|| {
-                    "--secret: expected a non-empty, even number of hex digits".to_owned()
-                })?)
-            }
+            "--s3-endpoint" => store.endpoint = Some(value),
+            "--s3-public-endpoint" => store.public_endpoint = Some(value),
+            "--s3-region" => store.region = Some(value),
+            "--s3-bucket" => store.bucket = Some(value),
+            "--s3-access-key-id" => store.access_key_id = Some(value),
+            "--s3-secret-access-key" => store.secret = Some(value),
             "--proxy-to" => {
                 config.proxy_to =
                     Some(Upstream::parse(&value).map_err(|e| format!("--proxy-to: {e}"))?)
             }
-            _ => return Err(format!("unknown argument {arg:?}")),
+            _ => return Err(unknown()),
         }
     }
+    config.store = store.build(env)?;
     if config.proxy_to.is_some() {
         // Refused rather than ignored, so nobody believes a proxy stores
         // uploads in a --data-dir.
@@ -194,22 +301,6 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         proxy::check_spec(&config.faults).map_err(|e| format!("--faults: {e}"))?;
     }
     Ok(Command::Run(Box::new(config)))
-}
-
-/// Decodes hex (either case); `None` when empty, odd-length or not hex.
-pub fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    // Checked up front: `from_str_radix` would also accept a `+` sign.
-    if text.is_empty()
-        || !text.len().is_multiple_of(2)
-        || !text.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Creates a fresh, uniquely named directory under the system temp dir.
@@ -254,7 +345,7 @@ mod tests {
         assert_eq!(c.max_size, 4_294_967_296);
         assert!(c.data_dir.is_none());
         assert!(c.faults.is_none());
-        assert!(c.secret.is_none());
+        assert!(c.store.is_none());
         assert_eq!(c.www, PathBuf::from("www"));
         assert_eq!(c.pkg, PathBuf::from("pkg"));
         assert_eq!(c.widget, PathBuf::from("widget/dist"));
@@ -282,7 +373,8 @@ mod tests {
             })
         );
         assert!(run(&["--proxy-to", "http://a:1", "--data-dir", "/tmp/x"]).is_err());
-        assert!(run(&["--proxy-to", "http://a:1", "--faults", "corrupt:0.1"]).is_err());
+        assert!(run(&["--proxy-to", "http://a:1", "--faults", "corrupt:0.1"]).is_ok());
+        assert!(run(&["--proxy-to", "http://a:1", "--faults", "checksum:off"]).is_err());
         assert!(run(&["--proxy-to", "https://a:1"]).is_err());
         // corrupt is fine for the server itself.
         assert!(run(&["--faults", "corrupt:0.1"]).is_ok());
@@ -304,7 +396,6 @@ mod tests {
             "w",
             "--pkg",
             "p",
-            "--secret=00fFa1",
             "--widget",
             "wd",
             "--guest-file-types=image/png, */*",
@@ -322,11 +413,80 @@ mod tests {
         assert_eq!(c.max_size, 1000);
         assert_eq!(c.www, PathBuf::from("w"));
         assert_eq!(c.pkg, PathBuf::from("p"));
-        assert_eq!(c.secret, Some(vec![0x00, 0xff, 0xa1]));
         assert_eq!(c.widget, PathBuf::from("wd"));
         assert_eq!(c.guest.file_types, ["image/png", "*/*"]);
         assert_eq!(c.guest.max_kb, 7);
         assert_eq!(c.guest.blocked, [".exe", ".Sh"]);
+    }
+
+    #[test]
+    fn store_flags() {
+        let env = |name: &str| (name == SECRET_ENV).then(|| "from-env".to_owned());
+        let parse = |args: &[&str], env: &dyn Fn(&str) -> Option<String>| match parse_args_with_env(
+            args.iter().map(|s| s.to_string()),
+            env,
+        )? {
+            Command::Run(c) => Ok(*c),
+            Command::Help => Err("help".to_owned()),
+        };
+        let none = |_: &str| None;
+        let base = [
+            "--s3-endpoint",
+            "http://127.0.0.1:3900",
+            "--s3-bucket=chunkup",
+            "--s3-access-key-id",
+            "GK1",
+        ];
+        let c = parse(&base, &env).expect("secret from the environment");
+        let store = c.store.expect("store");
+        assert_eq!(store.endpoint.as_str(), "http://127.0.0.1:3900/");
+        assert_eq!(store.public_endpoint, store.endpoint);
+        assert_eq!(store.region, "garage");
+        assert_eq!(store.secret_access_key.expose(), "from-env");
+        let mut args = base.to_vec();
+        args.extend([
+            "--s3-secret-access-key=flag",
+            "--s3-public-endpoint",
+            "http://127.0.0.1:4000",
+            "--s3-region",
+            "r1",
+        ]);
+        let store = parse(&args, &env).expect("parses").store.expect("store");
+        assert_eq!(store.secret_access_key.expose(), "flag", "the flag wins");
+        assert_eq!(store.public_endpoint.as_str(), "http://127.0.0.1:4000/");
+        assert_eq!(store.region, "r1");
+        let err = parse(&base, &none).expect_err("no secret");
+        assert!(err.contains(SECRET_ENV), "{err}");
+        assert!(parse(&["--s3-bucket", "b"], &env).is_err(), "no endpoint");
+        assert!(parse(
+            &[
+                "--s3-endpoint",
+                "https://a:1",
+                "--s3-bucket",
+                "b",
+                "--s3-access-key-id",
+                "k"
+            ],
+            &env
+        )
+        .is_err());
+        assert!(parse(
+            &[
+                "--s3-endpoint",
+                "http://a:1",
+                "--s3-bucket",
+                "B!",
+                "--s3-access-key-id",
+                "k"
+            ],
+            &env
+        )
+        .is_err());
+        // A mistyped secret flag is refused without echoing the value.
+        let err = parse(&["--s3-secret=hunter2"], &none).expect_err("unknown");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(parse(&["--proxy-to", "http://a:1", "--s3-bucket", "b"], &env).is_err());
+        assert!(parse(&[], &env).expect("no store").store.is_none());
     }
 
     #[test]
@@ -340,9 +500,10 @@ mod tests {
         assert!(run(&["--guest-file-types", "image"]).is_err());
         assert!(run(&["--guest-max-kb", "-1"]).is_err());
         assert!(run(&["--guest-blocked", "a/b"]).is_err());
-        for bad in ["", "abc", "zz", "+1"] {
-            assert!(run(&["--secret", bad]).is_err(), "{bad:?}");
-        }
+        assert!(
+            run(&["--secret", "00"]).is_err(),
+            "the HMAC presigner is gone"
+        );
         assert_eq!(run(&["--help"]).err().as_deref(), Some("help"));
     }
 }

@@ -75,6 +75,10 @@ pub struct FaultSpec {
     /// so clients send no `Upload-Checksum` and a broken PATCH keeps its
     /// partial body (only meaningful in a `/faults/{spec}/` path).
     pub checksum_off: bool,
+    /// `token:N`: requests must carry `Authorization: Bearer <token>`, and each token is
+    /// good for N requests; a missing or used-up token gets 401 (tokens that expire, for
+    /// the client's credential refresh).
+    pub token_uses: Option<u64>,
 }
 
 /// A spec that could not be parsed; the message names the offending item.
@@ -139,6 +143,15 @@ impl FaultSpec {
                     } else {
                         spec.retry_after_secs = Some(parse_u64(item, value)?);
                     }
+                }
+                "token" => {
+                    let uses = parse_u64(item, value)?;
+                    if uses == 0 {
+                        return Err(SpecError(format!(
+                            "{item:?}: a token must be good for at least 1 request"
+                        )));
+                    }
+                    spec.token_uses = Some(uses);
                 }
                 "checksum" => match value {
                     "off" => spec.checksum_off = true,
@@ -263,6 +276,9 @@ impl fmt::Display for FaultSpec {
         }
         if self.checksum_off {
             items.push("checksum:off".into());
+        }
+        if let Some(uses) = self.token_uses {
+            items.push(format!("token:{uses}"));
         }
         if items.is_empty() {
             f.write_str("none")
@@ -403,6 +419,8 @@ impl FaultCounters {
 pub struct FaultEngine {
     state: Mutex<EngineState>,
     pub counters: FaultCounters,
+    /// `token:N`: how many requests each bearer token has been used for.
+    token_uses: Mutex<HashMap<String, u64>>,
 }
 
 #[derive(Debug)]
@@ -424,7 +442,24 @@ impl FaultEngine {
                 creation: HashMap::new(),
             }),
             counters: FaultCounters::default(),
+            token_uses: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `token:N`: counts one use of the bearer token in `authorization` (a header value)
+    /// and says whether it was still good (at most `limit` uses). Tokens are never logged.
+    pub fn use_token(&self, authorization: Option<&str>, limit: u64) -> bool {
+        let Some(token) = authorization
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        else {
+            return false;
+        };
+        let mut uses = self.token_uses.lock().unwrap_or_else(|e| e.into_inner());
+        let used = uses.entry(token.to_owned()).or_insert(0);
+        *used += 1;
+        *used <= limit
     }
 
     fn lock(&self) -> MutexGuard<'_, EngineState> {
@@ -470,9 +505,9 @@ impl FaultEngine {
     }
 
     /// Draws a stream seed from the creation stream `key` without rolling
-    /// any fault: for creations that are never faulted (range sessions and
-    /// presigned keys are created by the app's backend, not by the client
-    /// whose retries are under test). Callers prefix `key` with their
+    /// any fault: for creations that are never faulted (range sessions are
+    /// created by the app's backend, not by the client whose retries are
+    /// under test). Callers prefix `key` with their
     /// protocol so they do not shift the tus creation streams.
     pub fn draw_seed(&self, key: &str) -> u64 {
         let mut st = self.lock();
@@ -500,6 +535,26 @@ impl FaultEngine {
     /// is known for it).
     pub fn seed_for_existing(&self, id: &str) -> u64 {
         derive_seed(self.seed(), &format!("existing:{id}"))
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_good_for_their_number_of_uses() {
+        let spec = FaultSpec::parse("token:2").unwrap();
+        assert_eq!(spec.token_uses, Some(2));
+        assert_eq!(spec.to_string(), "token:2");
+        assert!(FaultSpec::parse("token:0").is_err());
+        let engine = FaultEngine::new(FaultSpec::default(), 1);
+        assert!(engine.use_token(Some("Bearer a"), 2));
+        assert!(engine.use_token(Some("Bearer a"), 2));
+        assert!(!engine.use_token(Some("Bearer a"), 2), "used up");
+        assert!(engine.use_token(Some("Bearer b"), 2), "a fresh token");
+        assert!(!engine.use_token(None, 2));
+        assert!(!engine.use_token(Some("Basic xyz"), 2));
     }
 }
 

@@ -1,10 +1,11 @@
 //! chunkup-server: the reference tus 1.0.0 upload server for chunkup's demo
-//! and browser tests, with deterministic fault injection. It also speaks two
-//! other upload protocols under the same route families and faults: a
-//! GCS-style resumable session (`range.rs`) and an S3-style presigned
-//! single PUT (`s3.rs`, `presign.rs`). On top of the presigned PUT sits an
-//! emulator of the Genesys Cloud Web Messaging guest API's attachment flow
-//! (`guest/`, a WebSocket).
+//! and browser tests, with deterministic fault injection. It also speaks a
+//! GCS-style resumable session (`range.rs`) under the same route families and
+//! faults, and it is the widget's backend for an S3-compatible object store
+//! (Garage in the tests, `store_s3.rs`): presigned single PUTs (`s3.rs`) and
+//! multipart uploads through presigned part URLs (`multipart.rs`), all signed
+//! with rusty-s3. On top of the presigned PUT sits an emulator of the Genesys
+//! Cloud Web Messaging guest API's attachment flow (`guest/`, a WebSocket).
 //!
 //! This file wires the pieces together (shared state, router and layers,
 //! startup); `main.rs` only adds the command line. Tests start the server
@@ -24,12 +25,13 @@ pub mod control;
 pub mod faults;
 pub mod guest;
 pub mod logging;
-pub mod presign;
+pub mod multipart;
 pub mod proxy;
 pub mod range;
 pub mod s3;
 pub mod statics;
 pub mod store;
+pub mod store_s3;
 pub mod tus;
 
 use std::net::SocketAddr;
@@ -39,6 +41,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderName, Method};
 use axum::{middleware, Router};
+use store_s3::ObjectStore;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowHeaders, Any, CorsLayer};
@@ -46,7 +49,6 @@ use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 pub use config::Config;
 use faults::FaultEngine;
 use guest::GuestState;
-use presign::S3Store;
 use store::Store;
 
 /// State shared by all handlers.
@@ -56,8 +58,9 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// GCS-style range sessions (same machinery, own directory).
     pub range: Arc<Store>,
-    /// S3-style presigned keys and objects.
-    pub s3: Arc<S3Store>,
+    /// The object store behind put, s3 (multipart) and guest attachments; `None`
+    /// without `--s3-endpoint`.
+    pub object_store: Option<Arc<ObjectStore>>,
     pub faults: Arc<FaultEngine>,
     pub max_size: u64,
     /// Guest API sessions and attachments.
@@ -66,7 +69,7 @@ pub struct AppState {
 
 /// Headers a cross-origin page (the wasm-bindgen-test runner, the demo on
 /// another port) must be able to read (`range` for the range protocol's
-/// 308s, `etag` for the S3-style PUT). `tus::tus_headers` repeats them on
+/// 308s, `etag` for downloads of guest attachments). `tus::tus_headers` repeats them on
 /// OPTIONS answers, which the CORS layer treats as preflights and leaves
 /// without `Access-Control-Expose-Headers`; a real tus client reads the
 /// `Tus-*` headers of its own OPTIONS request.
@@ -110,6 +113,7 @@ pub fn build_router(state: AppState, www: &Path, pkg: &Path, widget: &Path) -> R
         .merge(tus::routes())
         .merge(range::routes())
         .merge(s3::routes())
+        .merge(multipart::routes())
         .merge(guest::routes())
         .merge(control::routes())
         .merge(statics::router(www, pkg, widget))
@@ -127,6 +131,8 @@ pub fn build_router(state: AppState, www: &Path, pkg: &Path, widget: &Path) -> R
 pub enum StartError {
     DataDir(PathBuf, std::io::Error),
     Bind(String, std::io::Error),
+    /// The object store is misconfigured or cannot be reached (message without secrets).
+    Store(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -134,6 +140,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::DataDir(dir, e) => write!(f, "data dir {}: {e}", dir.display()),
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::Store(msg) => write!(f, "object store: {msg}"),
         }
     }
 }
@@ -152,8 +159,6 @@ pub struct Server {
     pub temp_data_dir: bool,
     pub state: AppState,
     accept: JoinHandle<()>,
-    /// Turns S3 upload events into guest API events.
-    guest_events: JoinHandle<()>,
 }
 
 impl Server {
@@ -178,12 +183,25 @@ pub(crate) fn http_url(host: &str, port: u16) -> String {
 impl Drop for Server {
     fn drop(&mut self) {
         self.accept.abort();
-        self.guest_events.abort();
+        self.state.guest.close();
     }
 }
 
 /// Binds, loads the data dir and starts serving on the current runtime.
 pub async fn start(config: Config) -> Result<Server, StartError> {
+    let object_store = match &config.store {
+        None => None,
+        Some(c) => {
+            let store = ObjectStore::new(c).map_err(StartError::Store)?;
+            // Fail at startup, with the reason, rather than on the first upload (and
+            // before a temporary data dir exists that would then be left behind).
+            store
+                .check_bucket()
+                .await
+                .map_err(|e| StartError::Store(e.to_string()))?;
+            Some(Arc::new(store))
+        }
+    };
     let (data_dir, temp_data_dir) = match &config.data_dir {
         Some(dir) => (dir.clone(), false),
         None => {
@@ -196,19 +214,16 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let store = Store::open(&data_dir, |id| faults.seed_for_existing(id))
         .map_err(|e| StartError::DataDir(data_dir.clone(), e))?;
     // Subdirectories are skipped by the tus store's loader (their names are
-    // not upload ids), so the three protocols never see each other's files.
+    // not upload ids), so the two protocols never see each other's files.
     let range_dir = data_dir.join("range");
     let range = Store::open(&range_dir, |id| {
         faults.seed_for_existing(&format!("range:{id}"))
     })
     .map_err(|e| StartError::DataDir(range_dir.clone(), e))?;
-    let s3_dir = data_dir.join("s3");
-    let s3 = S3Store::open(&s3_dir, config.secret.clone())
-        .map_err(|e| StartError::DataDir(s3_dir.clone(), e))?;
     let state = AppState {
         store: Arc::new(store),
         range: Arc::new(range),
-        s3: Arc::new(s3),
+        object_store,
         faults,
         max_size: config.max_size,
         guest: Arc::new(GuestState::new(config.guest.clone())),
@@ -221,9 +236,6 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Bind(config.host.clone(), e))?;
-    // Subscribed before the first connection is accepted, so no upload
-    // event can be missed.
-    let guest_events = guest::spawn_listener(state.clone());
     let accept = tokio::spawn(conn::serve(listener, app));
     Ok(Server {
         addr,
@@ -232,6 +244,5 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         temp_data_dir,
         state,
         accept,
-        guest_events,
     })
 }

@@ -43,6 +43,12 @@ fn main() -> ExitCode {
         if let Some(upstream) = config.proxy_to.take() {
             return run_proxy(upstream, *config, shutdown).await;
         }
+        let store_line = config.store.as_ref().map(|s| {
+            format!(
+                "store bucket {} at {} (browsers: {})",
+                s.bucket, s.endpoint, s.public_endpoint
+            )
+        });
         let server = match chunkup_server::start(*config).await {
             Ok(s) => s,
             Err(e) => {
@@ -56,8 +62,13 @@ fn main() -> ExitCode {
         let _ = writeln!(out, "chunkup-server listening on {}", server.url());
         let _ = out.flush();
         drop(out);
+        // The store's endpoints and bucket, never its key.
+        let store = match (&server.state.object_store, &store_line) {
+            (Some(_), Some(line)) => line.clone(),
+            _ => "no object store".to_owned(),
+        };
         eprintln!(
-            "chunkup-server: data dir {}, faults {}, seed {}",
+            "chunkup-server: data dir {}, faults {}, seed {}, {store}",
             server.data_dir.display(),
             server.state.faults.global_spec(),
             server.state.faults.seed()

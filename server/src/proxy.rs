@@ -14,9 +14,19 @@
 //! `reset` on a body with a `Content-Length` of at least 2: the proxy
 //! forwards a random 1..len-1 bytes, closes the upstream connection (which
 //! then holds whatever a real dropped connection would have left it), and
-//! kills the client's connection with RST. `corrupt` is refused: the proxy
-//! cannot know whether the upstream verifies a checksum (@tus/server does
-//! not), and a flipped byte it does not catch would be stored.
+//! kills the client's connection with RST. `corrupt` inverts one byte of a
+//! body on its way, but only of a request that carries a checksum an object
+//! store verifies (`x-amz-checksum-*` as a header or in the query, or
+//! `Content-MD5`): the store then refuses the body and the client re-sends.
+//! Anywhere else (tus: @tus/server verifies nothing) the flipped byte would
+//! simply be stored, so it never strikes there.
+//!
+//! A path starting with `/faults/{spec}/` (the spec percent-encoded as one
+//! segment, as on the server) uses that spec instead of the global one, and
+//! the prefix is stripped before forwarding: the upstream sees the rest. The
+//! reference server puts such prefixes in front of the presigned URLs it
+//! signs for an object store behind this proxy, whose signature covers the
+//! path without the prefix (`store_s3::with_base`).
 //!
 //! Each request path rolls on its own stream (from the seed and the path),
 //! so an upload's requests meet the same faults whatever else runs beside
@@ -121,14 +131,6 @@ impl std::fmt::Display for Upstream {
 
 /// Fault specs the proxy can apply; the message says why not otherwise.
 pub fn check_spec(spec: &FaultSpec) -> Result<(), String> {
-    if spec.corrupt.is_some_and(|p| p > 0.0) {
-        return Err(
-            "corrupt is not applied by the proxy: it cannot know whether the \
-                    upstream verifies a checksum (@tus/server does not), and a flipped \
-                    byte that is not caught would be stored"
-                .into(),
-        );
-    }
     if spec.checksum_off {
         return Err("checksum:off has no meaning for the proxy".into());
     }
@@ -267,6 +269,54 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(parse_tus_u64)
 }
 
+/// The route family of a request: the spec of a `/faults/{spec}/` prefix (stripped from
+/// the forwarded target) or the global one. `Err` for a prefix whose spec does not parse
+/// or cannot be applied here.
+fn family(p: &ProxyState, parts: &Parts) -> Result<(FaultSpec, String), String> {
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let Some(rest) = path_and_query.strip_prefix("/faults/") else {
+        return Ok((p.faults.global_spec(), path_and_query.to_owned()));
+    };
+    let (raw, tail) = match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
+        _ => return Err("a /faults/{spec} prefix must be followed by a path".into()),
+    };
+    let decoded = tus::percent_decode(raw).ok_or("bad percent-encoding in the fault spec")?;
+    let spec = FaultSpec::parse(&decoded).map_err(|e| e.to_string())?;
+    check_spec(&spec)?;
+    Ok((spec, tail.to_owned()))
+}
+
+/// Whether a request carries a checksum an object store verifies, so that a corrupted
+/// byte is refused rather than stored.
+fn carries_store_checksum(parts: &Parts) -> bool {
+    let header = parts.headers.keys().any(|name| {
+        name.as_str().starts_with("x-amz-checksum-") && name.as_str() != "x-amz-checksum-algorithm"
+            || name.as_str() == "content-md5"
+    });
+    let query = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|pair| {
+            let name = pair
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            name.starts_with("x-amz-checksum-") && name != "x-amz-checksum-algorithm"
+        });
+    header || query
+}
+
+/// The `corrupt` fault in flight: the body byte at `at` is inverted on its way.
+struct Flip {
+    at: u64,
+    faults: Arc<FaultEngine>,
+    note: LogNote,
+}
+
 /// Every request but `/__faults`.
 async fn forward(
     State(p): State<ProxyState>,
@@ -275,15 +325,25 @@ async fn forward(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
+    let (spec, target) = match family(&p, &parts) {
+        Ok(family) => family,
+        Err(msg) => {
+            let res = with_cors(
+                tus::plain(StatusCode::BAD_REQUEST, &format!("proxy: {msg}")),
+                &parts.headers,
+            );
+            return body::reject(body, res).await;
+        }
+    };
     if !is_write(&parts.method) {
-        return pass(&p, &parts, body, None).await;
+        return pass(&p, &parts, &target, body, None, None).await;
     }
-    let spec = p.faults.global_spec();
     if let Some(delay) = spec.latency() {
         tokio::time::sleep(delay).await;
     }
     let length = content_length(&parts.headers);
-    let decision = p.faults.with_stream(parts.uri.path(), |rng| {
+    let stream = parts.uri.path().to_owned();
+    let decision = p.faults.with_stream(&stream, |rng| {
         let kind = spec.roll(rng, length.is_some_and(|n| n >= 2))?;
         let cut = match (kind, length) {
             // Strictly inside the body, as on the server.
@@ -293,13 +353,32 @@ async fn forward(
         Some((kind, cut))
     });
     match decision {
-        None => pass(&p, &parts, body, spec.bandwidth).await,
+        None => {
+            // On a stream of its own, so adding `corrupt` to a spec leaves every other
+            // fault where it was; rolled only where a store verifies the body.
+            let flip = match length {
+                Some(len)
+                    if len > 0 && spec.corrupt.is_some() && carries_store_checksum(&parts) =>
+                {
+                    p.faults.with_stream(&format!("corrupt:{stream}"), |rng| {
+                        spec.roll_corrupt(rng, len)
+                    })
+                }
+                _ => None,
+            }
+            .map(|at| Flip {
+                at,
+                faults: p.faults.clone(),
+                note: note.clone(),
+            });
+            pass(&p, &parts, &target, body, spec.bandwidth, flip).await
+        }
         Some((kind, cut)) => {
             p.faults.counters.bump(kind);
             note.set(format!("fault={}", kind.label()));
             if kind == FaultKind::Reset {
                 let kill = kill.map(|Extension(k)| k);
-                return reset(&p, &parts, body, cut, spec.bandwidth, kill, &note).await;
+                return reset(&p, &parts, &target, body, cut, spec.bandwidth, kill, &note).await;
             }
             let res = with_cors(tus::fault_response(kind, &spec), &parts.headers);
             body::reject(body, res).await
@@ -371,23 +450,20 @@ fn bad_gateway(request: &HeaderMap, why: &str, e: &dyn std::fmt::Display) -> Res
 async fn pass(
     p: &ProxyState,
     parts: &Parts,
+    target: &str,
     client_body: Body,
     bandwidth: Option<u64>,
+    flip: Option<Flip>,
 ) -> Response {
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     let has_body = content_length(&parts.headers).is_some_and(|n| n > 0)
         || parts.headers.contains_key(TRANSFER_ENCODING);
     let body = if has_body {
-        Either::Left(pump(client_body, bandwidth))
+        Either::Left(pump(client_body, bandwidth, flip))
     } else {
         Either::Right(Empty::<Bytes>::new())
     };
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
     let mut request = hyper::Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = match target.parse() {
@@ -424,10 +500,12 @@ async fn pass(
 
 /// The client's body as the upstream request's body, read on a task of its
 /// own so `bandwidth` can pace it; a client body that breaks aborts the
-/// upstream body, which makes hyper drop the upstream connection.
+/// upstream body, which makes hyper drop the upstream connection. With
+/// `flip`, one byte is inverted on its way (counted and logged once it went by).
 fn pump(
     mut client: Body,
     bandwidth: Option<u64>,
+    flip: Option<Flip>,
 ) -> http_body_util::Channel<Bytes, std::io::Error> {
     let (mut tx, rx) = http_body_util::Channel::new(4);
     tokio::spawn(async move {
@@ -441,9 +519,16 @@ fn pump(
                     break;
                 }
                 Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else {
+                    let Ok(mut data) = frame.into_data() else {
                         continue; // trailers: none of our clients send them
                     };
+                    if let Some(f) = flip.as_ref() {
+                        if (sent..sent + data.len() as u64).contains(&f.at) {
+                            data = body::flip(data, sent, Some(f.at));
+                            f.faults.counters.bump(FaultKind::Corrupt);
+                            f.note.set(format!("fault=corrupt at={}", f.at));
+                        }
+                    }
                     sent += data.len() as u64;
                     if tx.send_data(data).await.is_err() {
                         break; // the upstream gave up
@@ -462,9 +547,11 @@ fn pump(
 /// kills the client's connection. Written by hand rather than through
 /// hyper's client because the point is to control exactly which bytes reach
 /// the upstream before the connection ends, which hyper does not expose.
+#[allow(clippy::too_many_arguments)]
 async fn reset(
     p: &ProxyState,
     parts: &Parts,
+    target: &str,
     mut client_body: Body,
     cut: u64,
     bandwidth: Option<u64>,
@@ -472,7 +559,6 @@ async fn reset(
     note: &LogNote,
 ) -> Response {
     let mut head = Vec::new();
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     head.extend_from_slice(format!("{} {target} HTTP/1.1\r\n", parts.method).as_bytes());
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
@@ -574,8 +660,7 @@ mod tests {
     fn specs_for_the_proxy() {
         let spec = |s: &str| FaultSpec::parse(s).expect("valid");
         assert!(check_spec(&spec("429:0.1,503:0.1,reset:0.2,latency:5")).is_ok());
-        assert!(check_spec(&spec("corrupt:0")).is_ok());
-        assert!(check_spec(&spec("corrupt:0.1")).is_err());
+        assert!(check_spec(&spec("corrupt:0.1")).is_ok());
         assert!(check_spec(&spec("checksum:off")).is_err());
     }
 

@@ -21,6 +21,7 @@
 //! still committed (or cut back) before the next request sees the session.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -173,6 +174,9 @@ async fn create_session(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Some(refused) = target.refusal() {
+        return reject(body, refused).await;
+    }
     target.delay().await;
     let res = create(&app, &target, &headers).await;
     reject(body, res).await
@@ -219,6 +223,9 @@ async fn put_session(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Some(refused) = target.refusal() {
+        return reject(body, refused).await;
+    }
     target.delay().await;
     let Some(session) = target.id.as_deref().and_then(|id| app.range.get(id)) else {
         return reject(body, not_found()).await;
@@ -409,7 +416,7 @@ impl ChunkJob {
     async fn receive(self, mut body: Body, guard: OwnedMutexGuard<()>) -> Response {
         let store = &self.app.range;
         let appender = Appender::start(self.session.bin_path(), self.start, None);
-        let (end, _) = body::read_body_skipping(
+        let (end, read) = body::read_body_skipping(
             &mut body,
             self.chunk.len,
             self.skip,
@@ -418,6 +425,7 @@ impl ChunkJob {
             self.bandwidth,
         )
         .await;
+        self.session.received.fetch_add(read, Ordering::Relaxed);
         let written = match appender.finish().await {
             Ok(a) if end != BodyEnd::WriteFailed => a.written,
             Ok(_) => {
@@ -481,6 +489,7 @@ impl ChunkJob {
             )
             .await
             .1;
+            self.session.received.fetch_add(read, Ordering::Relaxed);
         }
         let kept = match appender.finish().await {
             Ok(a) => self.keep_aligned(a.written).await,
@@ -500,6 +509,9 @@ impl ChunkJob {
 
 /// DELETE: cancels the session. GCS answers 499; never faulted.
 async fn delete_session(State(app): State<AppState>, target: Target) -> Response {
+    if let Some(refused) = target.refusal() {
+        return refused;
+    }
     target.delay().await;
     let Some(session) = target.id.as_deref().and_then(|id| app.range.get(id)) else {
         return not_found();

@@ -60,6 +60,9 @@ pub struct Upload {
     /// spec with `corrupt` rolls the other kinds exactly as one without.
     corrupt_rng: Mutex<Prng>,
     pub faults: FaultCounters,
+    /// Body bytes read for this upload by this process, kept or not (a test can tell how
+    /// much a client sent twice). Not persisted.
+    pub received: AtomicU64,
     deleted: AtomicBool,
     bin: PathBuf,
     sidecar: PathBuf,
@@ -188,6 +191,7 @@ impl Store {
             rng: Mutex::new(Prng::new(seed)),
             corrupt_rng: Mutex::new(corrupt_stream(seed)),
             faults: FaultCounters::default(),
+            received: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
             bin,
             sidecar,
@@ -259,6 +263,7 @@ impl Store {
             rng: Mutex::new(Prng::new(rng_seed)),
             corrupt_rng: Mutex::new(corrupt_stream(rng_seed)),
             faults: FaultCounters::default(),
+            received: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
             sidecar: self.dir.join(format!("{id}.json")),
             bin,

@@ -187,6 +187,9 @@ pub struct Target {
     /// received ("" or "/faults/<raw>").
     pub(crate) base: String,
     pub(crate) id: Option<String>,
+    /// `token:N` refused this request's credentials: handlers answer 401 (after reading
+    /// the body, as every refusal does, so the connection stays usable).
+    pub(crate) unauthorized: bool,
 }
 
 impl FromRequestParts<AppState> for Target {
@@ -204,8 +207,10 @@ impl FromRequestParts<AppState> for Target {
             };
         let id = params.get("id").cloned();
         let Some(decoded) = params.get("spec") else {
+            let spec = app.faults.global_spec();
             return Ok(Target {
-                spec: app.faults.global_spec(),
+                unauthorized: !token_ok(app, parts, &spec),
+                spec,
                 stream_key: "global".into(),
                 base: String::new(),
                 id,
@@ -222,10 +227,41 @@ impl FromRequestParts<AppState> for Target {
             .and_then(|rest| rest.split('/').next())
             .unwrap_or_default();
         Ok(Target {
+            unauthorized: !token_ok(app, parts, &spec),
             stream_key: format!("path:{spec}"),
             spec,
             base: format!("/faults/{raw}"),
             id,
+        })
+    }
+}
+
+/// `token:N`: a request (other than OPTIONS and the `/info` introspection) must carry a
+/// bearer token that has been used fewer than N times.
+fn token_ok(app: &AppState, parts: &Parts, spec: &FaultSpec) -> bool {
+    let Some(limit) = spec.token_uses else {
+        return true;
+    };
+    if parts.method == axum::http::Method::OPTIONS || parts.uri.path().ends_with("/info") {
+        return true;
+    }
+    let authorization = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    app.faults.use_token(authorization, limit)
+}
+
+impl Target {
+    /// The 401 of a request whose token `token:N` refused, if it was refused.
+    pub(crate) fn refusal(&self) -> Option<Response> {
+        self.unauthorized.then(|| {
+            let mut res = plain(StatusCode::UNAUTHORIZED, "token missing or expired");
+            res.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            res
         })
     }
 }
@@ -363,6 +399,9 @@ async fn create_upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Some(refused) = target.refusal() {
+        return reject(body, refused).await;
+    }
     let res = create(&app, &target, &note, &headers).await;
     reject(body, res).await
 }
@@ -425,6 +464,9 @@ async fn create(app: &AppState, target: &Target, note: &LogNote, headers: &Heade
 /// HEAD: current offset. Waits for an in-flight PATCH so the offset it
 /// reports includes whatever that PATCH kept.
 async fn head_upload(State(app): State<AppState>, target: Target, note: LogNote) -> Response {
+    if let Some(refused) = target.refusal() {
+        return refused;
+    }
     target.delay().await;
     let Some(upload) = target.upload(&app) else {
         return not_found();
@@ -471,6 +513,9 @@ async fn patch_upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Some(refused) = target.refusal() {
+        return reject(body, refused).await;
+    }
     target.delay().await;
     let Some(upload) = target.upload(&app) else {
         return reject(body, not_found()).await;
@@ -598,6 +643,20 @@ struct PatchJob {
 
 impl PatchJob {
     async fn read_body(
+        &self,
+        body: &mut Body,
+        limit: u64,
+        sink: Option<&Appender>,
+        probe_end: bool,
+    ) -> (BodyEnd, u64) {
+        let read = self.read_body_inner(body, limit, sink, probe_end).await;
+        self.upload
+            .received
+            .fetch_add(read.1, std::sync::atomic::Ordering::Relaxed);
+        read
+    }
+
+    async fn read_body_inner(
         &self,
         body: &mut Body,
         limit: u64,
@@ -754,6 +813,9 @@ fn checksum_mismatch() -> Response {
 
 /// DELETE: termination extension.
 async fn delete_upload(State(app): State<AppState>, target: Target) -> Response {
+    if let Some(refused) = target.refusal() {
+        return refused;
+    }
     target.delay().await;
     let Some(upload) = target.upload(&app) else {
         return not_found();
@@ -777,6 +839,10 @@ pub struct Info {
     pub complete: bool,
     pub metadata: BTreeMap<String, String>,
     pub faults: CounterSnapshot,
+    /// tus and range: body bytes read for this upload since the server started, kept or
+    /// not (how much a client sent twice); absent for put objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received: Option<u64>,
 }
 
 pub(crate) fn json_error(status: StatusCode, msg: &str) -> Response {
@@ -810,6 +876,7 @@ pub(crate) async fn upload_info(store: &Store, upload: &std::sync::Arc<Upload>) 
         complete: meta.complete(),
         metadata: meta.metadata,
         faults: upload.faults.snapshot(),
+        received: Some(upload.received.load(std::sync::atomic::Ordering::Relaxed)),
     })
     .into_response()
 }

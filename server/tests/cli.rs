@@ -81,8 +81,11 @@ fn bad_arguments_exit_2() {
             "--proxy-to",
             "http://127.0.0.1:1",
             "--faults",
-            "corrupt:0.5",
+            "checksum:off",
         ][..],
+        &["--proxy-to", "http://127.0.0.1:1", "--s3-bucket", "b"][..],
+        &["--s3-endpoint", "http://127.0.0.1:1", "--s3-bucket", "b"][..],
+        &["--secret", "00"][..],
         &["--proxy-to", "127.0.0.1:1"][..],
     ] {
         let out = Command::new(BIN).args(args).output().expect("run");
@@ -106,7 +109,13 @@ fn help_exits_0() {
         "--max-size",
         "--www",
         "--pkg",
-        "--secret",
+        "--s3-endpoint",
+        "--s3-public-endpoint",
+        "--s3-region",
+        "--s3-bucket",
+        "--s3-access-key-id",
+        "--s3-secret-access-key",
+        "CHUNKUP_S3_SECRET_ACCESS_KEY",
         "--widget",
         "--guest-file-types",
         "--guest-max-kb",
@@ -114,6 +123,47 @@ fn help_exits_0() {
         "--proxy-to",
     ] {
         assert!(text.contains(flag), "{flag}");
+    }
+}
+
+/// A store that cannot be reached stops the server at startup (status 1), with a message
+/// that names the store but never the secret, whichever way it was given.
+#[test]
+fn unreachable_store_fails_at_startup_without_leaking_the_secret() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let base = [
+        "--port",
+        "0",
+        "--s3-endpoint",
+        endpoint.as_str(),
+        "--s3-bucket",
+        "chunkup",
+        "--s3-access-key-id",
+        "GKtest",
+    ];
+    let with_flag = Command::new(BIN)
+        .args(base)
+        .args(["--s3-secret-access-key", "hunter2-flag"])
+        .output()
+        .expect("run");
+    let with_env = Command::new(BIN)
+        .args(base)
+        .env("CHUNKUP_S3_SECRET_ACCESS_KEY", "hunter2-env")
+        .output()
+        .expect("run");
+    for out in [with_flag, with_env] {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stdout.is_empty(), "no listening line");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("object store: store HeadBucket: no answer"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }
 

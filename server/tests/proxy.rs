@@ -2,7 +2,10 @@
 //! path, query, headers with `Host`, bodies, reason phrases, preflights),
 //! faults strike write requests only, a `reset` leaves the upstream what it
 //! received and the client a dead connection, and `/__faults` is the
-//! proxy's own. The upstream here is the reference server without faults.
+//! proxy's own. The upstream here is the reference server without faults, and
+//! for presigned URLs a real Garage cluster (signed for the proxy's host, since
+//! the proxy forwards `Host` unchanged): `/faults/{spec}/` prefixes, and
+//! `corrupt` striking only bodies whose checksum Garage verifies.
 
 mod common;
 
@@ -144,38 +147,6 @@ async fn forwards_requests_and_answers_unchanged() {
         .json();
     assert_eq!(i["sha256"], sha256_hex(&data));
 
-    // Host goes through unchanged: URLs the upstream builds from it point at
-    // the proxy; and a query string goes through (the presigned PUT's).
-    let presigned = via(
-        &p,
-        "POST",
-        "/presign",
-        &[("Content-Type", "application/json")],
-        br#"{"fileName":"a.bin","fileType":"application/octet-stream","fileSize":5}"#,
-    )
-    .await;
-    assert_eq!(presigned.status, 200, "{}", presigned.text());
-    let answer = presigned.json();
-    let url = answer["url"].as_str().expect("url").to_owned();
-    let signed: Vec<(String, String)> = answer["headers"]
-        .as_object()
-        .expect("headers")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-        .collect();
-    let signed: Vec<(&str, &str)> = signed
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let origin = format!("http://{}", p.addr);
-    let path = url
-        .strip_prefix(&origin)
-        .unwrap_or_else(|| panic!("{url} does not point at the proxy {origin}"));
-    assert!(path.contains('?'), "{path}");
-    let put = via(&p, "PUT", path, &signed, b"hello").await;
-    assert_eq!(put.status, 200, "{}", put.text());
-    assert!(put.header("etag").is_some());
-
     // `/__faults` is the proxy's own.
     let own = via(&p, "GET", "/__faults", &[], b"").await.json();
     assert_eq!(own["upstream"], format!("http://{}", ts.addr));
@@ -290,10 +261,10 @@ async fn latency_control_determinism_and_a_missing_upstream() {
         t.elapsed()
     );
 
-    // Runtime control: corrupt is refused, a good spec with a seed is taken.
-    let res = via(&p, "PUT", "/__faults", &[], b"corrupt:0.1").await;
+    // Runtime control: checksum:off is refused, a good spec with a seed is taken.
+    let res = via(&p, "PUT", "/__faults", &[], b"checksum:off").await;
     assert_eq!(res.status, 400);
-    assert!(res.text().contains("corrupt"), "{}", res.text());
+    assert!(res.text().contains("checksum:off"), "{}", res.text());
     let res = via(&p, "PUT", "/__faults?seed=42", &[], b"500:0.5").await;
     assert_eq!(res.status, 200);
     assert_eq!(res.json()["spec"], "500:0.5");
@@ -323,4 +294,164 @@ async fn latency_control_determinism_and_a_missing_upstream() {
         .expect("starts");
     let res = send(lonely.addr, "GET", "/files/x/info", &[], b"").await;
     assert_eq!(res.status, 502);
+}
+
+/// Presigned URLs signed for the proxy reach Garage intact (Host and query unchanged, a
+/// `/faults/{spec}/` prefix stripped); the prefix's faults apply; `corrupt` flips a byte
+/// only where Garage verifies a checksum, so Garage refuses it and a re-send succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_urls_through_a_proxy_in_front_of_garage() {
+    use serde_json::json;
+    let cluster = garage::shared();
+    let upstream = Upstream::parse(&cluster.endpoints[0]).expect("upstream");
+    let p = proxy::start(upstream, "127.0.0.1", 0, FaultSpec::default(), 5)
+        .await
+        .expect("proxy");
+    let ts = start_with_garage(Some(&p.url())).await;
+    let data = payload(300_000);
+    let sum = b64(&Sha256::digest(&data));
+
+    // A single PUT: the URL points at the proxy and Garage accepts it.
+    let put = post_json(
+        &ts,
+        "/presign",
+        &json!({"fileName": "a", "fileSize": data.len()}),
+    )
+    .await
+    .json();
+    let url = put["url"].as_str().expect("url");
+    assert!(url.starts_with(&p.url()), "{url}");
+    let headers = header_pairs(&put["headers"]);
+    let res = send_url("PUT", url, &as_refs(&headers), &data).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+
+    // A family prefix: stripped, and its faults applied.
+    let faulted = post_json(
+        &ts,
+        "/faults/503%3A1/presign",
+        &json!({"fileName": "a", "fileSize": data.len()}),
+    )
+    .await
+    .json();
+    let url = faulted["url"].as_str().expect("url");
+    assert!(
+        url.starts_with(&format!("{}faults/503%3A1/chunkup/", p.url())),
+        "{url}"
+    );
+    let res = send_url(
+        "PUT",
+        url,
+        &as_refs(&header_pairs(&faulted["headers"])),
+        &data,
+    )
+    .await;
+    assert_eq!(res.status, 503);
+    let bogus = send(p.addr, "PUT", "/faults/bogus:1/chunkup/x", &[], b"x").await;
+    assert_eq!(bogus.status, 400, "{}", bogus.text());
+
+    // corrupt:1 on parts: with the checksum (query or header) Garage refuses the flipped
+    // byte; the counter shows it went by. Without one the proxy leaves the body alone.
+    let created = post_json(
+        &ts,
+        "/s3/multipart",
+        &json!({"name": "c", "size": data.len()}),
+    )
+    .await
+    .json();
+    let (id, key) = (created["uploadId"].clone(), created["key"].clone());
+    for placement in ["query", "header"] {
+        let signed = post_json(
+            &ts,
+            "/faults/corrupt%3A1/s3/multipart/sign",
+            &json!({"uploadId": id, "key": key, "partNumber": 1, "size": data.len(),
+                    "checksumSHA256": sum, "placement": placement}),
+        )
+        .await
+        .json();
+        let url = signed["url"].as_str().expect("url");
+        let res = send_url(
+            "PUT",
+            url,
+            &as_refs(&header_pairs(&signed["headers"])),
+            &data,
+        )
+        .await;
+        assert_eq!(
+            (res.status, s3_code(&res).as_str()),
+            (400, "InvalidDigest"),
+            "{placement}: {}",
+            res.text()
+        );
+    }
+    let counters = send(p.addr, "GET", "/__faults", &[], b"").await.json();
+    assert_eq!(counters["injected"]["corrupt"], 2);
+    let signed = post_json(
+        &ts,
+        "/s3/multipart/sign",
+        &json!({"uploadId": id, "key": key, "partNumber": 1, "size": data.len(), "checksumSHA256": sum}),
+    )
+    .await
+    .json();
+    let res = send_url("PUT", signed["url"].as_str().expect("url"), &[], &data).await;
+    assert_eq!(res.status, 200, "the re-send: {}", res.text());
+    let etag = res.header("etag").expect("etag").to_owned();
+    let done = post_json(
+        &ts,
+        "/s3/multipart/complete",
+        &json!({"uploadId": id, "key": key, "parts": [{"partNumber": 1, "etag": etag, "checksumSHA256": sum}]}),
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    let key = key.as_str().expect("key");
+    let stored = send(ts.addr, "GET", &format!("/s3/objects/{key}/info"), &[], b"")
+        .await
+        .json();
+    assert_eq!(stored["sha256"], sha256_hex(&data));
+
+    // No checksum, no corruption: a presigned PUT through corrupt:1 arrives intact.
+    let plain = post_json(
+        &ts,
+        "/faults/corrupt%3A1/presign",
+        &json!({"fileName": "a", "fileSize": data.len()}),
+    )
+    .await
+    .json();
+    let res = send_url(
+        "PUT",
+        plain["url"].as_str().expect("url"),
+        &as_refs(&header_pairs(&plain["headers"])),
+        &data,
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let key = plain["key"].as_str().expect("key");
+    let stored = send(ts.addr, "GET", &format!("/s3/objects/{key}/info"), &[], b"")
+        .await
+        .json();
+    assert_eq!(stored["sha256"], sha256_hex(&data));
+    assert_eq!(
+        send(p.addr, "GET", "/__faults", &[], b"").await.json()["injected"]["corrupt"],
+        2
+    );
+
+    // reset:1 on a part: the client's connection dies, Garage keeps nothing of it.
+    let put = post_json(
+        &ts,
+        "/faults/reset%3A1/presign",
+        &json!({"fileName": "a", "fileSize": data.len()}),
+    )
+    .await
+    .json();
+    let (addr, target) = url_target(put["url"].as_str().expect("url"));
+    let mut req = format!(
+        "PUT {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nx-amz-tagging: chunkup=1\r\n\r\n",
+        data.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&data);
+    let (got, err) = raw_request(addr, &req).await;
+    assert_reset(&got, err);
+    let key = put["key"].as_str().expect("key");
+    let res = send(ts.addr, "GET", &format!("/s3/objects/{key}/info"), &[], b"").await;
+    assert_eq!(res.status, 404, "a broken PUT stores nothing");
 }

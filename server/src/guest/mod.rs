@@ -5,42 +5,46 @@
 //!
 //! The flow: `configureSession` → `SessionResponse` (with the attachment
 //! rules); `onAttachment` → `PresignedUrlResponse` whose URL is a presigned
-//! S3-style PUT of this server (`presign.rs`); the client PUTs the file;
-//! the S3 store's upload notification turns into `UploadSuccessEvent` (or
-//! `UploadFailureEvent`) on the session's socket; `onMessage` referencing
-//! the attachment is echoed as a `StructuredMessage`, followed by a canned
-//! agent reply. `deleteAttachment` and `echo` complete the set.
+//! PUT to the object store (`s3.rs`, `store_s3.rs`: Garage in the tests); the
+//! client PUTs the file to the store; a watcher sees the object appear (the
+//! store has no upload notifications, so it polls with HeadObject), reads it
+//! back, checks size and MD5, and sends `UploadSuccessEvent` (or
+//! `UploadFailureEvent`) on the session's socket; `onMessage` referencing the
+//! attachment is echoed as a `StructuredMessage`, followed by a canned agent
+//! reply. `deleteAttachment` and `echo` complete the set.
 //!
 //! Pieces: `wire.rs` (envelopes, rules, error codes, guest fault spec),
 //! `session.rs` (one WebSocket connection), and this file (the shared
-//! sessions and attachments, the upload-event listener, and the HTTP
-//! routes: downloads plus JSON introspection for tests and the demo).
+//! sessions and attachments, the upload watchers, and the HTTP routes:
+//! downloads, streamed from the store, plus JSON introspection for tests and
+//! the demo).
 //!
-//! State is in memory only, like presigned keys: a restart forgets every
-//! session and attachment.
+//! State is in memory only: a restart forgets every session and attachment
+//! (their objects stay in the store).
 
 pub mod session;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderValue, StatusCode};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED, RANGE,
+};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc};
-use tokio::task::JoinHandle;
-use tower::ServiceExt as _;
-use tower_http::services::ServeFile;
+use tokio::sync::mpsc;
 
-use crate::presign::{StoredObject, UploadEvent, UploadOutcome};
+use crate::store_s3::{now_unix, ObjectDigest};
 use crate::tus::json_error;
 use crate::AppState;
 use wire::code;
@@ -125,13 +129,19 @@ struct Session {
     outbox: Option<Outbox>,
 }
 
-/// The accepted (or MD5-refused) upload of an attachment.
+/// How often a watcher asks the store whether an attachment's object is there.
+const WATCH_INTERVAL: Duration = Duration::from_millis(150);
+/// How long after its URL expired a watcher keeps looking (a PUT that started just
+/// before the expiry may still be arriving).
+const WATCH_GRACE_SECS: u64 = 120;
+
+/// The accepted (or refused) upload of an attachment.
 #[derive(Debug, Clone)]
 struct Upload {
     key: String,
     file_name: String,
     file_type: String,
-    stored: StoredObject,
+    stored: ObjectDigest,
 }
 
 #[derive(Debug)]
@@ -148,7 +158,6 @@ struct Attachment {
     /// Every key presigned for it (a client asks again after a failure).
     keys: Vec<String>,
     url_requests: u64,
-    puts: u64,
     /// Of the connection that handed out the latest URL.
     faults: Arc<ConnFaults>,
     /// `http://host` of that connection, for download URLs.
@@ -205,6 +214,8 @@ pub struct GuestState {
     pub rules: GuestRules,
     inner: Mutex<Inner>,
     next_conn: AtomicU64,
+    /// Set when the server stops: upload watchers end.
+    closed: AtomicBool,
 }
 
 /// The guest state is plain data changed in single steps under the lock; a
@@ -220,7 +231,29 @@ impl GuestState {
             rules,
             inner: Mutex::new(Inner::default()),
             next_conn: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// Ends every upload watcher (the server is stopping).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a watcher of `key` should keep looking: the server runs, and the key's
+    /// attachment is neither deleted nor already uploaded.
+    fn watching(&self, key: &str) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let inner = lock(&self.inner);
+        let Some(id) = inner.keys.get(key) else {
+            return false;
+        };
+        inner
+            .attachments
+            .get(id)
+            .is_some_and(|a| matches!(a.state, AttachmentState::Requested))
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
@@ -289,7 +322,6 @@ impl GuestState {
                 upload: None,
                 keys: Vec::new(),
                 url_requests: 0,
-                puts: 0,
                 faults: url.faults.clone(),
                 origin: String::new(),
             });
@@ -362,29 +394,23 @@ impl GuestState {
         }
     }
 
-    /// Applies one S3 upload event; returns the message to send and where.
-    /// Every PUT counts in `puts`; `Failed` is not final (the client retries
-    /// the PUT), so only `Completed` changes the state and sends anything.
-    fn upload_event(&self, ev: &UploadEvent, file_type: &str) -> Option<(Option<Outbox>, Value)> {
+    /// An object appeared in the store for one of an attachment's keys (read back and
+    /// hashed); returns the event to send and where. Only an attachment still waiting
+    /// for its upload (`requested`) takes it.
+    fn upload_completed(&self, key: &str, stored: ObjectDigest) -> Option<(Option<Outbox>, Value)> {
         let mut inner = lock(&self.inner);
-        let id = inner.keys.get(&ev.key)?.clone();
+        let id = inner.keys.get(key)?.clone();
         let att = inner.attachments.get_mut(&id)?;
-        att.puts += 1;
-        let UploadOutcome::Completed { size, sha256, md5 } = &ev.outcome else {
-            return None;
-        };
-        if att.state == AttachmentState::Deleted {
+        if att.state != AttachmentState::Requested {
             return None;
         }
+        let size_ok = stored.size == att.declared_size;
+        let md5 = stored.md5.clone();
         let upload = Upload {
-            key: ev.key.clone(),
-            file_name: ev.file_name.clone(),
-            file_type: file_type.to_owned(),
-            stored: StoredObject {
-                size: *size,
-                sha256: sha256.clone(),
-                md5: md5.clone(),
-            },
+            key: key.to_owned(),
+            file_name: att.file_name.clone(),
+            file_type: att.file_type.clone(),
+            stored,
         };
         let failure = |code: u32, text: &str| {
             wire::message(
@@ -404,10 +430,11 @@ impl GuestState {
             att.state = AttachmentState::Requested;
             att.upload = None;
             failure(code::ATTACHMENT_EXPIRED, "attachment has expired")
-        } else if att
-            .declared_md5
-            .as_deref()
-            .is_some_and(|declared| !md5_matches(declared, md5))
+        } else if !size_ok
+            || att
+                .declared_md5
+                .as_deref()
+                .is_some_and(|declared| !md5_matches(declared, &md5))
         {
             att.state = AttachmentState::Failed;
             att.upload = Some(upload);
@@ -446,7 +473,6 @@ impl GuestState {
             "md5": stored.map(|s| s.md5.clone()),
             "state": a.state,
             "urlRequests": a.url_requests,
-            "puts": a.puts,
         }))
     }
 
@@ -483,63 +509,100 @@ fn md5_matches(declared: &str, stored_hex: &str) -> bool {
         .is_ok_and(|bytes| crate::checksum::hex(&bytes) == stored_hex)
 }
 
-/// Listens to the S3 store's upload events for the whole process and turns
-/// those of guest attachments into guest events. Subscribes before
-/// returning, so no event after startup is missed.
-pub fn spawn_listener(app: AppState) -> JoinHandle<()> {
-    let mut events = app.s3.subscribe();
+/// Watches the store for the object of a key just handed out for an attachment: the
+/// store sends no notification, so this asks (HeadObject) every [`WATCH_INTERVAL`] until
+/// the object is there, then reads it back, hashes it and turns it into the guest event.
+/// It stops when the attachment no longer waits for it (uploaded through another URL,
+/// deleted), [`WATCH_GRACE_SECS`] after `expires`, or when the server stops.
+pub(crate) fn watch_upload(app: AppState, key: String, expires: u64) {
     tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(ev) => {
-                    let file_type = app
-                        .s3
-                        .get(&ev.key)
-                        .map(|o| o.content_type.clone())
-                        .unwrap_or_default();
-                    let Some((outbox, msg)) = app.guest.upload_event(&ev, &file_type) else {
-                        continue;
-                    };
-                    let class = msg["class"].as_str().unwrap_or_default().to_owned();
-                    // The session's socket may be gone (the client
-                    // reconnects later); Genesys does not replay events.
-                    let sent = outbox.is_some_and(|o| o.tx.send(msg.to_string()).is_ok());
-                    let note = if sent { "" } else { " (no connection)" };
-                    eprintln!("WS /guest/v1 event {class}{note}");
+        let Some(store) = app.object_store.clone() else {
+            return;
+        };
+        let mut complained = false;
+        while app.guest.watching(&key) && now_unix() <= expires + WATCH_GRACE_SECS {
+            let found = match store.head_object(&key).await {
+                Ok(Some(_)) => store.digest_object(&key).await,
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(Some(stored)) => {
+                    deliver(&app, &key, stored);
+                    return;
                 }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    eprintln!("chunkup-server: guest: missed {n} upload events");
+                Ok(None) => {}
+                // Once per watcher: a store node may be down for a while.
+                Err(e) if !complained => {
+                    complained = true;
+                    eprintln!("chunkup-server: guest: watching an upload: {e}");
                 }
-                Err(broadcast::error::RecvError::Closed) => break,
+                Err(_) => {}
             }
+            tokio::time::sleep(WATCH_INTERVAL).await;
         }
-    })
+    });
 }
 
-/// `GET /guest/files/{id}/{name}`: the uploaded bytes with the declared
-/// type (Range and HEAD work, as on a CDN). 404 unless uploaded, not
-/// deleted, and `name` is the uploaded file's name.
+fn deliver(app: &AppState, key: &str, stored: ObjectDigest) {
+    let Some((outbox, msg)) = app.guest.upload_completed(key, stored) else {
+        return;
+    };
+    let class = msg["class"].as_str().unwrap_or_default().to_owned();
+    // The session's socket may be gone (the client reconnects later); Genesys does not
+    // replay events.
+    let sent = outbox.is_some_and(|o| o.tx.send(msg.to_string()).is_ok());
+    let note = if sent { "" } else { " (no connection)" };
+    eprintln!("WS /guest/v1 event {class}{note}");
+}
+
+/// `GET /guest/files/{id}/{name}` (and HEAD): the uploaded bytes, streamed from the
+/// store with the declared type (`Range` is passed on, as a CDN would). 404 unless
+/// uploaded, not deleted, and `name` is the uploaded file's name.
 async fn download(
     State(app): State<AppState>,
     Path((id, name)): Path<(String, String)>,
-    req: Request,
+    method: Method,
+    headers: HeaderMap,
 ) -> Response {
     let Some((key, file_type)) = app.guest.download(&id, &name) else {
         return json_error(StatusCode::NOT_FOUND, "attachment not found");
     };
-    let res = match ServeFile::new(app.s3.object_path(&key)).oneshot(req).await {
-        Ok(res) => res,
-        Err(e) => match e {},
+    let Some(store) = app.object_store.as_deref() else {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, crate::s3::NO_STORE);
     };
-    let mut res = res.into_response();
-    if res.status().is_success() {
+    let range = headers.get(RANGE).and_then(|v| v.to_str().ok());
+    let answer = match store.get_object(&key, range, method == Method::HEAD).await {
+        Ok(a) => a,
+        Err(e) => return json_error(StatusCode::BAD_GATEWAY, &e.to_string()),
+    };
+    let status = answer.status();
+    if status == StatusCode::NOT_FOUND {
+        return json_error(StatusCode::NOT_FOUND, "attachment not found");
+    }
+    let (head, body) = answer.into_parts();
+    let mut res = Response::new(Body::new(body));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    for name in [
+        CONTENT_LENGTH,
+        CONTENT_RANGE,
+        ACCEPT_RANGES,
+        ETAG,
+        LAST_MODIFIED,
+    ] {
+        if let Some(v) = head.headers.get(&name) {
+            h.insert(name, v.clone());
+        }
+    }
+    if status.is_success() {
         let ty = if file_type.is_empty() {
             "application/octet-stream"
         } else {
             &file_type
         };
         if let Ok(v) = HeaderValue::from_str(ty) {
-            res.headers_mut().insert(CONTENT_TYPE, v);
+            h.insert(CONTENT_TYPE, v);
         }
     }
     res

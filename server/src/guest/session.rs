@@ -22,8 +22,7 @@ use tokio::sync::mpsc;
 use super::wire::{self, code, GuestError, GuestFaults};
 use super::{ConnFaults, IssuedUrl, Outbox};
 use crate::faults::FaultSpec;
-use crate::presign::{self, PresignRequest};
-use crate::s3::origin_from_host;
+use crate::s3::{self, origin_from_host, PresignError, PresignRequest};
 use crate::AppState;
 
 /// Largest frame accepted from a client; guest requests are small JSON.
@@ -343,16 +342,17 @@ impl Conn {
         }
         let mut req = PresignRequest::new(file_name, file_type, size);
         req.headers
-            .insert(presign::TAGGING_HEADER.to_owned(), GUEST_TAGGING.to_owned());
+            .insert(s3::TAGGING_HEADER.to_owned(), GUEST_TAGGING.to_owned());
         req.expired = self.faults.take_expired_url();
-        let p = match presign::presign(&self.app, &self.origin, &self.put_base, req) {
+        let p = match s3::presign_put(&self.app, &self.put_base, req) {
             Ok(p) => p,
+            Err(PresignError::NoStore) => {
+                return wire::string_response(503, "attachments need an object store");
+            }
             Err(e) => {
                 return wire::string_response(500, &format!("cannot presign: {e}"));
             }
         };
-        self.app.s3.set_app_meta(&p.key, "attachmentId", id);
-        self.app.s3.set_app_meta(&p.key, "token", token);
         self.app.guest.url_issued(IssuedUrl {
             token,
             id,
@@ -364,6 +364,7 @@ impl Conn {
             faults: self.faults.clone(),
             origin: &self.origin,
         });
+        super::watch_upload(self.app.clone(), p.key.clone(), p.expires);
         // Genesys lists only the extra signed headers; the PUT must also
         // send `Content-Type: <fileType>`, which is signed too.
         let headers: BTreeMap<String, String> = p
@@ -512,9 +513,15 @@ impl Conn {
         };
         match self.app.guest.delete(token, id) {
             Ok(keys) => {
-                for key in keys {
-                    // Keys that never got an object have no file; fine.
-                    let _ = tokio::fs::remove_file(self.app.s3.object_path(&key)).await;
+                if let Some(store) = self.app.object_store.as_deref() {
+                    for key in keys {
+                        // Keys that never got an object delete nothing; a store that
+                        // cannot be reached leaves the object behind, which is no reason
+                        // to fail the deletion the guest asked for.
+                        if let Err(e) = store.delete_object(&key).await {
+                            eprintln!("chunkup-server: guest: deleting an attachment: {e}");
+                        }
+                    }
                 }
                 wire::message(
                     "AttachmentDeletedResponse",

@@ -5,12 +5,15 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod garage;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use chunkup_server::config::{fresh_temp_dir, Config};
 use chunkup_server::faults::FaultSpec;
+use chunkup_server::store_s3::StoreConfig;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,8 +38,8 @@ pub struct Opts<'a> {
     pub pkg: Option<&'a Path>,
     /// Defaults to `<test dir>/data`.
     pub data_dir: Option<&'a Path>,
-    /// Presign secret; random when None.
-    pub secret: Option<&'a [u8]>,
+    /// The object store (`--s3-*`); none when None.
+    pub store: Option<StoreConfig>,
     pub widget: Option<&'a Path>,
     /// Guest API attachment rules; the `--guest-*` defaults when None.
     pub guest: Option<chunkup_server::guest::GuestRules>,
@@ -51,7 +54,7 @@ impl Default for Opts<'_> {
             www: None,
             pkg: None,
             data_dir: None,
-            secret: None,
+            store: None,
             widget: None,
             guest: None,
         }
@@ -60,6 +63,17 @@ impl Default for Opts<'_> {
 
 pub async fn start() -> TestServer {
     start_with(Opts::default()).await
+}
+
+/// A server backed by the test binary's shared Garage cluster ([`garage::shared`]),
+/// browsers reaching the store at `public` (default: Garage's node 0 itself).
+pub async fn start_with_garage(public: Option<&str>) -> TestServer {
+    let cluster = garage::shared();
+    start_with(Opts {
+        store: Some(cluster.store_config(public)),
+        ..Opts::default()
+    })
+    .await
 }
 
 pub async fn start_with(opts: Opts<'_>) -> TestServer {
@@ -85,7 +99,7 @@ pub async fn start_with(opts: Opts<'_>) -> TestServer {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| missing.clone()),
         widget: opts.widget.map(Path::to_path_buf).unwrap_or(missing),
-        secret: opts.secret.map(<[u8]>::to_vec),
+        store: opts.store,
         guest: opts.guest.unwrap_or_default(),
         proxy_to: None,
     };
@@ -304,4 +318,67 @@ pub fn assert_reset(got: &[u8], err: Option<std::io::ErrorKind>) {
         matches!(err, None | Some(std::io::ErrorKind::ConnectionReset)),
         "{err:?}"
     );
+}
+
+/// Splits `http://HOST:PORT/path?query` into the address and the request target.
+pub fn url_target(url: &str) -> (SocketAddr, String) {
+    let rest = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("not http: {url}"));
+    let (authority, target) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = authority
+        .parse()
+        .unwrap_or_else(|_| panic!("not an IP:port authority: {url}"));
+    (addr, target.to_owned())
+}
+
+/// `send` to an absolute `http://IP:PORT/…` URL (a presigned one, say): `Host` is the
+/// URL's authority, as a browser sends it.
+pub async fn send_url(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let (addr, target) = url_target(url);
+    send(addr, method, &target, headers, body).await
+}
+
+/// POSTs JSON to the server and returns the answer.
+pub async fn post_json(ts: &TestServer, path: &str, body: &serde_json::Value) -> Resp {
+    send(
+        ts.addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+/// The `headers` object of a presign answer as pairs.
+pub fn header_pairs(v: &serde_json::Value) -> Vec<(String, String)> {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Borrowed view of owned header pairs, for `send`.
+pub fn as_refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// The S3 error code of an XML error body.
+pub fn s3_code(res: &Resp) -> String {
+    let text = res.text();
+    text.split("<Code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</Code>").next())
+        .unwrap_or_default()
+        .to_owned()
 }
