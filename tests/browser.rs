@@ -580,6 +580,128 @@ async fn bad_input_is_rejected_before_any_request() {
             with("protocol", "ftp".into()),
         ),
     ];
+    // The options issue 8 added, with a File (the kind that could be resumed, so a record
+    // could be stored): each refused before any request, and nothing stored.
+    let file: JsValue = file_of(b"hello", "notes.txt").into();
+    let records_before = record_count().await;
+    let tus = |key: &str, value: JsValue| with(key, value);
+    let put = |key: &str, value: JsValue| {
+        let o = with(key, value);
+        Reflect::set(&o, &"protocol".into(), &"put".into()).expect("set");
+        o
+    };
+    let range = |key: &str, value: JsValue| {
+        let o = with(key, value);
+        Reflect::set(&o, &"protocol".into(), &"range".into()).expect("set");
+        Reflect::set(&o, &"chunkSize".into(), &(256 * 1024).into()).expect("set");
+        o
+    };
+    let more: Vec<(&str, JsValue, JsValue, JsValue)> = vec![
+        (
+            "resume a string",
+            file.clone(),
+            JsValue::NULL,
+            tus("resume", "yes".into()),
+        ),
+        (
+            "resume a number",
+            file.clone(),
+            JsValue::NULL,
+            tus("resume", 3.into()),
+        ),
+        (
+            "resume an array",
+            file.clone(),
+            JsValue::NULL,
+            tus("resume", parsed("[]")),
+        ),
+        (
+            "resume maxRecords 0",
+            file.clone(),
+            JsValue::NULL,
+            tus("resume", parsed(r#"{"maxRecords":0}"#)),
+        ),
+        (
+            "resume maxRecords fractional",
+            file.clone(),
+            JsValue::NULL,
+            tus("resume", parsed(r#"{"maxRecords":2.5}"#)),
+        ),
+        (
+            "resume maxAgeMs negative",
+            file.clone(),
+            JsValue::NULL,
+            tus("resume", parsed(r#"{"maxAgeMs":-1}"#)),
+        ),
+        (
+            "resume maxAgeMs too long",
+            file.clone(),
+            JsValue::NULL,
+            tus("resume", parsed(r#"{"maxAgeMs":1e12}"#)),
+        ),
+        (
+            "resume unknown key",
+            file.clone(),
+            JsValue::NULL,
+            tus("resume", parsed(r#"{"keep":1}"#)),
+        ),
+        (
+            "resume with put",
+            file.clone(),
+            JsValue::NULL,
+            put("resume", JsValue::TRUE),
+        ),
+        (
+            "uploadUrl a number",
+            file.clone(),
+            JsValue::NULL,
+            tus("uploadUrl", 42.into()),
+        ),
+        (
+            "uploadUrl ftp",
+            file.clone(),
+            JsValue::NULL,
+            tus("uploadUrl", "ftp://up.example/files/1".into()),
+        ),
+        (
+            "uploadUrl with credentials",
+            file.clone(),
+            JsValue::NULL,
+            tus("uploadUrl", "http://u:p@127.0.0.1:9/files/1".into()),
+        ),
+        (
+            "uploadUrl not a URL",
+            file.clone(),
+            JsValue::NULL,
+            tus("uploadUrl", "http://[bad".into()),
+        ),
+        (
+            "uploadUrl with put",
+            file.clone(),
+            JsValue::NULL,
+            put("uploadUrl", format!("{SERVER}files/1").into()),
+        ),
+        (
+            "uploadUrl with range",
+            file.clone(),
+            JsValue::NULL,
+            range("uploadUrl", format!("{SERVER}files/1").into()),
+        ),
+        (
+            "worker a string",
+            file.clone(),
+            JsValue::NULL,
+            tus("worker", "no".into()),
+        ),
+        (
+            "worker a number",
+            file.clone(),
+            JsValue::NULL,
+            tus("worker", 0.into()),
+        ),
+    ];
+    let cases: Vec<_> = cases.into_iter().chain(more).collect();
+    assert!(cases.len() >= 39, "{} cases", cases.len());
     for (what, file, progress, opts) in cases {
         let err = chunkup::upload_file(file, progress, opts)
             .await
@@ -594,6 +716,170 @@ async fn bad_input_is_rejected_before_any_request() {
         assert_eq!(get(&err, "retryable"), JsValue::FALSE);
     }
     assert_eq!(*headers_calls.borrow(), 0, "no request was prepared");
+    assert_eq!(record_count().await, records_before, "nothing was stored");
+}
+
+#[wasm_bindgen(inline_js = "
+export function recordCount() {
+  return new Promise((resolve) => {
+    const open = indexedDB.open('chunkup', 1);
+    open.onupgradeneeded = () => open.result.createObjectStore('resume');
+    open.onerror = () => resolve(-1);
+    open.onsuccess = () => {
+      const count = open.result.transaction('resume').objectStore('resume').count();
+      count.onsuccess = () => { resolve(count.result); open.result.close(); };
+    };
+  });
+}")]
+extern "C" {
+    #[wasm_bindgen(js_name = recordCount)]
+    fn record_count_js() -> Promise;
+}
+
+/// How many resume records chunkup holds in this browser profile.
+async fn record_count() -> f64 {
+    JsFuture::from(record_count_js())
+        .await
+        .ok()
+        .and_then(|n| n.as_f64())
+        .unwrap_or(-1.0)
+}
+
+fn file_of(bytes: &[u8], name: &str) -> web_sys::File {
+    let parts = Array::of1(&Uint8Array::from(bytes));
+    web_sys::File::new_with_u8_array_sequence(&parts, name).expect("file")
+}
+
+#[wasm_bindgen_test]
+async fn attach_file_refuses_bad_arguments_before_any_traffic() {
+    let file: JsValue = file_of(b"%PDF-1.4", "a.pdf").into();
+    let sent = Rc::new(RefCell::new(0));
+    let counter = Rc::clone(&sent);
+    let send = Closure::<dyn FnMut(JsValue)>::new(move |_| *counter.borrow_mut() += 1);
+    let subscribe = Closure::<dyn FnMut(JsValue) -> JsValue>::new(|_| {
+        Closure::<dyn FnMut()>::new(|| {}).into_js_value()
+    });
+    let session = |token: &str| {
+        let s = JSON::parse(&format!(r#"{{"token":"{token}"}}"#)).expect("json");
+        Reflect::set(&s, &"send".into(), send.as_ref()).expect("set");
+        Reflect::set(&s, &"subscribe".into(), subscribe.as_ref()).expect("set");
+        s
+    };
+    let without = |key: &str| {
+        let s = session("t");
+        Reflect::delete_property(s.unchecked_ref::<js_sys::Object>(), &key.into()).expect("delete");
+        s
+    };
+    let with_rules = |rules: &str| {
+        let s = session("t");
+        Reflect::set(&s, &"sessionResponse".into(), &parsed(rules)).expect("set");
+        s
+    };
+    let cases: Vec<(&str, JsValue, JsValue, JsValue, JsValue)> = vec![
+        (
+            "session null",
+            JsValue::NULL,
+            file.clone(),
+            JsValue::NULL,
+            JsValue::UNDEFINED,
+        ),
+        (
+            "session a string",
+            "s".into(),
+            file.clone(),
+            JsValue::NULL,
+            JsValue::UNDEFINED,
+        ),
+        (
+            "token empty",
+            session(""),
+            file.clone(),
+            JsValue::NULL,
+            JsValue::UNDEFINED,
+        ),
+        (
+            "no send",
+            without("send"),
+            file.clone(),
+            JsValue::NULL,
+            JsValue::UNDEFINED,
+        ),
+        (
+            "no subscribe",
+            without("subscribe"),
+            file.clone(),
+            JsValue::NULL,
+            JsValue::UNDEFINED,
+        ),
+        (
+            "sessionResponse an array",
+            with_rules("[1]"),
+            file.clone(),
+            JsValue::NULL,
+            JsValue::UNDEFINED,
+        ),
+        (
+            "file not a blob",
+            session("t"),
+            "a.pdf".into(),
+            JsValue::NULL,
+            JsValue::UNDEFINED,
+        ),
+        (
+            "onProgress not a function",
+            session("t"),
+            file.clone(),
+            5.into(),
+            JsValue::UNDEFINED,
+        ),
+        (
+            "options not an object",
+            session("t"),
+            file.clone(),
+            JsValue::NULL,
+            5.into(),
+        ),
+        (
+            "unknown option",
+            session("t"),
+            file.clone(),
+            JsValue::NULL,
+            parsed(r#"{"bogus":1}"#),
+        ),
+        (
+            "worker not a boolean",
+            session("t"),
+            file.clone(),
+            JsValue::NULL,
+            parsed(r#"{"worker":"yes"}"#),
+        ),
+        (
+            "eventTimeoutMs negative",
+            session("t"),
+            file.clone(),
+            JsValue::NULL,
+            parsed(r#"{"eventTimeoutMs":-5}"#),
+        ),
+        (
+            "md5 not a boolean",
+            session("t"),
+            file.clone(),
+            JsValue::NULL,
+            parsed(r#"{"md5":1}"#),
+        ),
+    ];
+    for (what, session, file, progress, options) in cases {
+        let err = chunkup::attach_file(session, file, progress, options)
+            .await
+            .expect_err(what);
+        assert_eq!(
+            string(&err, "code"),
+            "invalid_input",
+            "{what}: {}",
+            string(&err, "message")
+        );
+    }
+    assert_eq!(*sent.borrow(), 0, "nothing was sent on the session");
 }
 
 #[wasm_bindgen_test]
@@ -722,7 +1008,7 @@ async fn sha256_file_hashes_like_an_upload() {
 }
 
 // ---------------------------------------------------------------------------------------
-// protocol "put": one presigned PUT (the reference server's S3 emulation)
+// protocol "put": one presigned PUT to Garage (signed by the reference server)
 
 const PUT_SIZES: [usize; 8] = [
     0,
@@ -758,8 +1044,20 @@ async fn post(url: &str, headers: &str, body: Option<&str>) -> (u16, Option<Stri
     (response.status(), location, json)
 }
 
-/// A presigned PUT target for `size` bytes of `file_type` on the fault family `faults`.
+/// A presigned PUT target for `size` bytes of `file_type` on the fault family `faults`
+/// (the faults are applied by the proxy between the browser and Garage).
 async fn presign(size: usize, file_type: &str, faults: &str, extra: &str) -> (String, JsValue) {
+    let (url, headers, _) = presign_with_key(size, file_type, faults, extra).await;
+    (url, headers)
+}
+
+/// `presign`, and the object's key in the store.
+async fn presign_with_key(
+    size: usize,
+    file_type: &str,
+    faults: &str,
+    extra: &str,
+) -> (String, JsValue, String) {
     let base = if faults.is_empty() {
         SERVER.to_owned()
     } else {
@@ -774,13 +1072,17 @@ async fn presign(size: usize, file_type: &str, faults: &str, extra: &str) -> (St
     )
     .await;
     assert_eq!(status, 200, "presign");
-    (string(&json, "url"), get(&json, "headers"))
+    (
+        string(&json, "url"),
+        get(&json, "headers"),
+        string(&json, "key"),
+    )
 }
 
 /// Uploads `len` bytes with protocol put through `faults`; checks the stored object.
 async fn put_and_verify(len: usize, faults: &str) -> JsValue {
     let bytes = pseudo_random(len, len as u32 + 99);
-    let (url, headers) = presign(len, "application/x-test", faults, "").await;
+    let (url, headers, key) = presign_with_key(len, "application/x-test", faults, "").await;
     let opts = JSON::parse(&format!(
         r#"{{"protocol":"put","endpoint":"{url}","contentType":"application/x-test","md5":true,"retry":{{"attempts":12,"baseDelayMs":5,"maxDelayMs":1500}},"progressIntervalMs":0}}"#
     ))
@@ -802,8 +1104,8 @@ async fn put_and_verify(len: usize, faults: &str) -> JsValue {
         !string(&result, "url").contains('?'),
         "no presigned query in the result"
     );
-    let object_url = url.split('?').next().unwrap_or_default().to_owned();
-    let (status, info) = json(&format!("{object_url}/info")).await;
+    // The object in Garage, read back and hashed by the reference server.
+    let (status, info) = json(&format!("{SERVER}s3/objects/{key}/info")).await;
     assert_eq!(status, 200);
     assert_eq!(string(&info, "sha256"), expected, "stored object");
     assert_eq!(
@@ -880,7 +1182,7 @@ async fn put_asks_target_for_a_fresh_url_when_one_expired() {
     let (fresh, fresh_headers) = presign(len, "application/x-test", "", "").await;
     let fresh_target = JSON::parse(&format!(r#"{{"url":"{fresh}"}}"#)).expect("json");
     Reflect::set(&fresh_target, &"headers".into(), &fresh_headers).expect("set");
-    // First attempt: the expired URL (403); then a fresh one.
+    // First attempt: the expired URL (Garage: 400 InvalidRequest, AWS: 403); then a fresh one.
     let target = Closure::<dyn FnMut() -> JsValue>::new(move || {
         *counter.borrow_mut() += 1;
         let next = if *counter.borrow() == 1 {
@@ -902,7 +1204,7 @@ async fn put_asks_target_for_a_fresh_url_when_one_expired() {
     assert_eq!(num(&result, "retries"), 1.0);
     assert_eq!(string(&result, "sha256"), hex(&Sha256::digest(&bytes)));
 
-    // Without target() the 403 is final.
+    // Without target() the refusal is final.
     let (expired, headers) = presign(len, "application/x-test", "", r#","expired":true"#).await;
     let opts = JSON::parse(&format!(
         r#"{{"protocol":"put","endpoint":"{expired}","contentType":"application/x-test"}}"#
@@ -914,7 +1216,7 @@ async fn put_asks_target_for_a_fresh_url_when_one_expired() {
         .expect_err("expired");
     assert_eq!(
         (string(&err, "code"), num(&err, "status")),
-        ("http_status".to_owned(), 403.0)
+        ("http_status".to_owned(), 400.0)
     );
 }
 
@@ -941,15 +1243,15 @@ async fn put_with_a_wrong_content_type_or_missing_signed_header_is_refused() {
         .await
         .expect_err("403");
     assert_eq!(num(&err, "status"), 403.0);
-    // Missing the signed x-amz-tagging header.
+    // Missing the signed x-amz-tagging header: Garage answers 400 (AWS: 403).
     let no_headers = JSON::parse(&format!(
         r#"{{"protocol":"put","endpoint":"{url}","contentType":"image/png"}}"#
     ))
     .expect("json");
     let err = upload(&blob_of(&bytes), &JsValue::NULL, &no_headers)
         .await
-        .expect_err("403");
-    assert_eq!(num(&err, "status"), 403.0);
+        .expect_err("400");
+    assert_eq!(num(&err, "status"), 400.0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1037,4 +1339,92 @@ async fn range_refuses_chunk_sizes_that_are_not_multiples_of_256_kib() {
         .expect_err("invalid");
     assert_eq!(string(&err, "code"), "invalid_input");
     assert!(string(&err, "message").contains("256 KiB"));
+}
+
+/// A headers() that hands out a new bearer token whenever asked to refresh, and records
+/// what it was asked.
+struct TokenProvider {
+    asked: Rc<RefCell<Vec<(bool, Option<f64>)>>>,
+    callback: Closure<dyn FnMut(JsValue) -> JsValue>,
+}
+
+impl TokenProvider {
+    fn new() -> Self {
+        let asked: Rc<RefCell<Vec<(bool, Option<f64>)>>> = Rc::default();
+        let log = Rc::clone(&asked);
+        let generation = Rc::new(RefCell::new(0));
+        let run = format!("{:x}", (js_sys::Math::random() * 1e15) as u64);
+        let callback = Closure::new(move |context: JsValue| {
+            let refresh = get(&context, "refresh").as_bool().unwrap_or(false);
+            log.borrow_mut()
+                .push((refresh, get(&context, "status").as_f64()));
+            if refresh {
+                *generation.borrow_mut() += 1;
+            }
+            let headers = js_sys::Object::new();
+            // Unique per run: the server counts every token's uses for as long as it runs.
+            let token = format!("Bearer {run}-t{}", generation.borrow());
+            Reflect::set(&headers, &"Authorization".into(), &token.into()).expect("set");
+            Promise::resolve(&headers).into()
+        });
+        TokenProvider { asked, callback }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_token_that_expires_every_few_requests_does_not_stop_an_upload() {
+    let bytes = pseudo_random(900 * KIB + 3, 21);
+    let tokens = TokenProvider::new();
+    // Each token is good for 3 requests: OPTIONS needs none, POST and PATCHes use them up.
+    let opts = options(&endpoint("token:3"), 64 * KIB, "");
+    Reflect::set(&opts, &"headers".into(), tokens.callback.as_ref()).expect("set");
+    let result = upload(&blob_of(&bytes), &JsValue::NULL, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("upload failed: {}", string(&e, "message")));
+    assert_eq!(string(&result, "sha256"), hex(&Sha256::digest(&bytes)));
+    let asked = tokens.asked.borrow();
+    let refreshes: Vec<_> = asked.iter().filter(|(refresh, _)| *refresh).collect();
+    assert!(refreshes.len() >= 4, "{} refreshes", refreshes.len());
+    assert!(refreshes.iter().all(|(_, status)| *status == Some(401.0)));
+    assert!(asked
+        .iter()
+        .any(|(refresh, status)| !refresh && status.is_none()));
+    assert_eq!(num(&result, "retries"), 0.0, "a refresh is not a retry");
+}
+
+#[wasm_bindgen_test]
+async fn refused_credentials_that_fresh_ones_do_not_fix_are_unauthorized() {
+    let bytes = pseudo_random(100 * KIB, 22);
+    // Fixed headers cannot be refreshed: the first 401 is final.
+    let opts = options(&endpoint("token:1000"), 64 * KIB, "");
+    Reflect::set(&opts, &"headers".into(), &parsed(r#"{"X-No-Token":"1"}"#)).expect("set");
+    let err = upload(&blob_of(&bytes), &JsValue::NULL, &opts)
+        .await
+        .expect_err("no token");
+    assert_eq!(
+        (string(&err, "code"), num(&err, "status")),
+        ("unauthorized".to_owned(), 401.0)
+    );
+    // A provider whose fresh token is refused too: one refresh, then unauthorized.
+    let asked: Rc<RefCell<u32>> = Rc::default();
+    let count = Rc::clone(&asked);
+    let never = Closure::<dyn FnMut(JsValue) -> JsValue>::new(move |_| {
+        *count.borrow_mut() += 1;
+        parsed(r#"{"Authorization":"Basic nope"}"#)
+    });
+    let opts = options(&endpoint("token:1000"), 64 * KIB, "");
+    Reflect::set(&opts, &"headers".into(), never.as_ref()).expect("set");
+    let err = upload(&blob_of(&bytes), &JsValue::NULL, &opts)
+        .await
+        .expect_err("refused twice");
+    assert_eq!(string(&err, "code"), "unauthorized");
+    assert!(
+        !string(&err, "message").contains("nope"),
+        "no header value in the message"
+    );
+    assert_eq!(
+        *asked.borrow(),
+        3,
+        "OPTIONS, POST, POST again after the refresh"
+    );
 }

@@ -8,10 +8,21 @@ export interface RetryOptions {
   maxDelayMs?: number;
 }
 
+/**
+ * What a `headers()` or `target()` call is told: `refresh` is true (with the refusing
+ * `status`) right after the server refused the credentials (401; for tus and range also
+ * 403), so that a token provider that caches its token knows to fetch a new one.
+ */
+export interface CredentialsContext {
+  refresh: boolean;
+  /** With `refresh: true`: the status of the refusal. */
+  status?: number;
+}
+
 /** Request headers, or a (possibly async) function called before every request. */
 export type HeadersOption =
   | Record<string, string>
-  | (() => Record<string, string> | Promise<Record<string, string>>);
+  | ((context: CredentialsContext) => Record<string, string> | Promise<Record<string, string>>);
 
 /** What a `target()` callback returns: where the next attempt goes, and its headers. */
 export interface UploadTarget {
@@ -22,7 +33,40 @@ export interface UploadTarget {
 }
 
 /** The upload protocols. */
-export type UploadProtocol = "tus" | "put" | "range";
+export type UploadProtocol = "tus" | "put" | "range" | "s3";
+
+/** The multipart upload a store created: every hook after the first receives it. */
+export interface MultipartUpload {
+  uploadId: string;
+  key: string;
+}
+
+/**
+ * `s3`: the widget's backend, which holds the storage credentials, reached through five
+ * hooks (named as in Uppy's S3 plugin), each taking one object. They are called on the
+ * page (also when the upload runs in chunkup's Worker); one that throws or rejects is
+ * retried like a network error, one that answers with something unusable fails the upload
+ * with `hook_failed`.
+ */
+export interface S3Hooks {
+  /** Starts a multipart upload (`metadata` is `options.metadata`). */
+  createMultipartUpload(file: { name: string; type: string; size: number; metadata: Record<string, string> }): Promise<MultipartUpload>;
+  /**
+   * Presigns part `partNumber` (1-based) of `size` bytes. `checksumSHA256` is the base64
+   * SHA-256 of the part, computed before this call: sign it into the URL's query
+   * (`x-amz-checksum-sha256`, the AWS SDK presigner's default) or as a header returned in
+   * `headers`, and the store verifies every part. The part is sent by a PUT with exactly
+   * these headers (chunkup adds none); an expired URL (AWS: 403; Garage: 400
+   * `InvalidRequest` "Date is too old") makes chunkup ask again, as does every retry of a part.
+   */
+  signPart(part: MultipartUpload & { partNumber: number; size: number; checksumSHA256: string }): Promise<{ url: string; headers?: Record<string, string> }>;
+  /** The parts the store holds (for resuming). */
+  listParts(upload: MultipartUpload): Promise<{ partNumber: number; size: number; etag: string }[]>;
+  /** Completes the upload from its parts, in order; `location` is the object's URL. */
+  completeMultipartUpload(upload: MultipartUpload & { parts: { partNumber: number; etag: string; checksumSHA256: string }[] }): Promise<{ location: string }>;
+  /** Aborts the upload (called after `signal` aborted it). */
+  abortMultipartUpload(upload: MultipartUpload): Promise<unknown>;
+}
 
 /**
  * The options of {@link uploadFile}. Unknown option names, and options the chosen protocol
@@ -30,28 +74,61 @@ export type UploadProtocol = "tus" | "put" | "range";
  */
 export interface UploadOptions {
   /**
-   * Required. `tus`: the creation URL; `put`: the presigned URL; `range`: the session URI.
+   * `tus`: the creation URL; `put`: the presigned URL; `range`: the session URI (required
+   * for these three). `s3`: optional, it only names the destination of resume records.
    * Absolute or relative to the page, http(s), without user name or password.
    */
-  endpoint: string;
-  /** `"tus"` (default), `"put"` (one presigned PUT) or `"range"` (Content-Range session). */
+  endpoint?: string;
+  /** `"tus"` (default), `"put"` (one presigned PUT), `"range"` (Content-Range session) or `"s3"` (multipart through presigned part URLs). */
   protocol?: UploadProtocol;
-  /** `tus`, `range`: bytes per request (a whole number >= 1; `range`: a multiple of 256 KiB). Default 8 MiB. */
+  /**
+   * `tus`, `range`: bytes per request (a whole number >= 1; `range`: a multiple of 256 KiB).
+   * `s3`: the part size, at least 5 MiB (the last part may be smaller), grown so that no
+   * file needs more than 10,000 parts. Default 8 MiB.
+   */
   chunkSize?: number;
+  /** `s3`: the widget's backend's hooks; required for `s3`. */
+  s3?: S3Hooks;
+  /** `s3`: parts in flight at once, 1 to 16 (default 4); 1 sends one part after the other. */
+  parallelUploads?: number;
+  /** `s3`: continue this multipart upload (`listParts` says which parts the store holds; only the others are sent). */
+  s3Upload?: MultipartUpload;
   /** Extra request headers (e.g. Authorization); never included in errors or logs. */
   headers?: HeadersOption | Headers | Map<string, string>;
-  /** `tus`: `Upload-Metadata` entries. `filename` and `filetype` are added from the file. */
+  /** `tus`: `Upload-Metadata` entries (`filename` and `filetype` are added from the file); `s3`: `createMultipartUpload`'s `metadata`. */
   metadata?: Record<string, string>;
-  /** `tus`: the `filename` metadata; default `file.name`, or `"blob"` for a Blob. */
+  /** `tus`: the `filename` metadata; `s3`: `createMultipartUpload`'s `name`. Default `file.name`, or `"blob"` for a Blob. */
   filename?: string;
   /** `put`: the default Content-Type, `file.type` if not given (none if empty); a Content-Type among the headers wins. */
   contentType?: string;
   /** `put`: called before every attempt for a fresh `{ url, headers }`; a 403 is then retried too. Not with `headers`. */
-  target?: () => UploadTarget | Promise<UploadTarget>;
+  target?: (context: CredentialsContext) => UploadTarget | Promise<UploadTarget>;
+  /**
+   * `tus`, `range`, `s3`: continue an upload after a reload or a crash (default `true`).
+   * Before creating an upload, a stored record of the same File (name, size, last modified)
+   * to the same endpoint (`s3`: the same `endpoint` or none) is looked for; the server is
+   * asked how much it holds (`s3`: `listParts`), that part is re-read and hashed locally
+   * (not sent again), and the rest is uploaded. Records are kept
+   * in IndexedDB under a hash of the file's identity (never its name), hold the upload's
+   * URL and size (never a header or token), and are removed on success and on abort.
+   * `{ maxRecords, maxAgeMs }` bound them (defaults 100 and 24 hours). `false` turns it
+   * off. `put` cannot resume: `resume` is refused with it unless `false`.
+   */
+  resume?: boolean | { maxRecords?: number; maxAgeMs?: number };
+  /** `tus`: continue this upload (its URL, e.g. an earlier `result.url` or progress `url`) instead of creating one. */
+  uploadUrl?: string;
   /** Also compute the file's MD5 (`result.md5`). Default false. */
   md5?: boolean;
   /** Aborts the upload: in-flight request, file read and backoff sleep. */
   signal?: AbortSignal;
+  /**
+   * Where the work runs. `true` (default): in chunkup's own dedicated Worker, started on
+   * first use and ended when idle; where a Worker cannot start (a Content-Security-Policy
+   * without `worker-src` for the package, a browser without module Workers) the upload runs
+   * on the page instead. `false`: on the page, yielding to the event loop every few
+   * milliseconds. Callbacks (`onProgress`, `headers`, `target`) run on the page either way.
+   */
+  worker?: boolean;
   /** Retry schedule (attempts 0-1000, delays 0-3600000 ms). */
   retry?: RetryOptions;
   /** Minimum ms between progress calls (phase changes, chunk acknowledgements and the final call always go out). Default 100. */
@@ -65,8 +142,12 @@ export interface UploadOptions {
   timeoutMs?: number;
 }
 
-/** Where an upload is. */
-export type UploadPhase = "starting" | "uploading" | "retrying" | "verifying" | "done";
+/**
+ * Where an upload is: `resuming` (re-reading locally the part a continued upload already
+ * has on the server), `retrying` (waiting `retryInMs`), `offline` (waiting for the browser
+ * to be online; no retry is spent), `verifying` (`attachFile`: the server checks the file).
+ */
+export type UploadPhase = "starting" | "resuming" | "uploading" | "retrying" | "offline" | "verifying" | "done";
 
 /** One chunk the server acknowledged. */
 export interface UploadedChunk {
@@ -116,7 +197,7 @@ export interface UploadProgress {
 
 /** What {@link uploadFile} resolves to. */
 export interface UploadResult {
-  /** The upload's URL on the server, without its query (which may hold credentials). */
+  /** The upload's URL on the server (s3: the object's `location`), without its query (which may hold credentials). */
   url: string;
   size: number;
   /** Lower-case hex SHA-256 of the whole file. */
@@ -129,8 +210,10 @@ export interface UploadResult {
   retries: number;
   durationMs: number;
   protocol: UploadProtocol;
-  /** The algorithm the server verified every chunk with (`Upload-Checksum`), or `null`. */
+  /** The algorithm the server verified every chunk with (tus `Upload-Checksum`; s3: every part signed with `x-amz-checksum-sha256`), or `null`. */
   checksum: "sha256" | null;
+  /** Bytes the server already held when this upload continued an earlier one (0 when it started afresh); they were re-read and hashed, not sent again. */
+  resumedFrom: number;
 }
 
 /**
@@ -144,6 +227,8 @@ export interface UploadResult {
  * - `aborted`: `options.signal` fired; the partial upload was deleted where the server allows it.
  * - `read_failed`: the file could not be read (removed, changed, permission revoked).
  * - `headers_failed`: the `headers` or `target` function threw or returned something unusable, or a header name or value is invalid (one that never settles is a `timeout`).
+ * - `hook_failed`: an `s3` hook answered with something unusable (as `cause` of `retries_exhausted`: one that kept throwing or rejecting).
+ * - `unauthorized`: the server refused the credentials (401; tus and range also 403) twice in a row for the same request, the second time right after `headers({ refresh: true })`; or at once when `headers` is fixed.
  * - `protocol`: the server broke the upload protocol (a missing header, an impossible offset, a success that kept nothing).
  */
 export type UploadErrorCode =
@@ -157,6 +242,8 @@ export type UploadErrorCode =
   | "aborted"
   | "read_failed"
   | "headers_failed"
+  | "hook_failed"
+  | "unauthorized"
   | "protocol";
 
 /**
@@ -168,6 +255,7 @@ export type UploadErrorCode =
  * - `session_expired` (4006), `session_not_found` (4007).
  * - `attachment_expired` (4008), `attachment_not_found` (4009), `attachment_not_uploaded` (4010): after fresh-URL retries.
  * - `too_many_requests` (4029): still rate limited after `retry.attempts` waits.
+ * - `feature_unavailable` (4000), `message_too_long` (4011), `custom_attributes_too_large` (4013), `missing_parameter` (4020).
  * - `unexpected` (5000 and unknown codes); `no_response`: no server answer within `eventTimeoutMs`.
  */
 export type AttachmentErrorCode =
@@ -185,6 +273,10 @@ export type AttachmentErrorCode =
   | "attachment_not_found"
   | "attachment_not_uploaded"
   | "too_many_requests"
+  | "feature_unavailable"
+  | "message_too_long"
+  | "custom_attributes_too_large"
+  | "missing_parameter"
   | "unexpected"
   | "no_response";
 
@@ -213,11 +305,20 @@ export function uploadFile(
   options: UploadOptions,
 ): Promise<UploadResult>;
 
+/** Options of {@link sha256File}. */
+export interface HashOptions {
+  /** Stops the hashing; the promise rejects with `aborted`. */
+  signal?: AbortSignal;
+  /** As {@link UploadOptions.worker}: in chunkup's Worker (default) or on the page. */
+  worker?: boolean;
+}
+
 /**
  * The lower-case hex SHA-256 of a Blob or File, read through the same stream and Rust
- * hasher that uploads use. Rejects with a {@link ChunkupError} (`invalid_input`, `read_failed`).
+ * hasher that uploads use. Rejects with a {@link ChunkupError} (`invalid_input`,
+ * `read_failed`, `aborted`).
  */
-export function sha256File(file: Blob): Promise<string>;
+export function sha256File(file: Blob, options?: HashOptions): Promise<string>;
 
 /**
  * The widget's web-messaging (Genesys Cloud guest API) session, as chunkup needs it. The
@@ -227,16 +328,18 @@ export function sha256File(file: Blob): Promise<string>;
 export interface GuestSession {
   /** The session token sent in every guest request. */
   token: string;
-  /** Sends one guest request (an object to JSON-serialise onto the socket). */
-  send(message: object): void;
-  /** Calls `listener` with every incoming envelope (object or JSON text); returns an unsubscribe function. */
-  subscribe(listener: (message: object | string) => void): () => void;
+  /** Sends one guest request (an object to JSON-serialise onto the socket). A returned promise is awaited; a throw or rejection fails the attachment with `network`. */
+  send(message: object): void | Promise<void>;
+  /** Calls `listener` with every incoming envelope (object or JSON text); returns an unsubscribe function (or a promise of one). */
+  subscribe(listener: (message: object | string) => void): (() => void) | Promise<() => void>;
   /** The body of the `SessionResponse`: its `allowedMedia` and `blockedExtensions` are checked first. */
   sessionResponse?: object;
 }
 
 /** Options of {@link attachFile}. */
 export interface AttachOptions {
+  /** As {@link UploadOptions.worker}: the flow runs in chunkup's Worker (default) and calls the session's `send` and `subscribe` on the page through messages, or runs on the page. */
+  worker?: boolean;
   /** Cancels the upload; the attachment is then deleted (`deleteAttachment`). */
   signal?: AbortSignal;
   /** Send the file's MD5 as `fileMd5` (read once more before asking for the URL). */

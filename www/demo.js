@@ -17,6 +17,10 @@ const els = {
   faultsNote: $("faults-note"),
   chunkSize: $("chunk-size"),
   endpoint: $("endpoint"),
+  endpointField: $("endpoint-field"),
+  protocol: $("protocol"),
+  parallel: $("parallel"),
+  parallelField: $("parallel-field"),
   progress: $("progress"),
   percent: $("percent"),
   phase: $("phase"),
@@ -47,6 +51,7 @@ let uploadFile = null; // set once the package has loaded
 let selected = null; // the File to upload
 let controller = null; // AbortController of the upload in flight
 let lastStatus = "";
+let resumedAt = null; // percent at which the upload in flight continued an earlier one
 
 // ---------------------------------------------------------------- formatting
 
@@ -124,6 +129,8 @@ function setBusy(busy) {
   els.abort.disabled = !busy;
   els.chunkSize.disabled = busy;
   els.endpoint.disabled = busy;
+  els.protocol.disabled = busy;
+  els.parallel.disabled = busy;
   els.file.disabled = busy;
   els.drop.classList.toggle("disabled", busy);
   document.body.classList.toggle("busy", busy);
@@ -217,10 +224,16 @@ function onProgress(p) {
     if (p.phase === "retrying") {
       const wait = p.retryInMs != null ? ` in ${(p.retryInMs / 1000).toFixed(1)} s` : "";
       setStatus(`Retrying chunk ${p.chunkIndex + 1}${wait} (attempt ${p.attempt}).`);
+    } else if (p.phase === "resuming") {
+      resumedAt ??= pct;
+      setStatus(`Resumed at ${Math.floor(resumedAt)} %: the server already holds ${formatBytes(p.bytesUploaded)}; re-reading that part to hash it (nothing is sent again)…`);
+    } else if (p.phase === "offline") {
+      setStatus("Offline: waiting for the network to come back (no retry is spent meanwhile)…");
     } else if (p.phase === "starting") {
       setStatus("Creating the upload…");
     } else if (p.phase === "uploading") {
-      setStatus(`Uploading chunk ${Math.min(p.chunkIndex + 1, p.chunkCount)} of ${p.chunkCount}…`);
+      const resumed = resumedAt != null ? ` (resumed at ${Math.floor(resumedAt)} %)` : "";
+      setStatus(`Uploading chunk ${Math.min(p.chunkIndex + 1, p.chunkCount)} of ${p.chunkCount}…${resumed}`);
     }
   } catch (err) {
     console.error("progress display failed", err);
@@ -230,6 +243,7 @@ function onProgress(p) {
 // ---------------------------------------------------------------- upload
 
 function resetView() {
+  resumedAt = null;
   showError(null);
   rows.clear();
   els.chunks.replaceChildren();
@@ -250,8 +264,50 @@ function resetView() {
   setPhase("starting");
 }
 
+/**
+ * S3 mode: the reference server plays the widget's backend, which holds the store's
+ * credentials and signs every part (rusty-s3); these hooks only call it. `lastKey` is the
+ * object key of the upload in flight, to check the stored object afterwards.
+ */
+let lastKey = null;
+const backend = (path) => async (body) => {
+  const res = await fetch(`/s3/multipart${path}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (!res.ok) throw new Error(`the backend answered ${res.status} to ${path || "create"}`);
+  return res.json();
+};
+const s3Hooks = {
+  createMultipartUpload: async (file) => {
+    const created = await backend("")(file);
+    lastKey = created.key;
+    return created;
+  },
+  signPart: backend("/sign"),
+  listParts: async (upload) => {
+    lastKey = upload.key;
+    return backend("/list")(upload);
+  },
+  completeMultipartUpload: backend("/complete"),
+  abortMultipartUpload: backend("/abort"),
+};
+
+function showProtocol() {
+  const s3 = els.protocol.value === "s3";
+  els.endpointField.hidden = s3;
+  els.parallelField.hidden = !s3;
+  // S3 parts are at least 5 MiB.
+  for (const option of els.chunkSize.options) option.disabled = s3 && Number(option.value) < 5;
+  if (s3 && Number(els.chunkSize.value) < 5) els.chunkSize.value = "8";
+}
+els.protocol.addEventListener("change", showProtocol);
+
 async function fetchServerInfo(uploadUrl) {
-  const url = new URL(`${uploadUrl.replace(/\/+$/, "")}/info`, location.href);
+  const url = els.protocol.value === "s3" && lastKey
+    ? new URL(`/s3/objects/${encodeURIComponent(lastKey)}/info`, location.href)
+    : new URL(`${uploadUrl.replace(/\/+$/, "")}/info`, location.href);
   let lastError;
   // Not part of tus; ride out a transient failure or two.
   for (let i = 0; i < 6; i += 1) {
@@ -285,12 +341,13 @@ async function showResult(result) {
     return;
   }
   els.serverSha.textContent = info.sha256;
-  els.serverSha.title = `${intFmt.format(info.offset)} of ${intFmt.format(info.size)} bytes stored`;
+  const stored = info.offset ?? info.size;
+  els.serverSha.title = `${intFmt.format(stored)} of ${intFmt.format(info.size)} bytes stored`;
   const ok =
     typeof info.sha256 === "string" &&
     info.sha256.toLowerCase() === String(result.sha256).toLowerCase() &&
     info.size === result.size &&
-    info.offset === result.size;
+    stored === result.size;
   els.verdict.textContent = ok ? "match" : "MISMATCH";
   els.verdict.dataset.verdict = ok ? "match" : "mismatch";
 }
@@ -315,8 +372,12 @@ async function start() {
   };
 
   try {
+    const s3 = els.protocol.value === "s3";
+    lastKey = null;
     const result = await uploadFile(file, onProgress, {
-      endpoint: els.endpoint.value.trim() || "/files/",
+      ...(s3
+        ? { protocol: "s3", s3: s3Hooks, parallelUploads: Number(els.parallel.value) }
+        : { endpoint: els.endpoint.value.trim() || "/files/" }),
       chunkSize, // filename/filetype metadata are added by the library
       signal: ctrl.signal,
       // More patient than the default, so the demo rides out the injected faults.
@@ -331,9 +392,14 @@ async function start() {
     els.retryIn.textContent = "–";
     setPhase("done");
     const secs = result.durationMs / 1000;
+    const resumed = result.resumedFrom > 0
+      ? `Resumed at ${Math.floor((result.resumedFrom * 100) / Math.max(result.size, 1))} % (${formatBytes(result.resumedFrom)} were already on the server). `
+      : "";
+    const sent = result.size - (result.resumedFrom || 0);
     setStatus(
-      `Uploaded ${formatBytes(result.size)} in ${secs.toFixed(1)} s ` +
-        `(${formatSpeed(result.size / Math.max(secs, 0.001))}), ` +
+      resumed +
+      `Uploaded ${formatBytes(sent)} in ${secs.toFixed(1)} s ` +
+        `(${formatSpeed(sent / Math.max(secs, 0.001))}), ` +
         `${result.chunks.length} chunk${result.chunks.length === 1 ? "" : "s"}, ` +
         `${result.retries} ${result.retries === 1 ? "retry" : "retries"}. Checking the server's copy…`,
     );
@@ -419,9 +485,22 @@ els.faults.addEventListener("change", () => {
 
 // ---------------------------------------------------------------- boot
 
+/** S3 mode needs the store: offered when the backend answers. */
+async function loadS3() {
+  try {
+    const res = await fetch("/s3/multipart/uploads", { cache: "no-store" });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  } catch {
+    els.protocol.querySelector('option[value="s3"]').disabled = true;
+    els.protocol.title = "S3 mode needs the reference server started with a store (npm start starts Garage when it is installed)";
+  }
+}
+
 async function boot() {
   setBusy(false);
+  showProtocol();
   const faults = loadFaults();
+  const s3 = loadS3();
   try {
     const mod = await import(new URL("./pkg/chunkup.js", import.meta.url).href);
     await mod.default();
@@ -441,6 +520,7 @@ async function boot() {
   }
   setBusy(false);
   await faults;
+  await s3;
 }
 
 boot();

@@ -1,12 +1,11 @@
 //! Known answers and differential tests against the `sha2` crate. They run natively
 //! (`cargo test`, portable lanes) and in the browser (`wasm-pack test`, SIMD lanes).
 
-
 extern crate std;
 
 use super::*;
-use std::vec::Vec;
 use sha2::Digest as _;
+use std::vec::Vec;
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -64,8 +63,14 @@ fn cuts(rng: &mut Rng, len: usize) -> Vec<usize> {
 #[test]
 fn fips_180_2_known_answers() {
     let cases: [(&[u8], &str); 3] = [
-        (b"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
-        (b"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        (
+            b"",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ),
+        (
+            b"abc",
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        ),
         (
             b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
@@ -102,7 +107,12 @@ fn random_lengths_and_splits_match_sha2() {
             h.update(&data[w[0]..w[1]]);
             assert_eq!(h.buffered_len(), w[1] % 64);
         }
-        assert_eq!(h.clone().finalize(), reference(&[&data]), "len {}", data.len());
+        assert_eq!(
+            h.clone().finalize(),
+            reference(&[&data]),
+            "len {}",
+            data.len()
+        );
         // A clone carries on independently.
         let mut more = h.clone();
         more.update(b"tail");
@@ -168,7 +178,10 @@ fn compressions_match_sha2_compress256() {
         let n = rng.below(24);
         let len = n * 64 + rng.below(64);
         let data = rng.bytes(len);
-        let blocks: Vec<[u8; 64]> = data.chunks_exact(64).map(|b| b.try_into().unwrap()).collect();
+        let blocks: Vec<[u8; 64]> = data
+            .chunks_exact(64)
+            .map(|b| b.try_into().unwrap())
+            .collect();
         let states: [[u32; 8]; 2] = core::array::from_fn(|_| core::array::from_fn(|_| rng.next()));
         let expect = states.map(|mut s| {
             sha2::block_api::compress256(&mut s, &blocks);

@@ -48,14 +48,20 @@ pub(super) trait Word: Copy {
 
 /// σ0(w) = ROTR⁷(w) ⊕ ROTR¹⁸(w) ⊕ SHR³(w)
 #[inline(always)]
-#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
+#[cfg_attr(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    allow(dead_code)
+)]
 fn small_sigma0(x: u32) -> u32 {
     x.rotate_right(7) ^ x.rotate_right(18) ^ (x >> 3)
 }
 
 /// σ1(w) = ROTR¹⁷(w) ⊕ ROTR¹⁹(w) ⊕ SHR¹⁰(w)
 #[inline(always)]
-#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
+#[cfg_attr(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    allow(dead_code)
+)]
 fn small_sigma1(x: u32) -> u32 {
     x.rotate_right(17) ^ x.rotate_right(19) ^ (x >> 10)
 }
@@ -152,7 +158,24 @@ mod imp {
                 // SAFETY: i < 4, so the 16 bytes at 16 * i lie within the 64-byte block;
                 // v128_load has no alignment requirement.
                 let v = unsafe { v128_load(block.as_ptr().add(16 * i).cast::<v128>()) };
-                X4(i8x16_shuffle::<3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12>(v, v))
+                X4(i8x16_shuffle::<
+                    3,
+                    2,
+                    1,
+                    0,
+                    7,
+                    6,
+                    5,
+                    4,
+                    11,
+                    10,
+                    9,
+                    8,
+                    15,
+                    14,
+                    13,
+                    12,
+                >(v, v))
             })
         }
         /// W[t..t+4] from x0 = W[t-16..t-12], x1, x2 and x3 = W[t-4..t] (FIPS 180-4 §6.2.2
@@ -230,12 +253,19 @@ mod imp {
         }
         #[inline(always)]
         pub(in super::super) fn to_lanes(self) -> [u32; 2] {
-            [u32x4_extract_lane::<0>(self.0), u32x4_extract_lane::<2>(self.0)]
+            [
+                u32x4_extract_lane::<0>(self.0),
+                u32x4_extract_lane::<2>(self.0),
+            ]
         }
         /// ROTR(x, r1) ⊕ ROTR(x, r2) ⊕ ROTR(x, r3), doubled again.
         #[inline(always)]
         fn sigma(self, r1: u32, r2: u32, r3: u32) -> X2 {
-            let (v1, v2, v3) = (u64x2_shr(self.0, r1), u64x2_shr(self.0, r2), u64x2_shr(self.0, r3));
+            let (v1, v2, v3) = (
+                u64x2_shr(self.0, r1),
+                u64x2_shr(self.0, r2),
+                u64x2_shr(self.0, r3),
+            );
             let lo = v128_xor(v128_xor(v1, v2), v3);
             X2(u32x4_shuffle::<0, 0, 2, 2>(lo, lo))
         }

@@ -23,10 +23,13 @@ use std::task::Poll;
 use crate::core::chunker::Rechunker;
 use crate::core::digest::{ChunkDigest, FileDigest, Md5Bytes, Sha256Bytes};
 use crate::core::error::UploadError;
-use crate::core::http::{HttpRequest, HttpResponse};
+use crate::core::http::{HttpRequest, HttpResponse, Method};
 use crate::core::progress::{Phase, Progress, ProgressModel, UploadedChunk};
+use crate::core::protocol::s3::Hook;
 use crate::core::protocol::{Protocol, Step};
+use crate::core::resume::ResumeTarget;
 use crate::core::retry::{Decision, RetryPolicy};
+use crate::core::value::Value;
 
 /// The effects the engine needs from its surroundings. Methods take `&self` because a
 /// request and the hashing of a chunk run at the same time.
@@ -54,6 +57,31 @@ pub trait Environment {
     /// let other work run. On a page's main thread the browser environment yields to the
     /// event loop here once it has held the thread for a few milliseconds.
     async fn pause(&self) {}
+    /// The server refused the credentials with `status`: the next `headers()` call should
+    /// fetch fresh ones. False when they cannot be refreshed (fixed headers).
+    fn refresh_credentials(&self, _status: u16) -> bool {
+        false
+    }
+    /// Whether the browser says it is offline.
+    fn offline(&self) -> bool {
+        false
+    }
+    /// Waits until the browser is online again; `Aborted` as soon as the upload is aborted.
+    async fn wait_online(&self) -> Result<(), UploadError> {
+        Ok(())
+    }
+    /// The upload can now be continued after a reload from `target` (store it).
+    fn resumable_at(&self, _target: ResumeTarget) {}
+    /// Calls one of the caller's hooks (`options.s3`) with `arg`; its answer, or
+    /// `HookFailed` (retryable when it threw or rejected), `Timeout` or `Aborted`.
+    async fn call_hook(&self, hook: Hook, _arg: &Value) -> Result<Value, UploadError> {
+        Err(UploadError::HookFailed {
+            message: format!("the s3.{} hook is not available here", hook.name()),
+            retryable: false,
+        })
+    }
+    /// Calls a hook without waiting for it (best-effort clean-up after an abort).
+    fn call_hook_detached(&self, _hook: Hook, _arg: Value) {}
 }
 
 /// The most bytes hashed between two [`Environment::pause`] calls: about a millisecond of
@@ -108,6 +136,9 @@ pub struct UploadSummary {
     pub protocol: &'static str,
     /// The algorithm the server verified each chunk with, if any.
     pub checksum: Option<&'static str>,
+    /// How many bytes the server already held when this upload continued an earlier one
+    /// (0 for a fresh upload): they were re-read and hashed here, not sent again.
+    pub resumed_from: u64,
 }
 
 /// Uploads `source` with `protocol`. On abort, sends the protocol's termination request
@@ -145,6 +176,10 @@ pub async fn upload<P: Protocol + ?Sized, E: Environment, S: ByteSource>(
         failures_in_a_row: 0,
         retries: 0,
         retries_since_chunk: 0,
+        caught_up: false,
+        credentials_refreshed: None,
+        last_sent: None,
+        resume_url_noted: false,
     };
     let outcome = run.run(started_ms).await;
     run.reader.close();
@@ -159,14 +194,14 @@ pub async fn upload<P: Protocol + ?Sized, E: Environment, S: ByteSource>(
 /// The progress model and where its snapshots go. The model sits in a `RefCell` because
 /// a request (reporting bytes sent) and the hashing of a chunk (reporting bytes read) run
 /// at the same time; it is only ever borrowed for one update, never across an await.
-struct Reporter<'a, E> {
-    model: RefCell<ProgressModel>,
-    env: &'a E,
+pub(crate) struct Reporter<'a, E> {
+    pub(crate) model: RefCell<ProgressModel>,
+    pub(crate) env: &'a E,
 }
 
 impl<E: Environment> Reporter<'_, E> {
     /// Applies `change` at the current time and reports the snapshot it returns, if any.
-    fn emit(&self, change: impl FnOnce(&mut ProgressModel, f64) -> Option<Progress>) {
+    pub(crate) fn emit(&self, change: impl FnOnce(&mut ProgressModel, f64) -> Option<Progress>) {
         let report = change(&mut self.model.borrow_mut(), self.env.now_ms());
         if let Some(report) = report {
             self.env.report(&report);
@@ -174,30 +209,30 @@ impl<E: Environment> Reporter<'_, E> {
     }
 
     /// Reads or adjusts the model without reporting.
-    fn with<T>(&self, look: impl FnOnce(&mut ProgressModel) -> T) -> T {
+    pub(crate) fn with<T>(&self, look: impl FnOnce(&mut ProgressModel) -> T) -> T {
         look(&mut self.model.borrow_mut())
     }
 }
 
 /// The file's reader, its re-chunker and the digest of what was read, kept together
 /// because they move together: the digest covers exactly the bytes the reader yielded.
-struct Reader<'a, S> {
-    source: &'a mut S,
-    digest: FileDigest,
-    rechunker: Rechunker,
+pub(crate) struct Reader<'a, S> {
+    pub(crate) source: &'a mut S,
+    pub(crate) digest: FileDigest,
+    pub(crate) rechunker: Rechunker,
     /// File position of the next byte the reader (through the re-chunker) yields.
-    at: Option<u64>,
+    pub(crate) at: Option<u64>,
 }
 
 impl<S: ByteSource> Reader<'_, S> {
-    fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.source.close();
         self.rechunker.clear();
         self.at = None;
     }
 
     /// Reads the next `length` bytes as one chunk and returns its digest.
-    async fn read_chunk<E: Environment>(
+    pub(crate) async fn read_chunk<E: Environment>(
         &mut self,
         length: u64,
         reporter: &Reporter<'_, E>,
@@ -266,6 +301,14 @@ struct Run<'a, P: ?Sized, E, S> {
     failures_in_a_row: u32,
     retries: u32,
     retries_since_chunk: u32,
+    /// A resumed upload's part already on the server has been re-read and hashed.
+    caught_up: bool,
+    /// Fresh credentials were asked for after the request `(method, purpose)` was refused:
+    /// another refusal before that request (or progress) gets through ends the upload.
+    credentials_refreshed: Option<(Method, &'static str)>,
+    /// The last request sent, as `(method, purpose)`.
+    last_sent: Option<(Method, &'static str)>,
+    resume_url_noted: bool,
 }
 
 impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
@@ -279,6 +322,10 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         self.reporter
             .emit(|model, _| Some(model.phase(Phase::Starting, started_ms)));
         loop {
+            if let Some(held) = self.protocol.resumed_from().filter(|_| !self.caught_up) {
+                self.caught_up = true;
+                self.catch_up(held).await?;
+            }
             let outcome = match self.protocol.next_step() {
                 Step::Done => break,
                 Step::Send(request) => self.exchange(&request).await,
@@ -295,7 +342,13 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
                 }
             };
             match outcome {
-                Ok(()) => self.acknowledge()?,
+                Ok(()) => {
+                    if self.credentials_refreshed == self.last_sent {
+                        self.credentials_refreshed = None;
+                    }
+                    self.note_resume_url();
+                    self.acknowledge()?;
+                }
                 Err(error) => self.recover_or_fail(error).await?,
             }
         }
@@ -318,10 +371,45 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
             duration_ms: now - started_ms,
             protocol: self.protocol.name(),
             checksum: self.protocol.verified_checksum(),
+            resumed_from: self.protocol.resumed_from().unwrap_or(0),
         })
     }
 
+    /// Tells the environment, once, where this upload can be continued from after a reload.
+    fn note_resume_url(&mut self) {
+        if self.resume_url_noted {
+            return;
+        }
+        if let Some(url) = self.protocol.resume_url() {
+            self.resume_url_noted = true;
+            self.env.resumable_at(ResumeTarget::Url(url.to_owned()));
+        }
+    }
+
+    /// The server already holds the first `held` bytes (a resumed upload): re-read and
+    /// hash them, in chunks of the plan's size, without sending them, so that the chunk
+    /// digests and the file's SHA-256 are exact.
+    async fn catch_up(&mut self, held: u64) -> Result<(), UploadError> {
+        if held == 0 {
+            return Ok(());
+        }
+        self.reporter.emit(|model, now| {
+            model.resumed(held, now);
+            Some(model.phase(Phase::Resuming, now))
+        });
+        let plan = self.protocol.plan();
+        while self.reader.digest.checkpoint_offset() < held {
+            let at = self.reader.digest.checkpoint_offset();
+            let length = plan.chunk_len_at(at).min(held - at);
+            let chunk = self.reader.read_chunk(length, &self.reporter).await?;
+            self.reader.digest.commit();
+            self.record(chunk);
+        }
+        Ok(())
+    }
+
     async fn exchange(&mut self, request: &HttpRequest) -> Result<(), UploadError> {
+        self.last_sent = Some((request.method, request.purpose));
         let response = self.env.send(request, &|_| {}).await?;
         self.handle(&response)
     }
@@ -352,6 +440,7 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
             self.align_to(offset).await?;
             self.announce_chunk(offset);
             let request = self.protocol.chunk_request(offset, length, None);
+            self.last_sent = Some((request.method, request.purpose));
             let reporter = &self.reporter;
             let on_sent = |sent: u64| reporter.emit(|model, now| model.sent(offset + sent, now));
             let send = self.env.send(&request, &on_sent);
@@ -381,6 +470,7 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         let request = self
             .protocol
             .chunk_request(offset, length, Some(&chunk.sha256));
+        self.last_sent = Some((request.method, request.purpose));
         self.prepared = Some(chunk);
         let reporter = &self.reporter;
         let on_sent = |sent: u64| reporter.emit(|model, now| model.sent(offset + sent, now));
@@ -454,6 +544,7 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
             return Ok(());
         }
         self.failures_in_a_row = 0;
+        self.credentials_refreshed = None;
         self.reporter.with(|model| model.set_attempt(1));
         let whole_chunk = self
             .prepared
@@ -487,6 +578,31 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
     /// Either schedules a retry (wait, cancel the reader, let the protocol re-sync) or ends
     /// the upload with the error.
     async fn recover_or_fail(&mut self, error: UploadError) -> Result<(), UploadError> {
+        // Refused credentials: ask headers() for fresh ones and try again at once; a second
+        // refusal in a row means fresh ones do not help either.
+        if let Some(status) = auth_failure(&error, &*self.protocol) {
+            if self.credentials_refreshed.is_some() || !self.env.refresh_credentials(status) {
+                return Err(UploadError::Unauthorized { status });
+            }
+            self.credentials_refreshed = self.last_sent;
+            self.restart_exchange();
+            return Ok(());
+        }
+        // Offline: no retry is spent; wait for the browser to come back.
+        if matches!(
+            error,
+            UploadError::Network { .. } | UploadError::Timeout { .. }
+        ) && self.env.offline()
+        {
+            let before = self.reporter.with(|model| model.current().phase);
+            self.reporter
+                .emit(|model, now| Some(model.phase(Phase::Offline, now)));
+            self.restart_exchange();
+            self.env.wait_online().await?;
+            self.reporter
+                .emit(|model, now| Some(model.phase(before, now)));
+            return Ok(());
+        }
         let decision = self.retry.decide(
             &error,
             self.failures_in_a_row,
@@ -506,9 +622,7 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         self.failures_in_a_row += 1;
         self.retries += 1;
         self.retries_since_chunk += 1;
-        self.reader.close();
-        self.ahead = None;
-        self.protocol.recover();
+        self.restart_exchange();
         let (attempt, retries) = (self.failures_in_a_row + 1, self.retries);
         let before = self.reporter.with(|model| model.current().phase);
         self.reporter
@@ -522,6 +636,28 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         self.reporter
             .emit(|model, now| Some(model.phase(resume, now)));
         Ok(())
+    }
+}
+
+impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
+    /// Forgets the request that failed: the reader stops, what was hashed ahead is dropped,
+    /// and the protocol re-learns the server's state before going on.
+    fn restart_exchange(&mut self) {
+        self.reader.close();
+        self.ahead = None;
+        self.protocol.recover();
+    }
+}
+
+/// The status of a refusal that means the credentials expired, if `error` is one.
+fn auth_failure<P: Protocol + ?Sized>(error: &UploadError, protocol: &P) -> Option<u16> {
+    match error {
+        UploadError::HttpStatus {
+            status,
+            retryable: false,
+            ..
+        } if protocol.is_auth_failure(*status) => Some(*status),
+        _ => None,
     }
 }
 

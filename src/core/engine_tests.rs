@@ -40,15 +40,30 @@ fn run_upload(
     faults: FaultPlan,
     attempts: u32,
 ) -> Outcome {
+    run_upload_with(size, piece, server, faults, attempts, None, |_| {})
+}
+
+/// [`run_upload`], continuing the upload at `resume` if given, with the environment's
+/// state changed by `setup` first.
+fn run_upload_with(
+    size: usize,
+    piece: usize,
+    server: FakeTusServer,
+    faults: FaultPlan,
+    attempts: u32,
+    resume: Option<&str>,
+    setup: impl FnOnce(&mut FakeState),
+) -> Outcome {
     let file = Rc::new(pseudo_random_bytes(size, size as u64 + 11));
-    let env = FakeEnv::new(server, Rc::clone(&file), faults);
+    let env = FakeEnv::new(server, Rc::clone(&file), faults).with(setup);
     let mut source = MemorySource::new(Rc::clone(&file), piece);
     let mut tus = TusUpload::new(
         "http://127.0.0.1:9/files/".into(),
         size as u64,
         CHUNK,
         vec![("filename".into(), "f.bin".into())],
-    );
+    )
+    .resuming(resume.map(str::to_owned));
     let result = block_on(upload(&mut tus, &env, &mut source, config(attempts)));
     Outcome {
         result,
@@ -76,11 +91,11 @@ fn on_patches(mut plan: impl FnMut(usize) -> Option<Fault> + 'static) -> FaultPl
 /// What every successful upload must satisfy.
 fn assert_uploaded(o: &Outcome) -> &UploadSummary {
     let summary = o.result.as_ref().expect("upload succeeds");
-    let stored = o
+    let (id, stored) = o
         .env
         .server
         .uploads
-        .values()
+        .iter()
         .next()
         .expect("one upload on the server");
     assert_eq!(stored.data, *o.file, "server holds the file");
@@ -123,7 +138,7 @@ fn assert_uploaded(o: &Outcome) -> &UploadSummary {
         .filter_map(|p| p.chunk.clone())
         .collect();
     assert_eq!(reported, summary.chunks);
-    assert_eq!(summary.url, format!("http://127.0.0.1:9/files/u1"));
+    assert_eq!(summary.url, format!("http://127.0.0.1:9/files/{id}"));
     summary
 }
 
@@ -392,7 +407,7 @@ fn attempts_reset_when_the_offset_advances() {
 
 #[test]
 fn permanent_errors_fail_at_once() {
-    for status in [400, 401, 403, 404, 410, 413, 415] {
+    for status in [400, 404, 410, 413, 415] {
         let o = run_upload(
             3000,
             64,
@@ -623,4 +638,181 @@ fn progress_names_the_chunk_after_a_recorded_partial_one() {
             p.chunk_index
         );
     }
+}
+
+#[test]
+fn refused_credentials_are_refreshed_once_then_the_upload_goes_on() {
+    // A token that expires every third request: each refusal is followed by fresh headers.
+    let mut n = 0;
+    let o = run_upload(
+        5500,
+        300,
+        FakeTusServer::new(ALL, "sha256"),
+        Box::new(move |_, _| {
+            n += 1;
+            (n % 3 == 0).then_some(Fault::Status(401, None))
+        }),
+        0,
+    );
+    let s = assert_uploaded(&o);
+    assert!(!o.env.refreshes.is_empty());
+    assert!(o.env.refreshes.iter().all(|s| *s == 401));
+    assert!(o.env.sleeps.is_empty(), "no backoff for a refresh");
+    assert_eq!(s.retries, 0, "a refresh is not a retry");
+    // tus counts 403 as refused credentials too.
+    let o = run_upload(
+        2500,
+        300,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| (n == 1).then_some(Fault::Status(403, None))),
+        0,
+    );
+    assert_uploaded(&o);
+    assert_eq!(o.env.refreshes, [403]);
+}
+
+#[test]
+fn a_second_refusal_in_a_row_is_unauthorized() {
+    let o = run_upload(
+        2500,
+        300,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| (n >= 1).then_some(Fault::Status(401, None))),
+        5,
+    );
+    let err = o.result.unwrap_err();
+    assert_eq!((err.code(), err.status()), ("unauthorized", Some(401)));
+    assert_eq!(o.env.refreshes, [401]);
+    // Fixed headers cannot be refreshed: the first refusal is final.
+    let o = run_upload_with(
+        2500,
+        300,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| (n == 0).then_some(Fault::Status(401, None))),
+        5,
+        None,
+        |state| state.refreshable = false,
+    );
+    assert_eq!(o.result.unwrap_err().code(), "unauthorized");
+}
+
+#[test]
+fn offline_waits_for_the_browser_without_spending_retries() {
+    let o = run_upload(
+        4000,
+        300,
+        FakeTusServer::new(ALL, "sha256"),
+        on_patches(|n| matches!(n, 1 | 2 | 5).then_some(Fault::Offline)),
+        0,
+    );
+    let s = assert_uploaded(&o);
+    assert_eq!(o.env.online_waits, 3);
+    assert_eq!(s.retries, 0, "waiting for the network is not a retry");
+    assert!(o.env.sleeps.is_empty());
+    let phases: Vec<_> = o.env.reports.iter().map(|p| p.phase).collect();
+    assert!(phases.contains(&crate::core::progress::Phase::Offline));
+}
+
+/// A server holding the first `held` bytes of the file under `/files/u0`.
+fn server_holding(
+    held: usize,
+    size: usize,
+    extensions: &'static str,
+    algorithms: &'static str,
+) -> FakeTusServer {
+    let file = pseudo_random_bytes(size, size as u64 + 11);
+    let mut server = FakeTusServer::new(extensions, algorithms);
+    server.uploads.insert(
+        "u0".into(),
+        crate::core::testkit::StoredUpload {
+            length: size as u64,
+            data: file[..held].to_vec(),
+            metadata: None,
+        },
+    );
+    server
+}
+
+#[test]
+fn a_resumed_upload_sends_only_the_rest_and_hashes_everything() {
+    for (size, held) in [(5500, 0), (5500, 2000), (5500, 2345), (5500, 5500), (1, 1)] {
+        for algorithms in ["sha256", ""] {
+            let o = run_upload_with(
+                size,
+                300,
+                server_holding(held, size, ALL, algorithms),
+                no_faults(),
+                0,
+                Some("http://127.0.0.1:9/files/u0"),
+                |_| {},
+            );
+            let s = assert_uploaded(&o);
+            assert_eq!(s.resumed_from, held as u64);
+            assert_eq!(o.env.server.uploads.len(), 1, "no new upload was created");
+            let sent: u64 = s
+                .chunks
+                .iter()
+                .filter(|c| c.offset >= held as u64)
+                .map(|c| c.length)
+                .sum();
+            assert_eq!(sent, (size - held) as u64);
+            let patched = o
+                .env
+                .server
+                .log
+                .iter()
+                .filter(|(m, _)| *m == crate::core::http::Method::Patch)
+                .count();
+            assert_eq!(
+                patched as u64,
+                (size - held).div_ceil(CHUNK as usize) as u64,
+                "only the rest was sent"
+            );
+            let phases: Vec<_> = o.env.reports.iter().map(|p| p.phase).collect();
+            assert_eq!(
+                phases.contains(&crate::core::progress::Phase::Resuming),
+                held > 0
+            );
+            assert_eq!(o.env.resumable_at, ["http://127.0.0.1:9/files/u0"]);
+        }
+    }
+}
+
+#[test]
+fn an_upload_the_server_lost_is_started_afresh() {
+    let o = run_upload_with(
+        2500,
+        300,
+        FakeTusServer::new(ALL, "sha256"),
+        no_faults(),
+        0,
+        Some("http://127.0.0.1:9/files/gone"),
+        |_| {},
+    );
+    let s = assert_uploaded(&o);
+    assert_eq!(s.resumed_from, 0);
+    assert_eq!(o.env.resumable_at, ["http://127.0.0.1:9/files/u1"]);
+}
+
+#[test]
+fn without_a_server_checksum_the_end_is_confirmed() {
+    let o = run_upload(
+        2500,
+        300,
+        FakeTusServer::new("creation,termination", ""),
+        no_faults(),
+        0,
+    );
+    assert_uploaded(&o);
+    let last = o.env.server.log.last().expect("requests");
+    assert_eq!(
+        last.0,
+        crate::core::http::Method::Head,
+        "a final HEAD confirms the end"
+    );
+    // A server that loses the end after acknowledging it: never a silent success.
+    let mut server = FakeTusServer::new("creation,termination", "");
+    server.lose_bytes_after_patch = Some(10);
+    let o = run_upload(2500, 300, server, no_faults(), 3);
+    assert_eq!(o.result.unwrap_err().code(), "protocol");
 }

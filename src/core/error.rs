@@ -41,6 +41,9 @@ pub enum UploadError {
         retryable: bool,
         /// How long the server asked us to wait, if it did.
         retry_after: Option<RetryAfter>,
+        /// The refusal says a presigned URL expired (AWS 403; Garage 400 `InvalidRequest`
+        /// "Date is too old"): a fresh URL may succeed where this one cannot.
+        expired_url: bool,
     },
 
     /// The server said the bytes it received do not match the checksum we sent (tus 460).
@@ -95,6 +98,26 @@ pub enum UploadError {
     #[error("the headers callback failed: {0}")]
     HeadersFailed(String),
 
+    /// One of the caller's `s3` hooks threw, rejected or answered with something unusable.
+    /// A throw or rejection is retried (the hooks call the widget's backend over the
+    /// network); an unusable answer is not.
+    #[error("{message}")]
+    HookFailed {
+        /// What went wrong, naming the hook (never its arguments or answer).
+        message: String,
+        /// Whether trying again may help.
+        retryable: bool,
+    },
+
+    /// The server refused the credentials twice in a row for the same request, the second
+    /// time right after `headers({ refresh: true })` supplied fresh ones (or the headers
+    /// are fixed, so nothing fresher could be had).
+    #[error("the server refused the credentials (HTTP {status}), also after asking headers() for fresh ones")]
+    Unauthorized {
+        /// The HTTP status (401, or 403 for tus and range).
+        status: u16,
+    },
+
     /// The server broke the protocol (missing header, impossible offset, bad Location).
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -125,6 +148,8 @@ impl UploadError {
             UploadError::Aborted => "aborted",
             UploadError::ReadFailed(_) => "read_failed",
             UploadError::HeadersFailed(_) => "headers_failed",
+            UploadError::HookFailed { .. } => "hook_failed",
+            UploadError::Unauthorized { .. } => "unauthorized",
             UploadError::Protocol(_) => "protocol",
             UploadError::Attachment { code, .. } => code,
         }
@@ -134,16 +159,27 @@ impl UploadError {
     pub fn status(&self) -> Option<u16> {
         match self {
             UploadError::HttpStatus { status, .. }
-            | UploadError::ChecksumMismatch { status, .. } => Some(*status),
+            | UploadError::ChecksumMismatch { status, .. }
+            | UploadError::Unauthorized { status } => Some(*status),
             UploadError::RetriesExhausted { last, .. } => last.status(),
             _ => None,
+        }
+    }
+
+    /// Whether this is a store's refusal of an expired presigned URL.
+    pub fn is_expired_url(&self) -> bool {
+        match self {
+            UploadError::HttpStatus { expired_url, .. } => *expired_url,
+            UploadError::RetriesExhausted { last, .. } => last.is_expired_url(),
+            _ => false,
         }
     }
 
     /// Whether trying the same thing again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            UploadError::HttpStatus { retryable, .. } => *retryable,
+            UploadError::HttpStatus { retryable, .. }
+            | UploadError::HookFailed { retryable, .. } => *retryable,
             UploadError::ChecksumMismatch { .. }
             | UploadError::Network { .. }
             | UploadError::Timeout { .. } => true,
@@ -192,6 +228,7 @@ mod tests {
             status: 503,
             retryable: true,
             retry_after: None,
+            expired_url: false,
         };
         assert_eq!(status.code(), "http_status");
         assert_eq!(status.status(), Some(503));
@@ -218,6 +255,11 @@ mod tests {
         assert_eq!(
             UploadError::HeadersFailed("x".into()).code(),
             "headers_failed"
+        );
+        let refused = UploadError::Unauthorized { status: 401 };
+        assert_eq!(
+            (refused.code(), refused.status(), refused.is_retryable()),
+            ("unauthorized", Some(401), false)
         );
         let mismatch = UploadError::ChecksumMismatch {
             offset: 2,

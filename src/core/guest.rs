@@ -274,6 +274,22 @@ pub fn server_error(server_code: u32) -> UploadError {
             "too_many_requests",
             "Too many files at once. Wait a moment and try again.",
         ),
+        4000 => (
+            "feature_unavailable",
+            "Sending files is not available in this chat right now.",
+        ),
+        4011 => (
+            "message_too_long",
+            "Your message is too long. Shorten it and try again.",
+        ),
+        4013 => (
+            "custom_attributes_too_large",
+            "This message carries too much extra information to be sent. Please try again.",
+        ),
+        4020 => (
+            "missing_parameter",
+            "Something was missing from the request. Please try again.",
+        ),
         _ => (
             "unexpected",
             "Something went wrong on our side. Please try again later.",
@@ -661,7 +677,8 @@ impl AttachFlow {
     }
 
     /// The PUT ended: on success the flow waits for the verdict; a 403 (the URL expired,
-    /// or was refused) starts again with a fresh URL, a few times; other failures end it.
+    /// or was refused) or another store's word for an expired URL starts again with a fresh
+    /// URL, a few times; other failures end it.
     pub fn on_upload(
         &mut self,
         outcome: Result<(), UploadError>,
@@ -673,7 +690,10 @@ impl AttachFlow {
                 self.until_ms = self.deadline(now_ms);
                 Ok(())
             }
-            Err(error) if error.status() == Some(403) && self.fresh_urls < FRESH_URL_ATTEMPTS => {
+            Err(error)
+                if (error.status() == Some(403) || error.is_expired_url())
+                    && self.fresh_urls < FRESH_URL_ATTEMPTS =>
+            {
                 self.fresh_urls += 1;
                 self.stage = Stage::Ask;
                 Ok(())
@@ -830,6 +850,10 @@ mod tests {
             (4009, "attachment_not_found"),
             (4010, "attachment_not_uploaded"),
             (4029, "too_many_requests"),
+            (4000, "feature_unavailable"),
+            (4011, "message_too_long"),
+            (4013, "custom_attributes_too_large"),
+            (4020, "missing_parameter"),
             (5000, "unexpected"),
             (4999, "unexpected"),
         ];
@@ -1068,12 +1092,14 @@ mod tests {
             assert!(matches!(f.next(0.0), Action::Send(_)));
             f.on_event(presigned("att", "https://s/k")).unwrap();
             expect_upload(&mut f);
+            // Garage's word for an expired URL (AWS's is 403, below).
             let expired = UploadError::HttpStatus {
                 method: crate::core::http::Method::Put,
                 purpose: "upload file",
-                status: 403,
+                status: 400,
                 retryable: false,
                 retry_after: None,
+                expired_url: true,
             };
             f.on_upload(Err(expired), 0.0).unwrap();
         }
@@ -1088,6 +1114,7 @@ mod tests {
                     status: 403,
                     retryable: false,
                     retry_after: None,
+                    expired_url: true,
                 }),
                 0.0,
             )

@@ -118,13 +118,17 @@ impl HttpRequest {
     }
 }
 
-/// The parts of a response the protocols look at: the status and the headers.
+/// The parts of a response the protocols look at: the status, the headers, and the start
+/// of an error's body.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HttpResponse {
     /// The HTTP status.
     pub status: u16,
     /// Header names are stored lower-case.
     headers: Vec<(String, String)>,
+    /// The start of the body of an error answer (an S3 error document names its reason
+    /// there); empty for successes.
+    pub body: String,
 }
 
 impl HttpResponse {
@@ -139,7 +143,14 @@ impl HttpResponse {
                 .into_iter()
                 .map(|(n, v)| (n.as_ref().to_ascii_lowercase(), v.into()))
                 .collect(),
+            body: String::new(),
         }
+    }
+
+    /// The same response with the start of its body.
+    pub fn with_body(mut self, body: impl Into<String>) -> Self {
+        self.body = body.into();
+        self
     }
 
     /// The first value of a header, looked up case-insensitively.

@@ -26,11 +26,18 @@ pub enum ProtocolKind {
     Put,
     /// A Content-Range resumable session (Google Cloud Storage style).
     Range,
+    /// An S3 multipart upload through presigned part URLs, several parts in flight.
+    S3,
 }
 
 impl ProtocolKind {
     /// Every protocol, in the order the docs list them.
-    pub const ALL: [ProtocolKind; 3] = [ProtocolKind::Tus, ProtocolKind::Put, ProtocolKind::Range];
+    pub const ALL: [ProtocolKind; 4] = [
+        ProtocolKind::Tus,
+        ProtocolKind::Put,
+        ProtocolKind::Range,
+        ProtocolKind::S3,
+    ];
 
     /// The name JavaScript uses.
     pub fn name(self) -> &'static str {
@@ -38,6 +45,7 @@ impl ProtocolKind {
             ProtocolKind::Tus => "tus",
             ProtocolKind::Put => "put",
             ProtocolKind::Range => "range",
+            ProtocolKind::S3 => "s3",
         }
     }
 
@@ -48,7 +56,7 @@ impl ProtocolKind {
             .find(|p| p.name() == name)
             .ok_or_else(|| {
                 UploadError::invalid(format!(
-                    "options.protocol \"{name}\" is not supported; use \"tus\", \"put\" or \"range\""
+                    "options.protocol \"{name}\" is not supported; use \"tus\", \"put\", \"range\" or \"s3\""
                 ))
             })
     }
@@ -77,6 +85,9 @@ pub struct UploadSettings {
     pub fresh_url_per_attempt: bool,
     /// Also compute the whole file's MD5.
     pub md5: bool,
+    /// Continue the upload at this URL (`uploadUrl`, or a stored resume record) instead of
+    /// creating one: tus asks its offset with HEAD, range queries the session's status.
+    pub resume_url: Option<String>,
 }
 
 /// Checks that a number is a whole number in `min..=max` and returns it.

@@ -14,10 +14,15 @@ use crate::core::digest::Sha256Bytes;
 pub enum Phase {
     /// Talking to the server before the first byte is sent (capabilities, creation).
     Starting,
+    /// Continuing an upload the server already holds part of: re-reading and hashing that
+    /// part locally (nothing is sent again).
+    Resuming,
     /// Reading, hashing and sending chunks.
     Uploading,
     /// Waiting before a retry (`retryInMs` says how long).
     Retrying,
+    /// The browser is offline: waiting for it to come back (no retry is spent meanwhile).
+    Offline,
     /// Every byte is sent; the server is checking the file (web-messaging attachments).
     Verifying,
     /// Finished: every byte acknowledged.
@@ -29,8 +34,10 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Starting => "starting",
+            Phase::Resuming => "resuming",
             Phase::Uploading => "uploading",
             Phase::Retrying => "retrying",
+            Phase::Offline => "offline",
             Phase::Verifying => "verifying",
             Phase::Done => "done",
         }
@@ -240,6 +247,18 @@ impl ProgressModel {
         due.then(|| self.emit(now_ms, chunk))
     }
 
+    /// The server already held the first `offset` bytes when the upload began (a resumed
+    /// upload): they count as uploaded, but not towards the speed, which measures this
+    /// session's transfer.
+    pub fn resumed(&mut self, offset: u64, now_ms: f64) {
+        if offset > self.current.bytes_uploaded {
+            self.current.bytes_uploaded = offset.min(self.current.bytes_total);
+            self.current.bytes_sent = self.current.bytes_sent.max(self.current.bytes_uploaded);
+        }
+        self.speed = SpeedMeter::new(now_ms);
+        self.speed.last.1 = self.current.bytes_uploaded;
+    }
+
     /// Everything is acknowledged: the final 100 % call.
     pub fn done(&mut self, now_ms: f64) -> Progress {
         self.current.bytes_uploaded = self.current.bytes_total;
@@ -378,6 +397,31 @@ mod tests {
             (100, 99.9, 0)
         );
         assert_eq!(m.done(4.0).percent, 100.0);
+    }
+
+    #[test]
+    fn resumed_bytes_count_as_uploaded_but_not_as_speed() {
+        let mut m = ProgressModel::new(1_000_000, 10, 0, 0.0);
+        m.resumed(400_000, 1000.0);
+        let p = m.phase(Phase::Resuming, 1000.0);
+        assert_eq!(
+            (p.bytes_uploaded, p.percent, p.phase.as_str()),
+            (400_000, 40.0, "resuming")
+        );
+        // 100 kB in the next second: 100 kB/s, not 500 kB/s.
+        let p = m
+            .acknowledged(500_000, Some(chunk(5)), 2000.0)
+            .expect("forced");
+        assert!(
+            (p.bytes_per_second - 100_000.0).abs() < 1.0,
+            "{}",
+            p.bytes_per_second
+        );
+        // Re-hashed chunks before the resume point never move the bar back.
+        let p = m
+            .acknowledged(100_000, Some(chunk(1)), 2100.0)
+            .expect("forced");
+        assert_eq!((p.bytes_uploaded, p.percent), (500_000, 50.0));
     }
 
     #[test]

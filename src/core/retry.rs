@@ -158,6 +158,7 @@ mod tests {
             status: code,
             retryable: is_transient_status(code),
             retry_after,
+            expired_url: false,
         }
     }
 

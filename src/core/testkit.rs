@@ -17,6 +17,9 @@ use crate::core::engine::{ByteSource, Environment};
 use crate::core::error::UploadError;
 use crate::core::http::{Body, HttpRequest, HttpResponse, Method};
 use crate::core::progress::Progress;
+use crate::core::protocol::s3::Hook;
+use crate::core::resume::ResumeTarget;
+use crate::core::value::Value;
 
 /// Runs a future whose awaits all complete at once (everything here is synchronous).
 pub fn block_on<F: Future>(future: F) -> F::Output {
@@ -78,6 +81,9 @@ pub enum Fault {
     AcceptNothing,
     /// The caller aborts while this request is in flight.
     Abort,
+    /// The browser goes offline: the request fails without an answer, and the environment
+    /// says offline until the engine waits for it to come back.
+    Offline,
 }
 
 /// Decides the fault for the n-th request (0-based).
@@ -269,6 +275,206 @@ impl FakeTusServer {
     }
 }
 
+/// An in-memory S3 bucket with multipart uploads, and the widget's backend's hooks over it.
+#[derive(Debug, Default)]
+pub struct FakeS3 {
+    /// Multipart uploads in progress: upload id → (key, part number → bytes).
+    pub uploads: HashMap<String, (String, std::collections::BTreeMap<u32, Vec<u8>>)>,
+    /// Completed objects: key → bytes.
+    pub objects: HashMap<String, Vec<u8>>,
+    /// Upload ids aborted.
+    pub aborted: Vec<String>,
+    /// Every hook called, by name.
+    pub hooks: Vec<&'static str>,
+    /// Where `signPart` puts the checksum: "query", "header" or "none".
+    pub placement: &'static str,
+    /// `signPart` calls that give an already expired URL (counted down).
+    pub expired_urls: u32,
+    next_id: u32,
+}
+
+impl FakeS3 {
+    /// A bucket whose signer puts the checksum in the URL's query.
+    pub fn new() -> Self {
+        FakeS3 {
+            placement: "query",
+            ..FakeS3::default()
+        }
+    }
+
+    fn etag(bytes: &[u8]) -> String {
+        format!("\"{}\"", crate::core::encoding::hex(&sha256(bytes)[..16]))
+    }
+
+    /// A hook of the widget's backend.
+    pub fn hook(
+        &mut self,
+        hook: crate::core::protocol::s3::Hook,
+        arg: &crate::core::value::Value,
+    ) -> Result<crate::core::value::Value, UploadError> {
+        use crate::core::protocol::s3::Hook;
+        use crate::core::value::{object, Value};
+        self.hooks.push(hook.name());
+        let id = arg.str_at("uploadId").unwrap_or_default().to_owned();
+        let failed = |message: &str| UploadError::HookFailed {
+            message: message.to_owned(),
+            retryable: false,
+        };
+        match hook {
+            Hook::Create => {
+                self.next_id += 1;
+                let id = format!("mpu-{}", self.next_id);
+                let key = format!("objects/{}", self.next_id);
+                self.uploads
+                    .insert(id.clone(), (key.clone(), Default::default()));
+                Ok(object([
+                    ("uploadId", id.as_str().into()),
+                    ("key", key.as_str().into()),
+                ]))
+            }
+            Hook::SignPart => {
+                if !self.uploads.contains_key(&id) {
+                    return Err(failed("no such upload"));
+                }
+                let number = arg.f64_at("partNumber").unwrap_or(0.0) as u32;
+                let checksum = arg.str_at("checksumSHA256").unwrap_or_default();
+                let expired = if self.expired_urls > 0 {
+                    self.expired_urls -= 1;
+                    "&expired=1"
+                } else {
+                    ""
+                };
+                let (query, headers) = match self.placement {
+                    "query" => (format!("&x-amz-checksum-sha256={checksum}"), Value::Null),
+                    "header" => (
+                        String::new(),
+                        object([("x-amz-checksum-sha256", checksum.into())]),
+                    ),
+                    _ => (String::new(), Value::Null),
+                };
+                let url = format!(
+                    "https://s3.test/bucket?uploadId={id}&partNumber={number}{query}{expired}"
+                );
+                Ok(object([("url", url.as_str().into()), ("headers", headers)]))
+            }
+            Hook::ListParts => {
+                let (_, parts) = self
+                    .uploads
+                    .get(&id)
+                    .ok_or_else(|| failed("NoSuchUpload"))?;
+                Ok(Value::Array(
+                    parts
+                        .iter()
+                        .map(|(n, bytes)| {
+                            object([
+                                ("partNumber", (*n).into()),
+                                ("size", (bytes.len() as u64).into()),
+                                ("etag", Self::etag(bytes).into()),
+                            ])
+                        })
+                        .collect(),
+                ))
+            }
+            Hook::Complete => {
+                let (key, parts) = self
+                    .uploads
+                    .remove(&id)
+                    .ok_or_else(|| failed("NoSuchUpload"))?;
+                let listed = arg
+                    .get("parts")
+                    .and_then(Value::as_array)
+                    .unwrap_or_default();
+                let mut object_bytes = Vec::new();
+                for (i, part) in listed.iter().enumerate() {
+                    let number = part.f64_at("partNumber").unwrap_or(0.0) as u32;
+                    let bytes = parts.get(&number).ok_or_else(|| failed("InvalidPart"))?;
+                    if number != i as u32 + 1
+                        || part.str_at("etag") != Some(Self::etag(bytes).as_str())
+                    {
+                        return Err(failed("InvalidPart"));
+                    }
+                    if part.str_at("checksumSHA256") != Some(base64(&sha256(bytes)).as_str()) {
+                        return Err(failed("InvalidPart checksum"));
+                    }
+                    object_bytes.extend_from_slice(bytes);
+                }
+                self.objects.insert(key.clone(), object_bytes);
+                let location = format!("https://s3.test/bucket/{key}?X-Amz-Signature=secret");
+                Ok(object([("location", location.as_str().into())]))
+            }
+            Hook::Abort => {
+                self.uploads.remove(&id);
+                self.aborted.push(id);
+                Ok(Value::Null)
+            }
+        }
+    }
+
+    /// A part's PUT.
+    fn put(
+        &mut self,
+        request: &HttpRequest,
+        file: &[u8],
+        fault: Option<Fault>,
+    ) -> Result<HttpResponse, UploadError> {
+        let empty: [(&str, String); 0] = [];
+        let query = request
+            .url
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or_default();
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+        };
+        if param("expired").is_some() {
+            return Ok(HttpResponse::new(403, empty));
+        }
+        let (Some(id), Some(number)) = (
+            param("uploadId"),
+            param("partNumber").and_then(|n| n.parse::<u32>().ok()),
+        ) else {
+            return Ok(HttpResponse::new(400, empty));
+        };
+        let Body::FileRange { start, end } = request.body else {
+            return Ok(HttpResponse::new(400, empty));
+        };
+        let mut body = file[start as usize..end as usize].to_vec();
+        if fault == Some(Fault::Corrupt) && !body.is_empty() {
+            body[0] ^= 0xff;
+        }
+        if let Some(Fault::Reset { .. }) = fault {
+            // S3 keeps nothing of a part whose body broke off.
+            return Err(UploadError::Network {
+                method: request.method,
+                purpose: request.purpose,
+                detail: "connection reset".into(),
+            });
+        }
+        let checksum = param("x-amz-checksum-sha256").or_else(|| {
+            request
+                .header_value("x-amz-checksum-sha256")
+                .map(str::to_owned)
+        });
+        if let Some(checksum) = checksum {
+            if checksum != base64(&sha256(&body)) {
+                return Ok(HttpResponse::new(400, empty)
+                    .with_body("<Error><Code>BadDigest</Code></Error>"));
+            }
+        }
+        let Some((_, parts)) = self.uploads.get_mut(&id) else {
+            return Ok(
+                HttpResponse::new(404, empty).with_body("<Error><Code>NoSuchUpload</Code></Error>")
+            );
+        };
+        let etag = Self::etag(&body);
+        parts.insert(number, body);
+        Ok(HttpResponse::new(200, [("ETag", etag)]))
+    }
+}
+
 /// The engine's surroundings, simulated. The engine holds it by shared reference (a send
 /// and the hashing of the next chunk run at once), so the state sits in a `RefCell`.
 pub struct FakeEnv(RefCell<FakeState>);
@@ -276,6 +482,7 @@ pub struct FakeEnv(RefCell<FakeState>);
 /// What the simulated surroundings saw and hold.
 pub struct FakeState {
     pub server: FakeTusServer,
+    pub s3: FakeS3,
     file: Rc<Vec<u8>>,
     faults: FaultPlan,
     requests: usize,
@@ -285,12 +492,22 @@ pub struct FakeState {
     pub sleeps: Vec<u32>,
     pub reports: Vec<Progress>,
     pub detached: Vec<HttpRequest>,
+    /// The caller's headers can be refreshed (a `headers()` function).
+    pub refreshable: bool,
+    /// Every refresh asked for, with the refusing status.
+    pub refreshes: Vec<u16>,
+    pub offline: bool,
+    /// How many times the engine waited for the browser to be online again.
+    pub online_waits: u32,
+    /// Every URL the engine said the upload can be continued from.
+    pub resumable_at: Vec<String>,
 }
 
 impl FakeEnv {
     pub fn new(server: FakeTusServer, file: Rc<Vec<u8>>, faults: FaultPlan) -> Self {
         FakeEnv(RefCell::new(FakeState {
             server,
+            s3: FakeS3::new(),
             file,
             faults,
             requests: 0,
@@ -300,7 +517,18 @@ impl FakeEnv {
             sleeps: Vec::new(),
             reports: Vec::new(),
             detached: Vec::new(),
+            refreshable: true,
+            refreshes: Vec::new(),
+            offline: false,
+            online_waits: 0,
+            resumable_at: Vec::new(),
         }))
+    }
+
+    /// Changes the state before the upload starts.
+    pub fn with(self, change: impl FnOnce(&mut FakeState)) -> Self {
+        change(&mut self.0.borrow_mut());
+        self
     }
 
     /// The state, once the engine is done with the environment.
@@ -338,12 +566,29 @@ impl Environment for FakeEnv {
             state.aborted = true;
             return Err(UploadError::Aborted);
         }
+        if fault == Some(Fault::Offline) {
+            state.offline = true;
+            return Err(UploadError::Network {
+                method: request.method,
+                purpose: request.purpose,
+                detail: "Failed to fetch".into(),
+            });
+        }
         let bytes = match request.body {
             Body::FileRange { start, end } => end - start,
             Body::Empty => 0,
         };
         state.clock_ms += 5.0 + bytes as f64 / 100_000.0;
         let file = Rc::clone(&state.file);
+        if request.url.starts_with("https://s3.test/") {
+            return match fault {
+                Some(Fault::Status(status, retry_after)) => Ok(HttpResponse::new(
+                    status,
+                    retry_after.map(|v| ("Retry-After", v)),
+                )),
+                fault => state.s3.put(request, &file, fault),
+            };
+        }
         state.server.handle(request, &file, fault)
     }
 
@@ -367,6 +612,48 @@ impl Environment for FakeEnv {
 
     fn report(&self, progress: &Progress) {
         self.0.borrow_mut().reports.push(progress.clone());
+    }
+
+    fn refresh_credentials(&self, status: u16) -> bool {
+        let mut state = self.0.borrow_mut();
+        state.refreshes.push(status);
+        state.refreshable
+    }
+
+    fn offline(&self) -> bool {
+        self.0.borrow().offline
+    }
+
+    async fn wait_online(&self) -> Result<(), UploadError> {
+        let mut state = self.0.borrow_mut();
+        if state.aborted {
+            return Err(UploadError::Aborted);
+        }
+        state.online_waits += 1;
+        state.offline = false;
+        state.clock_ms += 3000.0;
+        Ok(())
+    }
+
+    async fn call_hook(&self, hook: Hook, arg: &Value) -> Result<Value, UploadError> {
+        let mut state = self.0.borrow_mut();
+        if state.aborted {
+            return Err(UploadError::Aborted);
+        }
+        state.s3.hook(hook, arg)
+    }
+
+    fn call_hook_detached(&self, hook: Hook, arg: Value) {
+        let mut state = self.0.borrow_mut();
+        let _ = state.s3.hook(hook, &arg);
+    }
+
+    fn resumable_at(&self, target: ResumeTarget) {
+        let described = match target {
+            ResumeTarget::Url(url) => url,
+            ResumeTarget::Multipart { upload_id, key, .. } => format!("{upload_id} {key}"),
+        };
+        self.0.borrow_mut().resumable_at.push(described);
     }
 
     fn send_detached(&self, request: HttpRequest) {

@@ -11,6 +11,16 @@
 const failure = (kind, detail = "") => ({ kind, detail });
 const aborted = () => failure("aborted");
 
+/**
+ * What kind of Blob `value` is: "file", "blob", or "" for neither. By its tag rather than
+ * `instanceof`, so that a File from another realm (a widget in an iframe hands the page's
+ * files to chunkup loaded in the iframe, or the other way round) is accepted too.
+ */
+export function blobKind(value) {
+  const tag = Object.prototype.toString.call(value);
+  return tag === "[object File]" ? "file" : tag === "[object Blob]" ? "blob" : "";
+}
+
 /** The message of a thrown value: "Name: message" for errors, the text of a string. */
 export function describe(thrown) {
   if (thrown instanceof Error) {
@@ -69,8 +79,8 @@ export function call(fn, arg, timeoutMs, signal) {
 
 // ------------------------------------------------------------------ reading the file
 
-/** Bytes asked of the file per read: a few hundred microseconds of hashing. */
-const PIECE = 256 * 1024;
+/** Bytes asked of the file per read: fewer, larger pieces cost less per byte (measured). */
+const PIECE = 1024 * 1024;
 
 /**
  * The byte-counting reader over a Blob: pieces of `blob.slice(offset).stream()` pass
@@ -83,7 +93,10 @@ const PIECE = 256 * 1024;
  * the piece Rust copied last is handed back to be filled again. A default reader would
  * allocate a new buffer per piece, and a 1 GiB upload would leave a gigabyte of garbage for
  * the collector to catch up with (100 MiB and more of growth, measured). Where BYOB is not
- * offered, the default reader is the fallback.
+ * offered (WebKit: `Blob.stream()` is not a byte stream there), the default reader is the
+ * fallback, and its chunks are handed on in pieces of at most PIECE bytes: WebKit gives a
+ * file on disk in 512 KiB chunks but an in-memory Blob as one chunk of its whole size, and
+ * Rust's copy buffer (wasm memory, which never shrinks) would grow to the largest piece.
  */
 export class CountingReader {
   constructor(blob, offset, signal) {
@@ -100,19 +113,20 @@ export class CountingReader {
     const stream = blob.slice(offset).stream();
     try {
       this.source = stream.getReader({ mode: "byob" });
+      this.spare = new ArrayBuffer(PIECE);
     } catch {
-      this.source = null; // not a byte stream here: the default reader, through the counter
-      this.reader = stream.pipeThrough(counting).getReader();
-      return;
+      // Not a byte stream here (WebKit): the default reader; `rest` is what is left of its
+      // last chunk.
+      this.source = stream.getReader();
+      this.rest = null;
     }
-    this.spare = new ArrayBuffer(PIECE);
     this.writer = counting.writable.getWriter();
     this.reader = counting.readable.getReader();
   }
 
   /** The next piece as a Uint8Array, or null at the end; rejects `aborted` or `read`. */
   read() {
-    const next = (this.source ? this.pump() : this.reader.read()).then(
+    const next = this.pump().then(
       ({ done, value }) => (done ? null : value),
       (error) => {
         throw failure("read", describe(error));
@@ -121,21 +135,36 @@ export class CountingReader {
     return bounded(next, 0, this.signal);
   }
 
-  /** Fills the spare buffer from the file and passes the piece through the counter. */
+  /**
+   * The next piece from the file (the spare buffer filled, or the next at most PIECE bytes
+   * of the default reader's chunk), passed through the counter.
+   */
   async pump() {
-    const { done, value } = await this.source.read(new Uint8Array(this.spare, 0, PIECE));
-    if (done) return { done };
+    let value;
+    if (this.spare) {
+      const read = await this.source.read(new Uint8Array(this.spare, 0, PIECE));
+      if (read.done) return read;
+      value = read.value;
+    } else {
+      while (!this.rest?.byteLength) {
+        const read = await this.source.read();
+        if (read.done) return read;
+        this.rest = read.value;
+      }
+      value = this.rest.subarray(0, PIECE);
+      this.rest = this.rest.subarray(value.byteLength);
+    }
     // The counter's readable side holds nothing back (high-water mark 0): read as we write.
     this.writer.write(value).catch(() => {});
     const piece = await this.reader.read();
     // Rust copies this piece before asking for the next: its memory is the next spare.
-    this.spare = piece.value.buffer;
+    if (this.spare) this.spare = piece.value.buffer;
     return piece;
   }
 
   /** Stops reading the file; never throws. */
   cancel() {
-    this.source?.cancel().catch(() => {});
+    this.source.cancel().catch(() => {});
     this.reader.cancel().catch(() => {});
   }
 }
@@ -144,7 +173,8 @@ export class CountingReader {
 
 /**
  * One request on its way. `next()` resolves to a number (body bytes sent so far, for a
- * request with upload progress) or to the answer `[status, [name, value, name, value...]]`;
+ * request with upload progress) or to the answer `[status, [name, value, name, value...]]`,
+ * with a third element for a status outside 2xx: the start of the body (errorText);
  * call it again after a number. `cancel()` aborts it (Rust calls it when it drops the
  * request unanswered).
  */
@@ -227,7 +257,13 @@ function sendWithFetch(exchange, method, url, headers, body, timeoutMs, keepaliv
   }
   exchange.cancel = () => controller.abort();
   const answered = fetch(request).then(
-    (response) => [response.status, headerPairs(response.headers)],
+    (response) =>
+      response.ok
+        ? [response.status, headerPairs(response.headers)]
+        : response.text().then(
+            (text) => [response.status, headerPairs(response.headers), errorText(text)],
+            () => [response.status, headerPairs(response.headers)],
+          ),
     (error) => {
       throw failure("network", describe(error));
     },
@@ -280,7 +316,8 @@ function sendWithXhr(exchange, method, url, headers, body, timeoutMs, keepalive,
   };
   xhr.onload = () => {
     if (xhr.status === 0) finish(failure("network", "the request failed without an HTTP answer"), true);
-    else finish([xhr.status, parseHeaders(xhr.getAllResponseHeaders())]);
+    else if (xhr.status >= 200 && xhr.status < 300) finish([xhr.status, parseHeaders(xhr.getAllResponseHeaders())]);
+    else finish([xhr.status, parseHeaders(xhr.getAllResponseHeaders()), errorText(xhr.responseText)]);
   };
   xhr.onerror = xhr.onabort = () => finish(failure("network", "the request failed without an HTTP answer"), true);
   signal?.addEventListener("abort", onAbort);
@@ -292,6 +329,15 @@ function sendWithXhr(exchange, method, url, headers, body, timeoutMs, keepalive,
     return;
   }
   idle();
+}
+
+/**
+ * The start of a refusal's body, for the protocol to read an error code from (an S3 error
+ * document's `<Code>`): never put into a message or a log, since a server may echo what it
+ * was sent.
+ */
+function errorText(text) {
+  return typeof text === "string" ? text.slice(0, 4096) : "";
 }
 
 /** `getAllResponseHeaders()` text: `name: value` lines separated by CRLF. */
@@ -339,4 +385,111 @@ export class Inbox {
       this.waiting = null;
     });
   }
+}
+
+// ------------------------------------------------------------------ the network's state
+
+/** Whether the browser says it is offline (navigator.onLine, on the page or in a Worker). */
+export function isOffline() {
+  return globalThis.navigator?.onLine === false;
+}
+
+/** How often the network's state is looked at while offline. */
+const ONLINE_POLL_MS = 250;
+
+/**
+ * Resolves once the browser is online again; rejects `aborted`. The `online` event ends
+ * the wait at once, and navigator.onLine is also looked at every 250 ms: a Worker sees the
+ * state change but not always the event (Chromium's offline emulation, for one).
+ */
+export function waitOnline(signal) {
+  if (!isOffline()) return Promise.resolve();
+  let onOnline;
+  let poll;
+  const online = new Promise((resolve) => {
+    onOnline = resolve;
+    globalThis.addEventListener("online", onOnline);
+    poll = setInterval(() => isOffline() || resolve(), ONLINE_POLL_MS);
+  });
+  return bounded(online, 0, signal, () => {
+    globalThis.removeEventListener("online", onOnline);
+    clearInterval(poll);
+  });
+}
+
+// ------------------------------------------------------------------ resume records
+
+/**
+ * The resume records, in IndexedDB (the same for the page and chunkup's Worker, which has
+ * no localStorage): key → plain object. Rust decides what goes in (src/core/resume.rs).
+ * Storage is a convenience, never a reason to fail: where it is unavailable (private
+ * browsing, a full quota, a blocked database) every call answers as if nothing were stored.
+ */
+const DB_NAME = "chunkup";
+const STORE = "resume";
+let database = null;
+
+function openRecords() {
+  database ??= new Promise((resolve) => {
+    try {
+      const request = indexedDB.open(DB_NAME, 1);
+      request.onupgradeneeded = () => request.result.createObjectStore(STORE);
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = request.onblocked = () => resolve(null);
+    } catch {
+      resolve(null);
+    }
+  });
+  return database;
+}
+
+/** Runs `use(store)` in a transaction; resolves to what its request gives, or `fallback`. */
+async function withRecords(mode, use, fallback) {
+  const db = await openRecords();
+  if (!db) return fallback;
+  return new Promise((resolve) => {
+    try {
+      const request = use(db.transaction(STORE, mode).objectStore(STORE));
+      request.onsuccess = () => resolve(request.result ?? fallback);
+      request.onerror = () => resolve(fallback);
+    } catch {
+      resolve(fallback);
+    }
+  });
+}
+
+/** The record under `key`, or null. */
+export function recordGet(key) {
+  return withRecords("readonly", (store) => store.get(key), null);
+}
+
+/** Stores `value` under `key`; resolves to whether it was stored. */
+export function recordPut(key, value) {
+  return withRecords("readwrite", (store) => store.put(value, key), false).then((r) => r !== false);
+}
+
+/** Removes the record under `key`. */
+export function recordDelete(key) {
+  return withRecords("readwrite", (store) => store.delete(key), null);
+}
+
+/** Every record's key and `savedAt`: [[key, savedAt or null], ...]. */
+export async function recordList() {
+  const db = await openRecords();
+  if (!db) return [];
+  return new Promise((resolve) => {
+    const list = [];
+    try {
+      const cursor = db.transaction(STORE, "readonly").objectStore(STORE).openCursor();
+      cursor.onsuccess = () => {
+        const at = cursor.result;
+        if (!at) return resolve(list);
+        list.push([at.key, typeof at.value?.savedAt === "number" ? at.value.savedAt : null]);
+        at.continue();
+      };
+      cursor.onerror = () => resolve(list);
+    } catch {
+      resolve(list);
+    }
+  });
 }

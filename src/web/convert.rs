@@ -124,6 +124,7 @@ pub fn summary_to_js(s: &UploadSummary) -> JsValue {
         ("durationMs", s.duration_ms.into()),
         ("protocol", s.protocol.into()),
         ("checksum", s.checksum.into()),
+        ("resumedFrom", s.resumed_from.into()),
     ]))
 }
 

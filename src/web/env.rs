@@ -11,8 +11,15 @@ use crate::core::engine::Environment;
 use crate::core::error::UploadError;
 use crate::core::http::{HttpRequest, HttpResponse};
 use crate::core::progress::Progress;
+use crate::core::protocol::s3::Hook;
+use crate::core::resume::ResumeTarget;
+use crate::core::value::Value;
 use crate::web::convert::progress_to_js;
+use crate::web::convert::{from_js, to_js};
+use crate::web::io::{self, Failure};
 use crate::web::js::settle;
+use crate::web::options::Multipart;
+use crate::web::resume::Resume;
 use crate::web::transport::Transport;
 use crate::web::worker::Pacer;
 
@@ -70,6 +77,9 @@ pub struct BrowserEnv {
     progress: Rc<ProgressCallback>,
     adjust: Option<Box<dyn Fn(Progress) -> Progress>>,
     pacer: Pacer,
+    records: Option<Rc<Resume>>,
+    saved: Cell<bool>,
+    hooks: Option<Multipart>,
 }
 
 impl BrowserEnv {
@@ -80,7 +90,27 @@ impl BrowserEnv {
             progress,
             adjust: None,
             pacer: Pacer::for_this_thread(),
+            records: None,
+            saved: Cell::new(false),
+            hooks: None,
         }
+    }
+
+    /// The caller's `s3` hooks, for a multipart upload.
+    pub fn with_hooks(mut self, hooks: Option<Multipart>) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Stores where the upload can be continued after a reload in `records`.
+    pub fn keeping_records(mut self, records: Option<Rc<Resume>>) -> Self {
+        self.records = records;
+        self
+    }
+
+    /// True unless a resume record was stored during this upload.
+    pub fn saved_nothing(&self) -> bool {
+        !self.saved.get()
     }
 
     /// Passes every snapshot through `adjust` first (a flow made of several uploads
@@ -121,6 +151,67 @@ impl Environment for BrowserEnv {
 
     async fn pause(&self) {
         self.pacer.pace().await;
+    }
+
+    fn refresh_credentials(&self, status: u16) -> bool {
+        self.transport.refresh_credentials(status)
+    }
+
+    fn offline(&self) -> bool {
+        crate::web::io::is_offline()
+    }
+
+    async fn wait_online(&self) -> Result<(), UploadError> {
+        crate::web::io::wait_online(self.transport.signal()).await
+    }
+
+    async fn call_hook(&self, hook: Hook, arg: &Value) -> Result<Value, UploadError> {
+        let Some(hooks) = &self.hooks else {
+            return Err(UploadError::invalid(
+                "options.s3 is required for protocol \"s3\"",
+            ));
+        };
+        let failed = |how: &str, detail: String| UploadError::HookFailed {
+            message: format!("the s3.{} hook {how}: {detail}", hook.name()),
+            retryable: true,
+        };
+        let signal = self.transport.signal();
+        match io::call(
+            hooks.hook(hook),
+            &to_js(arg),
+            self.transport.timeout_ms(),
+            signal,
+        )
+        .await
+        {
+            Ok(answer) => Ok(from_js(&answer)),
+            Err(Failure::Threw(detail)) => Err(failed("threw", detail)),
+            Err(Failure::Rejected(detail)) => Err(failed("rejected", detail)),
+            Err(Failure::Timeout) => Err(failed("did not answer", "timed out".into())),
+            Err(_) => Err(UploadError::Aborted),
+        }
+    }
+
+    fn call_hook_detached(&self, hook: Hook, arg: Value) {
+        let Some(hooks) = &self.hooks else {
+            return;
+        };
+        let (function, arg, timeout) = (
+            hooks.hook(hook).clone(),
+            to_js(&arg),
+            self.transport.timeout_ms(),
+        );
+        wasm_bindgen_futures::spawn_local(async move {
+            // Best effort: the upload already failed with `aborted`, whatever happens here.
+            let _ = io::call(&function, &arg, timeout, &None).await;
+        });
+    }
+
+    fn resumable_at(&self, target: ResumeTarget) {
+        if let Some(records) = &self.records {
+            records.save(target);
+            self.saved.set(true);
+        }
     }
 
     fn send_detached(&self, request: HttpRequest) {

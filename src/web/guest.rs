@@ -29,8 +29,8 @@ use crate::web::env::{BrowserEnv, ProgressCallback};
 use crate::web::io::{self, Failure, Inbox};
 use crate::web::js::{get, set};
 use crate::web::options::{
-    describe, is_absent, optional_bool, optional_number, optional_signal, portable, reject_unknown,
-    retry_policy, HeaderSource,
+    blob_arg, describe, is_absent, optional_bool, optional_number, optional_signal, portable,
+    progress_arg, reject_unknown, retry_policy, HeaderSource,
 };
 use crate::web::source::{digest_whole_file, FileSource};
 use crate::web::transport::Transport;
@@ -176,10 +176,7 @@ impl Drop for Subscription {
 
 /// `validateAttachment(sessionResponse, file)`: the checks `attachFile` makes first.
 pub fn validate_attachment(session_response: &JsValue, file: &JsValue) -> Result<(), UploadError> {
-    let blob: Blob = file
-        .clone()
-        .dyn_into()
-        .map_err(|_| UploadError::invalid("file must be a Blob or a File"))?;
+    let blob = blob_arg(file)?;
     let (name, kind) = describe(&blob);
     guest::validate(
         rules_of(session_response)?.as_ref(),
@@ -306,16 +303,8 @@ impl AttachInput {
         options: &JsValue,
     ) -> Result<AttachInput, UploadError> {
         let session = Session::parse(session)?;
-        let blob: Blob = file
-            .dyn_into()
-            .map_err(|_| UploadError::invalid("file must be a Blob or a File"))?;
-        let on_progress = if is_absent(&on_progress) {
-            None
-        } else {
-            Some(on_progress.dyn_into::<Function>().map_err(|_| {
-                UploadError::invalid("onProgress must be a function, null or undefined")
-            })?)
-        };
+        let blob = blob_arg(&file)?;
+        let on_progress = progress_arg(&on_progress)?;
         let settings = settings(options)?;
         let (name, kind) = describe(&blob);
         let size = blob.size() as u64;

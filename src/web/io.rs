@@ -54,6 +54,17 @@ extern "C" {
     #[wasm_bindgen(js_name = sleep)]
     fn sleep_js(ms: u32, signal: &JsValue) -> Promise;
 
+    /// "file", "blob" or "" (by the value's tag, so a Blob from another realm counts).
+    #[wasm_bindgen(js_name = blobKind)]
+    pub fn blob_kind(value: &JsValue) -> String;
+
+    /// Whether the browser says it is offline.
+    #[wasm_bindgen(js_name = isOffline)]
+    pub fn is_offline() -> bool;
+
+    #[wasm_bindgen(js_name = waitOnline)]
+    fn wait_online_js(signal: &JsValue) -> Promise;
+
     #[wasm_bindgen(js_name = call)]
     fn call_js(function: &Function, arg: &JsValue, timeout_ms: u32, signal: &JsValue) -> Promise;
 
@@ -138,6 +149,14 @@ pub fn fired(signal: &Option<AbortSignal>) -> bool {
 /// Waits `ms` milliseconds; `Aborted` as soon as the signal fires.
 pub async fn sleep(ms: u32, signal: &Option<AbortSignal>) -> Result<(), UploadError> {
     wait(sleep_js(ms, &signal_arg(signal)))
+        .await
+        .map(|_| ())
+        .map_err(|_| UploadError::Aborted)
+}
+
+/// Waits until the browser is online again; `Aborted` as soon as the signal fires.
+pub async fn wait_online(signal: &Option<AbortSignal>) -> Result<(), UploadError> {
+    wait(wait_online_js(&signal_arg(signal)))
         .await
         .map(|_| ())
         .map_err(|_| UploadError::Aborted)

@@ -13,16 +13,23 @@ pub mod guest;
 pub mod io;
 pub mod js;
 pub mod options;
+pub mod resume;
 pub mod source;
 pub mod transport;
 pub mod worker;
+
+use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
 
 use crate::core::encoding::hex;
 use crate::core::engine::{upload, EngineConfig};
 use crate::core::error::UploadError;
+use crate::core::options::UploadSettings;
+use crate::core::parallel::{upload_parts, PartsConfig};
 use crate::core::protocol::for_upload;
+use crate::core::protocol::s3::{create_arg, part_plan, MultipartId};
+use crate::core::resume::ResumeTarget;
 use crate::web::convert::error_to_js;
 
 /// `uploadFile(file, onProgress, options)`: checks the input, then runs the engine in
@@ -36,7 +43,7 @@ pub async fn upload_file(
     if input.aborted_already() {
         return Err(error_to_js(&UploadError::Aborted));
     }
-    let portable = options::for_worker(&options, &input.settings.endpoint);
+    let portable = options::for_worker(&options, &input);
     let args = [&file, &on_progress, &portable];
     if let Some(answer) = worker::offload(input.worker, "uploadFile", &args).await {
         return answer;
@@ -48,7 +55,16 @@ async fn upload_here(input: options::UploadInput) -> Result<JsValue, UploadError
     if io::fired(&input.signal) {
         return Err(UploadError::Aborted);
     }
-    let settings = &input.settings;
+    let resume = resume::Resume::for_upload(&input).map(Rc::new);
+    let stored = match &resume {
+        Some(resume) => resume.stored().await,
+        None => None,
+    };
+    let mut settings = input.settings.clone();
+    if let (None, Some(ResumeTarget::Url(url))) = (&settings.resume_url, &stored) {
+        settings.resume_url = Some(url.clone());
+    }
+    let settings = &settings;
     let mut source = source::FileSource::new(input.blob.clone(), input.signal.clone());
     let env = env::BrowserEnv::new(
         transport::Transport::new(
@@ -59,15 +75,69 @@ async fn upload_here(input: options::UploadInput) -> Result<JsValue, UploadError
         )
         .with_target(input.target.clone()),
         env::ProgressCallback::new(input.on_progress.clone()),
-    );
-    let config = EngineConfig {
+    )
+    .keeping_records(resume.clone())
+    .with_hooks(input.multipart.clone());
+    let (outcome, refused) = match for_upload(settings, input.size) {
+        Some(mut protocol) => {
+            let config = EngineConfig {
+                retry: settings.retry,
+                progress_interval_ms: settings.progress_interval_ms,
+                md5: settings.md5,
+            };
+            let outcome = upload(protocol.as_mut(), &env, &mut source, config).await;
+            // A record the server turned down that nothing replaced goes too.
+            let replaced = protocol.resume_url().is_some() && !env.saved_nothing();
+            (outcome, protocol.resume_refused() && !replaced)
+        }
+        None => {
+            let config = multipart_config(&input, settings, stored)?;
+            (upload_parts(&env, &mut source, config).await, false)
+        }
+    };
+    if let Some(resume) = &resume {
+        // Done or aborted: the record goes. Other failures keep it, to continue later.
+        if matches!(outcome, Ok(_) | Err(UploadError::Aborted)) || refused {
+            resume.forget().await;
+        }
+    }
+    Ok(convert::summary_to_js(&outcome?))
+}
+
+/// The multipart engine's settings: the part plan, the hooks' first argument, and the
+/// upload to continue (`s3Upload`, or a stored record cut in the same part size).
+fn multipart_config(
+    input: &options::UploadInput,
+    settings: &UploadSettings,
+    stored: Option<ResumeTarget>,
+) -> Result<PartsConfig, UploadError> {
+    let multipart = input
+        .multipart
+        .as_ref()
+        .ok_or_else(|| UploadError::invalid("options.s3 is required for protocol \"s3\""))?;
+    let plan = part_plan(input.size, settings.chunk_size)?;
+    let from_record = match stored {
+        Some(ResumeTarget::Multipart {
+            upload_id,
+            key,
+            part_size,
+        }) if part_size == plan.chunk_size => Some(MultipartId { upload_id, key }),
+        _ => None,
+    };
+    Ok(PartsConfig {
         retry: settings.retry,
         progress_interval_ms: settings.progress_interval_ms,
         md5: settings.md5,
-    };
-    let mut protocol = for_upload(settings, input.size);
-    let summary = upload(protocol.as_mut(), &env, &mut source, config).await?;
-    Ok(convert::summary_to_js(&summary))
+        parallel: multipart.parallel,
+        plan,
+        create: create_arg(
+            &multipart.name,
+            &multipart.kind,
+            input.size,
+            &multipart.metadata,
+        ),
+        resume: multipart.continue_upload.clone().or(from_record),
+    })
 }
 
 /// `sha256File(file, options)`: the hex SHA-256 of a Blob, read through the same counting

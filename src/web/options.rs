@@ -13,12 +13,19 @@ use crate::core::options::{
     check_endpoint, merge_metadata, whole_number, ProtocolKind, UploadSettings, DEFAULT_CHUNK_SIZE,
     DEFAULT_PROGRESS_INTERVAL_MS, DEFAULT_TIMEOUT_MS, MAX_SAFE_INTEGER,
 };
+use crate::core::protocol::s3::{Hook, MultipartId, MIN_PART_SIZE};
+use crate::core::resume::ResumePolicy;
 use crate::core::retry::RetryPolicy;
 use crate::web::js::get;
 
-const KNOWN_OPTIONS: [&str; 14] = [
+const KNOWN_OPTIONS: [&str; 19] = [
     "endpoint",
     "worker",
+    "resume",
+    "uploadUrl",
+    "s3",
+    "s3Upload",
+    "parallelUploads",
     "protocol",
     "contentType",
     "target",
@@ -32,6 +39,9 @@ const KNOWN_OPTIONS: [&str; 14] = [
     "progressIntervalMs",
     "timeoutMs",
 ];
+/// `s3` without an endpoint: what resume records are keyed by instead.
+const NO_ENDPOINT: &str = "s3:";
+
 /// The options of `sha256File`.
 pub const SHA256_OPTIONS: [&str; 2] = ["signal", "worker"];
 const KNOWN_RETRY_OPTIONS: [&str; 3] = ["attempts", "baseDelayMs", "maxDelayMs"];
@@ -55,7 +65,88 @@ pub struct UploadInput {
     pub target: Option<Function>,
     /// Run in chunkup's Worker when one can start (the default), else on the page.
     pub worker: bool,
+    /// Keep a resume record, and continue from one (None: `resume: false`, or `put`).
+    pub resume: Option<ResumePolicy>,
+    /// `uploadUrl`: continue this upload (absolute).
+    pub upload_url: Option<String>,
+    /// `s3`: the caller's hooks, and how many parts go at once.
+    pub multipart: Option<Multipart>,
     pub settings: UploadSettings,
+}
+
+/// What an `s3` upload was given besides the common options.
+#[derive(Clone)]
+pub struct Multipart {
+    /// The five hooks, in the order of [`Hook::ALL`].
+    pub hooks: [Function; 5],
+    /// Parts in flight at once.
+    pub parallel: u32,
+    /// `s3Upload`: a multipart upload to continue.
+    pub continue_upload: Option<MultipartId>,
+    /// `createMultipartUpload`'s `name`, `type` and `metadata`.
+    pub name: String,
+    pub kind: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Multipart {
+    /// The caller's function for `hook`.
+    pub fn hook(&self, hook: Hook) -> &Function {
+        let index = Hook::ALL.iter().position(|h| *h == hook).unwrap_or(0);
+        &self.hooks[index]
+    }
+}
+
+/// `options.s3`: an object with the five hooks, every one a function.
+fn s3_hooks(value: &JsValue) -> Result<[Function; 5], UploadError> {
+    if !value.is_object() || value.is_function() || js_sys::Array::is_array(value) {
+        return Err(UploadError::invalid(
+            "options.s3 is required for protocol \"s3\": an object with createMultipartUpload, signPart, listParts, completeMultipartUpload and abortMultipartUpload",
+        ));
+    }
+    let names = Hook::ALL.map(Hook::name);
+    reject_unknown(value, &names, "options.s3")?;
+    // Bound to the object, so hooks written as methods keep their `this`.
+    let function = |name: &str| {
+        get(value, name)
+            .dyn_into::<Function>()
+            .map(|f| f.bind0(value))
+            .map_err(|_| UploadError::invalid(format!("options.s3.{name} must be a function")))
+    };
+    Ok([
+        function(names[0])?,
+        function(names[1])?,
+        function(names[2])?,
+        function(names[3])?,
+        function(names[4])?,
+    ])
+}
+
+/// `options.s3Upload`: `{ uploadId, key }` of a multipart upload to continue.
+fn s3_upload(value: &JsValue) -> Result<Option<MultipartId>, UploadError> {
+    if is_absent(value) {
+        return Ok(None);
+    }
+    let text = |name: &str| {
+        get(value, name)
+            .as_string()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                UploadError::invalid(format!(
+                    "options.s3Upload.{name} must be a non-empty string"
+                ))
+            })
+    };
+    if !value.is_object() || js_sys::Array::is_array(value) {
+        return Err(UploadError::invalid(
+            "options.s3Upload must be { uploadId, key }",
+        ));
+    }
+    reject_unknown(value, &["uploadId", "key"], "options.s3Upload")?;
+    Ok(Some(MultipartId {
+        upload_id: text("uploadId")?,
+        key: text("key")?,
+    }))
 }
 
 impl UploadInput {
@@ -97,12 +188,52 @@ pub fn portable(object: &JsValue, known: &[&str]) -> JsValue {
     copy
 }
 
-/// The options of `uploadFile` as the Worker needs them: the endpoint made absolute
-/// against the page's address (the Worker's own address is the package's).
-pub fn for_worker(options: &JsValue, endpoint: &str) -> JsValue {
+/// The options of `uploadFile` as the Worker needs them: URLs made absolute against the
+/// page's address (the Worker's own address is the package's).
+pub fn for_worker(options: &JsValue, input: &UploadInput) -> JsValue {
     let copy = portable(options, &KNOWN_OPTIONS);
-    crate::web::js::set(&copy, "endpoint", &JsValue::from_str(endpoint));
+    let set = |key: &str, url: &str| crate::web::js::set(&copy, key, &JsValue::from_str(url));
+    if input.settings.endpoint != NO_ENDPOINT {
+        set("endpoint", &input.settings.endpoint);
+    }
+    if let Some(url) = &input.upload_url {
+        set("uploadUrl", url);
+    }
+    // The hooks as a plain object of bound functions: a class instance would not cross.
+    if let Some(multipart) = &input.multipart {
+        let hooks: JsValue = Object::new().into();
+        for (hook, function) in Hook::ALL.iter().zip(&multipart.hooks) {
+            crate::web::js::set(&hooks, hook.name(), function);
+        }
+        crate::web::js::set(&copy, "s3", &hooks);
+    }
     copy
+}
+
+/// The `file` argument: a `Blob` or a `File`.
+/// (Recognised by its tag rather than `instanceof`: a File from an iframe's realm counts.)
+pub(crate) fn blob_arg(file: &JsValue) -> Result<Blob, UploadError> {
+    if crate::web::io::blob_kind(file).is_empty() {
+        return Err(UploadError::invalid("file must be a Blob or a File"));
+    }
+    Ok(file.clone().unchecked_into())
+}
+
+/// `blob` as a File, when it is one (of any realm).
+pub(crate) fn as_file(blob: &Blob) -> Option<&File> {
+    (crate::web::io::blob_kind(blob) == "file").then(|| blob.unchecked_ref::<File>())
+}
+
+/// The `onProgress` argument: a function, or nothing.
+pub(crate) fn progress_arg(on_progress: &JsValue) -> Result<Option<Function>, UploadError> {
+    if is_absent(on_progress) {
+        return Ok(None);
+    }
+    on_progress
+        .clone()
+        .dyn_into::<Function>()
+        .map(Some)
+        .map_err(|_| UploadError::invalid("onProgress must be a function, null or undefined"))
 }
 
 /// A JavaScript value that means "not given".
@@ -137,17 +268,8 @@ pub fn parse(
     on_progress: &JsValue,
     options: &JsValue,
 ) -> Result<UploadInput, UploadError> {
-    let blob: Blob = file
-        .clone()
-        .dyn_into()
-        .map_err(|_| UploadError::invalid("file must be a Blob or a File"))?;
-    let on_progress = if on_progress.is_undefined() || on_progress.is_null() {
-        None
-    } else {
-        Some(on_progress.clone().dyn_into::<Function>().map_err(|_| {
-            UploadError::invalid("onProgress must be a function, null or undefined")
-        })?)
-    };
+    let blob = blob_arg(file)?;
+    let on_progress = progress_arg(on_progress)?;
     if !options.is_object() || options.is_function() || js_sys::Array::is_array(options) {
         return Err(UploadError::invalid(
             "options must be an object with at least an endpoint",
@@ -159,10 +281,14 @@ pub fn parse(
         Some(name) => ProtocolKind::parse(&name)?,
         None => ProtocolKind::Tus,
     };
-    use ProtocolKind::{Put, Range, Tus};
-    only_for(options, "chunkSize", protocol, &[Tus, Range])?;
-    only_for(options, "metadata", protocol, &[Tus])?;
-    only_for(options, "filename", protocol, &[Tus])?;
+    use ProtocolKind::{Put, Range, Tus, S3};
+    only_for(options, "chunkSize", protocol, &[Tus, Range, S3])?;
+    only_for(options, "metadata", protocol, &[Tus, S3])?;
+    only_for(options, "filename", protocol, &[Tus, S3])?;
+    only_for(options, "s3", protocol, &[S3])?;
+    only_for(options, "s3Upload", protocol, &[S3])?;
+    only_for(options, "parallelUploads", protocol, &[S3])?;
+    only_for(options, "headers", protocol, &[Tus, Put, Range])?;
     only_for(options, "contentType", protocol, &[Put])?;
     only_for(options, "target", protocol, &[Put])?;
     if !is_absent(&get(options, "target")) && !is_absent(&get(options, "headers")) {
@@ -170,17 +296,40 @@ pub fn parse(
             "options.headers cannot be combined with options.target: target() supplies the headers",
         ));
     }
-    let endpoint = optional_string(options, "endpoint")?
-        .filter(|e| !e.trim().is_empty())
-        .ok_or_else(|| {
-            UploadError::invalid("options.endpoint is required: the URL where uploads are created")
-        })?;
-    let endpoint = absolute_url(&endpoint)?;
+    // s3: the hooks do everything; an endpoint only names the destination for resuming.
+    let endpoint = match optional_string(options, "endpoint")?.filter(|e| !e.trim().is_empty()) {
+        Some(endpoint) => absolute_url(&endpoint, "endpoint")?,
+        None if protocol == S3 => NO_ENDPOINT.to_owned(),
+        None => {
+            return Err(UploadError::invalid(
+                "options.endpoint is required: the URL where uploads are created",
+            ))
+        }
+    };
+    only_for(options, "uploadUrl", protocol, &[Tus])?;
+    let upload_url = optional_string(options, "uploadUrl")?
+        .map(|url| match url.trim() {
+            "" => Err(UploadError::invalid("options.uploadUrl must not be empty")),
+            url => absolute_url(url, "uploadUrl"),
+        })
+        .transpose()?;
+    let resume_value = get(options, "resume");
+    if protocol == Put && resume_value.as_bool() != Some(false) && !is_absent(&resume_value) {
+        return Err(UploadError::invalid(
+            "options.resume: the put protocol cannot resume (one PUT starts over); use tus or range",
+        ));
+    }
+    let resume = resume_policy(&resume_value)?.filter(|_| protocol != Put);
 
     let chunk_size = optional_number(options, "options", "chunkSize", 1, MAX_SAFE_INTEGER as u64)?
         .unwrap_or(DEFAULT_CHUNK_SIZE);
     if protocol == Range {
         crate::core::protocol::range::check_chunk_size(chunk_size)?;
+    }
+    if protocol == S3 && chunk_size < MIN_PART_SIZE {
+        return Err(UploadError::invalid(format!(
+            "options.chunkSize must be at least 5 MiB ({MIN_PART_SIZE} bytes) for protocol \"s3\": S3's smallest part"
+        )));
     }
     let md5 = optional_bool(options, "md5", false)?;
     let worker = optional_bool(options, "worker", true)?;
@@ -223,6 +372,19 @@ pub fn parse(
     } else {
         string_map(&metadata_value, "options.metadata")?
     };
+    let multipart = if protocol == S3 {
+        Some(Multipart {
+            hooks: s3_hooks(&get(options, "s3"))?,
+            parallel: optional_number(options, "options", "parallelUploads", 1, 16)?
+                .map_or(4, |n| n as u32),
+            continue_upload: s3_upload(&get(options, "s3Upload"))?,
+            name: filename.clone(),
+            kind: blob.type_(),
+            metadata: callers_metadata.clone(),
+        })
+    } else {
+        None
+    };
     let metadata = merge_metadata(
         vec![
             ("filename".into(), filename),
@@ -239,6 +401,7 @@ pub fn parse(
         target,
         headers,
         worker,
+        resume,
         settings: UploadSettings {
             protocol,
             content_type,
@@ -250,7 +413,10 @@ pub fn parse(
             retry,
             progress_interval_ms,
             timeout_ms,
+            resume_url: upload_url.clone(),
         },
+        upload_url,
+        multipart,
     })
 }
 
@@ -260,10 +426,7 @@ pub fn parse_sha256(
     file: &JsValue,
     options: &JsValue,
 ) -> Result<(Blob, Option<AbortSignal>, bool), UploadError> {
-    let blob: Blob = file
-        .clone()
-        .dyn_into()
-        .map_err(|_| UploadError::invalid("file must be a Blob or a File"))?;
+    let blob = blob_arg(file)?;
     if is_absent(options) {
         return Ok((blob, None, true));
     }
@@ -292,9 +455,7 @@ pub(crate) fn optional_signal(options: &JsValue) -> Result<Option<AbortSignal>, 
 
 /// A File's name and type; a plain Blob is called "blob", as in FormData.
 pub(crate) fn describe(blob: &Blob) -> (String, String) {
-    let name = blob
-        .dyn_ref::<File>()
-        .map_or_else(|| "blob".to_owned(), File::name);
+    let name = as_file(blob).map_or_else(|| "blob".to_owned(), File::name);
     let kind = blob.type_();
     let kind = if kind.is_empty() {
         "application/octet-stream".to_owned()
@@ -304,17 +465,41 @@ pub(crate) fn describe(blob: &Blob) -> (String, String) {
     (name, kind)
 }
 
-/// Resolves a possibly relative endpoint against the page's address.
-fn absolute_url(endpoint: &str) -> Result<String, UploadError> {
+/// Resolves a possibly relative URL (`options.<key>`) against the page's address.
+fn absolute_url(url: &str, key: &str) -> Result<String, UploadError> {
     let base = get(&get(&js_sys::global(), "location"), "href").as_string();
     let parsed = match &base {
-        Some(base) => web_sys::Url::new_with_base(endpoint, base),
-        None => web_sys::Url::new(endpoint),
+        Some(base) => web_sys::Url::new_with_base(url, base),
+        None => web_sys::Url::new(url),
     }
-    .map_err(|_| UploadError::invalid("options.endpoint is not a valid URL"))?;
+    .map_err(|_| UploadError::invalid(format!("options.{key} is not a valid URL")))?;
     let href: String = parsed.href();
-    check_endpoint(&href).map_err(|e| UploadError::invalid(format!("options.endpoint: {e}")))?;
+    check_endpoint(&href).map_err(|e| UploadError::invalid(format!("options.{key}: {e}")))?;
     Ok(href)
+}
+
+/// `options.resume` (tus, range, s3): `true` or absent (the default policy), `false` (off), or
+/// `{ maxRecords, maxAgeMs }`.
+fn resume_policy(value: &JsValue) -> Result<Option<ResumePolicy>, UploadError> {
+    let defaults = ResumePolicy::default();
+    if is_absent(value) {
+        return Ok(Some(defaults));
+    }
+    if let Some(on) = value.as_bool() {
+        return Ok(on.then_some(defaults));
+    }
+    if !value.is_object() || value.is_function() || js_sys::Array::is_array(value) {
+        return Err(UploadError::invalid(
+            "options.resume must be true, false or { maxRecords, maxAgeMs }",
+        ));
+    }
+    reject_unknown(value, &["maxRecords", "maxAgeMs"], "options.resume")?;
+    Ok(Some(ResumePolicy {
+        max_records: optional_number(value, "options.resume", "maxRecords", 1, 10_000)?
+            .map_or(defaults.max_records, |n| n as u32),
+        max_age_ms: optional_number(value, "options.resume", "maxAgeMs", 1, 31 * 86_400_000)?
+            .map_or(defaults.max_age_ms, |n| n as f64),
+    }))
 }
 
 pub(crate) fn reject_unknown(

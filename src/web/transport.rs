@@ -6,6 +6,9 @@
 //! (fetch, or XMLHttpRequest for byte-level upload progress), which uses the global `fetch`
 //! so chunkup works the same in its Worker.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use js_sys::{Array, Function};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -13,6 +16,8 @@ use web_sys::{AbortSignal, Blob};
 
 use crate::core::error::UploadError;
 use crate::core::http::{Body, HttpRequest, HttpResponse};
+use crate::core::value::object;
+use crate::web::convert::to_js;
 use crate::web::io::{self, Exchange, Failure};
 use crate::web::js::get;
 use crate::web::options::{string_map, HeaderSource};
@@ -37,6 +42,9 @@ pub struct Transport {
     signal: Option<AbortSignal>,
     keepalive: bool,
     target: Option<Function>,
+    /// The status of the last refusal of the credentials, until the next `headers()` (or
+    /// `target()`) call asks for fresh ones with it.
+    refresh: Rc<Cell<Option<u16>>>,
 }
 
 impl Transport {
@@ -54,7 +62,33 @@ impl Transport {
             signal,
             keepalive: false,
             target: None,
+            refresh: Rc::default(),
         }
+    }
+
+    /// The server refused the credentials with `status`: the next call of the caller's
+    /// `headers()` (or `target()`) gets `{ refresh: true, status }`. False when the headers
+    /// are fixed and cannot be refreshed.
+    pub fn refresh_credentials(&self, status: u16) -> bool {
+        let refreshable =
+            self.target.is_some() || matches!(self.headers, HeaderSource::Callback(_));
+        if refreshable {
+            self.refresh.set(Some(status));
+        }
+        refreshable
+    }
+
+    /// The argument of a `headers()` or `target()` call: `{ refresh: false }`, or after a
+    /// refusal `{ refresh: true, status }` (once).
+    fn credentials_context(&self) -> JsValue {
+        let context = match self.refresh.take() {
+            Some(status) => object([
+                ("refresh", true.into()),
+                ("status", u32::from(status).into()),
+            ]),
+            None => object([("refresh", false.into())]),
+        };
+        to_js(&context)
     }
 
     /// Lets `target()` supply the URL and headers of requests that allow it (a fresh
@@ -72,6 +106,11 @@ impl Transport {
             keepalive: true,
             ..self.clone()
         }
+    }
+
+    /// The per-request timeout (0 = none).
+    pub fn timeout_ms(&self) -> u32 {
+        self.timeout_ms
     }
 
     /// The signal every wait of the upload obeys.
@@ -135,9 +174,14 @@ impl Transport {
             HeaderSource::Fixed(pairs) => return Ok(pairs.clone()),
             HeaderSource::Callback(callback) => callback,
         };
-        let value = io::call(callback, &JsValue::UNDEFINED, self.timeout_ms, &self.signal)
-            .await
-            .map_err(|failure| self.failed(request, failure))?;
+        let value = io::call(
+            callback,
+            &self.credentials_context(),
+            self.timeout_ms,
+            &self.signal,
+        )
+        .await
+        .map_err(|failure| self.failed(request, failure))?;
         string_map(&value, "the value returned by headers()")
             .map_err(|e| UploadError::HeadersFailed(e.to_string()))
     }
@@ -149,13 +193,18 @@ impl Transport {
         target: &Function,
     ) -> Result<(String, Vec<(String, String)>), UploadError> {
         let failed = |why: String| UploadError::HeadersFailed(format!("the target callback {why}"));
-        let value = io::call(target, &JsValue::UNDEFINED, self.timeout_ms, &self.signal)
-            .await
-            .map_err(|failure| match failure {
-                Failure::Threw(detail) => failed(format!("threw: {detail}")),
-                Failure::Rejected(detail) => failed(format!("rejected: {detail}")),
-                other => self.failed(request, other),
-            })?;
+        let value = io::call(
+            target,
+            &self.credentials_context(),
+            self.timeout_ms,
+            &self.signal,
+        )
+        .await
+        .map_err(|failure| match failure {
+            Failure::Threw(detail) => failed(format!("threw: {detail}")),
+            Failure::Rejected(detail) => failed(format!("rejected: {detail}")),
+            other => self.failed(request, other),
+        })?;
         let url = get(&value, "url")
             .as_string()
             .ok_or_else(|| failed("returned no url string".to_owned()))?;
@@ -204,12 +253,17 @@ fn response_of(answer: &JsValue) -> HttpResponse {
         .iter()
         .map(|v| v.as_string().unwrap_or_default())
         .collect();
-    HttpResponse::new(
+    let response = HttpResponse::new(
         answer.get(0).as_f64().unwrap_or(0.0) as u16,
         texts
             .chunks_exact(2)
             .map(|pair| (pair[0].as_str(), pair[1].clone())),
-    )
+    );
+    // A refusal comes with the start of its body (an S3 error document names its code).
+    match answer.get(2).as_string() {
+        Some(body) => response.with_body(body),
+        None => response,
+    }
 }
 
 /// The caller's headers with the protocol's on top (a protocol header replaces a caller's

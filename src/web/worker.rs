@@ -55,7 +55,7 @@ pub async fn offload(
 
 /// Hands the thread back to the event loop every few milliseconds of work.
 ///
-/// On a page's main thread the budget is 8 ms, so input and rendering never wait longer
+/// On a page's main thread the budget is 5 ms, so input and rendering never wait longer
 /// than a frame for an upload; in a Worker it is 50 ms, which only keeps the Worker's own
 /// messages (an abort, the answer of a `headers()` call) flowing. The yield is a macrotask
 /// (`nextTask` in src/js/bridge.js): a promise chain would not end the task.
@@ -68,7 +68,7 @@ impl Pacer {
     /// A pacer for the thread this runs on.
     pub fn for_this_thread() -> Pacer {
         Pacer {
-            budget_ms: if on_main_thread() { 8.0 } else { 50.0 },
+            budget_ms: if on_main_thread() { 5.0 } else { 50.0 },
             since: Cell::new(js_sys::Date::now()),
         }
     }

@@ -40,12 +40,15 @@ const seenMessageIds = new Set();
 
 // chunkup's WebAssembly loads while the socket connects; text chat works without it.
 let libraryReady = false;
-init().then(
+const library = init().then(
   () => {
     libraryReady = true;
     render();
   },
-  (error) => console.error("chat: attachments are unavailable, chunkup did not load", error),
+  (error) => {
+    console.error("chat: attachments are unavailable, chunkup did not load", error);
+    throw error;
+  },
 );
 
 // ------------------------------------------------------------------ session
@@ -162,6 +165,7 @@ attachButton.addEventListener("click", () => fileInput.click());
 fileInput.addEventListener("change", () => {
   const files = [...(fileInput.files ?? [])];
   fileInput.value = ""; // so that picking the same file again fires `change` again
+  // A file picked while chunkup still loads waits for it.
   for (const file of files) attach(file);
 });
 
@@ -175,7 +179,13 @@ chat.addEventListener("drop", (event) => {
   for (const file of event.dataTransfer.files) attach(file);
 });
 
-function attach(file) {
+async function attach(file) {
+  try {
+    await library;
+  } catch {
+    announce(`${file.name} cannot be attached: attachments are unavailable.`);
+    return;
+  }
   let controller = null;
   const bubble = new UploadBubble(file, {
     onCancel: () => controller?.abort(),

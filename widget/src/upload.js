@@ -94,6 +94,8 @@ export class UploadBubble {
     } else if (p.phase === "retrying") {
       const seconds = Math.ceil((Number(p.retryInMs) || 0) / 1000);
       parts.push(seconds > 0 ? `connection problem, retrying in ${seconds} s` : "connection problem, retrying");
+    } else if (p.phase === "offline") {
+      parts.push("offline, waiting for the network");
     } else if (p.phase === "uploading") {
       parts.push(formatSpeed(p.bytesPerSecond), formatEta(p.etaSeconds));
     }

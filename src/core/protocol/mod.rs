@@ -7,6 +7,7 @@
 
 pub mod put;
 pub mod range;
+pub mod s3;
 pub mod tus;
 
 use crate::core::chunker::ChunkPlan;
@@ -17,26 +18,32 @@ use crate::core::options::{ProtocolKind, UploadSettings};
 use crate::core::retry::{is_transient_status, parse_retry_after};
 
 /// The protocol `settings` ask for, set up for a file of `size` bytes: the one place where
-/// protocols are registered.
-pub fn for_upload(settings: &UploadSettings, size: u64) -> Box<dyn Protocol> {
+/// the protocols that send one chunk at a time are registered. `None` for `s3`, whose
+/// parts travel several at a time (`core::parallel`).
+pub fn for_upload(settings: &UploadSettings, size: u64) -> Option<Box<dyn Protocol>> {
     let endpoint = settings.endpoint.clone();
-    match settings.protocol {
-        ProtocolKind::Tus => Box::new(tus::TusUpload::new(
-            endpoint,
-            size,
-            settings.chunk_size,
-            settings.metadata.clone(),
-        )),
+    Some(match settings.protocol {
+        ProtocolKind::Tus => Box::new(
+            tus::TusUpload::new(
+                endpoint,
+                size,
+                settings.chunk_size,
+                settings.metadata.clone(),
+            )
+            .resuming(settings.resume_url.clone()),
+        ),
         ProtocolKind::Put => Box::new(put::PutUpload::new(
             endpoint,
             size,
             settings.content_type.clone(),
             settings.fresh_url_per_attempt,
         )),
-        ProtocolKind::Range => {
-            Box::new(range::RangeUpload::new(endpoint, size, settings.chunk_size))
-        }
-    }
+        ProtocolKind::Range => Box::new(
+            range::RangeUpload::new(endpoint, size, settings.chunk_size)
+                .resuming(settings.resume_url.is_some()),
+        ),
+        ProtocolKind::S3 => return None,
+    })
 }
 
 /// What the engine should do next.
@@ -100,6 +107,30 @@ pub trait Protocol {
 
     /// The checksum algorithm the server verifies on every chunk, if any.
     fn verified_checksum(&self) -> Option<&'static str>;
+
+    /// Whether a refusal with `status` means the credentials expired, so that fresh headers
+    /// (`headers({ refresh: true })`) may help. 401 everywhere; tus and range add 403.
+    fn is_auth_failure(&self, status: u16) -> bool {
+        status == 401
+    }
+
+    /// What to store to continue this upload after a reload (the tus upload URL, the range
+    /// session URI), once known; `None` where the protocol cannot resume.
+    fn resume_url(&self) -> Option<&str> {
+        None
+    }
+
+    /// When this upload continued one the server already held part of: how many bytes it
+    /// held at the start (known once the server answered).
+    fn resumed_from(&self) -> Option<u64> {
+        None
+    }
+
+    /// Whether the server turned down the upload it was asked to continue (unknown, gone, or
+    /// not this file), so that the stored record must go; the upload then started afresh.
+    fn resume_refused(&self) -> bool {
+        false
+    }
 }
 
 /// The error for a status a protocol did not expect, retryable when the status is transient.
@@ -119,7 +150,28 @@ pub fn status_error_with(
         status: response.status,
         retryable,
         retry_after: response.header("Retry-After").and_then(parse_retry_after),
+        expired_url: false,
     }
+}
+
+/// Whether a store refused a presigned URL because it expired: AWS answers 403
+/// `AccessDenied` ("Request has expired"), Garage 400 `InvalidRequest` ("Date is too old").
+pub fn is_expired_presigned_url(response: &HttpResponse) -> bool {
+    let says_expired = || {
+        let body = response.body.to_ascii_lowercase();
+        body.contains("expired") || body.contains("too old")
+    };
+    response.status == 403
+        || (response.status == 400
+            && s3_error_code(&response.body) == Some("InvalidRequest")
+            && says_expired())
+}
+
+/// The `<Code>` of an S3 error document, if `body` is one.
+pub fn s3_error_code(body: &str) -> Option<&str> {
+    let start = body.find("<Code>")? + "<Code>".len();
+    let end = body[start..].find("</Code>")? + start;
+    Some(body[start..end].trim())
 }
 
 /// A URL without its query and fragment: presigned URLs and session URIs carry their

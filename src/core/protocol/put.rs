@@ -4,14 +4,16 @@
 //!
 //! The request asks for byte-level upload progress (the browser sends it with XHR), and
 //! the engine hashes the file while it travels. Presigned URLs expire, so when the caller
-//! can mint a fresh one (`target()`), a 403 is worth a retry too.
+//! can mint a fresh one (`target()`), an expired URL (403; Garage: 400 `InvalidRequest`) is
+//! worth a retry too.
 
 use crate::core::chunker::ChunkPlan;
 use crate::core::digest::Sha256Bytes;
 use crate::core::error::UploadError;
 use crate::core::http::{HttpRequest, HttpResponse, Method};
 use crate::core::protocol::{
-    answered, status_error, status_error_with, without_query, Protocol, Step,
+    answered, is_expired_presigned_url, status_error, status_error_with, without_query, Protocol,
+    Step,
 };
 
 /// A single-PUT upload of one file.
@@ -92,7 +94,14 @@ impl Protocol for PutUpload {
                 self.done = true;
                 Ok(())
             }
-            403 if self.fresh_url_per_attempt => Err(status_error_with(&request, response, true)),
+            _ if is_expired_presigned_url(response) => {
+                // Retryable when the caller mints a fresh URL per attempt (`target()`).
+                let mut error = status_error_with(&request, response, self.fresh_url_per_attempt);
+                if let UploadError::HttpStatus { expired_url, .. } = &mut error {
+                    *expired_url = true;
+                }
+                Err(error)
+            }
             _ => Err(status_error(&request, response)),
         }
     }
@@ -190,6 +199,15 @@ mod tests {
                 .handle_response(&HttpResponse::new(403, Vec::<(&str, &str)>::new()))
                 .unwrap_err();
             assert_eq!((err.status(), err.is_retryable()), (Some(403), retryable));
+            let garage_expired = HttpResponse::new(400, Vec::<(&str, &str)>::new()).with_body(
+                "<Error><Code>InvalidRequest</Code><Message>Bad request: Date is too old</Message></Error>",
+            );
+            put.recover();
+            let _ = put.next_step();
+            let _ = put.chunk_request(0, 5, None);
+            let err = put.handle_response(&garage_expired).unwrap_err();
+            assert_eq!((err.status(), err.is_retryable()), (Some(400), retryable));
+            assert!(err.is_expired_url(), "the guest flow asks for a fresh URL on this");
             put.recover();
             assert_eq!(
                 put.next_step(),

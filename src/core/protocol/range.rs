@@ -6,6 +6,9 @@
 //! status query is an empty PUT with `Content-Range: bytes */TOTAL`, sent after every
 //! failure, since a server may keep part of a broken chunk (GCS keeps whole 256 KiB units).
 //! Every chunk but the last must be a multiple of 256 KiB.
+//!
+//! To continue a session after a reload, the first request is a status query: the session
+//! says how much it holds, and the upload goes on from there.
 
 use crate::core::chunker::ChunkPlan;
 use crate::core::digest::Sha256Bytes;
@@ -44,6 +47,10 @@ pub struct RangeUpload {
     furthest_sent: u64,
     state: State,
     in_flight: Option<HttpRequest>,
+    /// Continuing a session: what it held when first asked.
+    resuming: bool,
+    resumed_from: Option<u64>,
+    resume_refused: bool,
 }
 
 impl RangeUpload {
@@ -62,6 +69,27 @@ impl RangeUpload {
                 State::Upload
             },
             in_flight: None,
+            resuming: false,
+            resumed_from: None,
+            resume_refused: false,
+        }
+    }
+
+    /// Continues a session that may hold bytes from before (a reload): ask first.
+    pub fn resuming(mut self, resume: bool) -> Self {
+        if resume {
+            self.resuming = true;
+            self.state = State::Query;
+            // Whatever was sent before the reload: the server may hold any of it.
+            self.furthest_sent = self.plan.size;
+        }
+        self
+    }
+
+    /// The first answer of a resumed session tells where it stood.
+    fn note_resumed(&mut self) {
+        if self.resuming && self.resumed_from.is_none() {
+            self.resumed_from = Some(self.offset);
         }
     }
 
@@ -162,6 +190,7 @@ impl Protocol for RangeUpload {
             200 | 201 if self.may_finish(&request) => {
                 self.offset = self.plan.size;
                 self.state = State::Done;
+                self.note_resumed();
                 Ok(())
             }
             200 | 201 => Err(bad_response(
@@ -172,7 +201,14 @@ impl Protocol for RangeUpload {
             308 => {
                 self.offset = self.persisted(&request, response)?;
                 self.state = State::Upload;
+                self.note_resumed();
                 Ok(())
+            }
+            // The session to continue is gone: its record must go. A new session needs the
+            // caller's backend, so this is the end of this upload.
+            404 | 410 if self.resuming && self.resumed_from.is_none() => {
+                self.resume_refused = true;
+                Err(status_error(&request, response))
             }
             _ => Err(status_error(&request, response)),
         }
@@ -199,6 +235,23 @@ impl Protocol for RangeUpload {
 
     fn verified_checksum(&self) -> Option<&'static str> {
         None
+    }
+
+    fn is_auth_failure(&self, status: u16) -> bool {
+        matches!(status, 401 | 403)
+    }
+
+    fn resume_url(&self) -> Option<&str> {
+        // The session URI itself, query included: it is what continues the upload.
+        (self.plan.size > 0).then_some(self.url.as_str())
+    }
+
+    fn resumed_from(&self) -> Option<u64> {
+        self.resumed_from
+    }
+
+    fn resume_refused(&self) -> bool {
+        self.resume_refused
     }
 }
 
@@ -340,5 +393,46 @@ mod tests {
         r.handle_response(&HttpResponse::new(200, Vec::<(&str, &str)>::new()))
             .unwrap();
         assert_eq!(r.next_step(), Step::Done);
+    }
+
+    #[test]
+    fn a_resumed_session_is_asked_first_and_continues_where_it_stood() {
+        let size = 1024 * KIB;
+        let mut r = RangeUpload::new(URL.into(), size, 256 * KIB).resuming(true);
+        assert_eq!(r.resume_url(), Some(URL), "the session URI, query and all");
+        let Step::Send(query) = r.next_step() else {
+            panic!("a status query first")
+        };
+        assert_eq!(content_range(&query), "bytes */1048576");
+        assert_eq!(r.resumed_from(), None);
+        // Before the reload, 768 KiB had landed.
+        r.handle_response(&HttpResponse::new(308, [("Range", "bytes=0-786431")]))
+            .unwrap();
+        assert_eq!(r.resumed_from(), Some(768 * KIB));
+        assert_eq!(
+            r.next_step(),
+            Step::UploadChunk {
+                offset: 768 * KIB,
+                length: 256 * KIB
+            }
+        );
+        // A session that is gone: its record goes, and the upload fails (a new session needs
+        // the caller's backend).
+        let mut gone = RangeUpload::new(URL.into(), size, 256 * KIB).resuming(true);
+        let _ = gone.next_step();
+        let err = gone
+            .handle_response(&HttpResponse::new(404, Vec::<(&str, &str)>::new()))
+            .unwrap_err();
+        assert_eq!((err.code(), gone.resume_refused()), ("http_status", true));
+        // A complete session: done at once.
+        let mut done = RangeUpload::new(URL.into(), size, 256 * KIB).resuming(true);
+        let _ = done.next_step();
+        done.handle_response(&HttpResponse::new(200, Vec::<(&str, &str)>::new()))
+            .unwrap();
+        assert_eq!(
+            (done.resumed_from(), done.next_step()),
+            (Some(size), Step::Done)
+        );
+        assert!(done.is_auth_failure(403));
     }
 }

@@ -2,12 +2,17 @@
 //! termination, as a state machine.
 //!
 //! ```text
-//! Discover ──OPTIONS──▶ Create ──POST──▶ Upload ──PATCH…──▶ Done
-//!                                          ▲   │ failure
-//!                                          └───┴──HEAD── Resync
+//! Discover ──OPTIONS──▶ Create ──POST──▶ Upload ──PATCH…──▶ (Verify ──HEAD──▶) Done
+//!     │                   ▲                ▲   │ failure
+//!     └─▶ Resume ──HEAD───┴─(unknown)      └───┴──HEAD── Resync
+//!           └──(known: its offset)──▶ Upload
 //! ```
 //!
-//! OPTIONS tells which extensions the server has. Chunks carry
+//! OPTIONS tells which extensions the server has. An upload to continue (after a reload, or
+//! `uploadUrl`) is asked its offset with HEAD; one the server no longer knows (404, 410, an
+//! offset or length that cannot be this file's) is dropped and a new one created. Where
+//! the server verifies no checksum, a final HEAD confirms that it holds the whole file
+//! before the upload counts as done. Chunks carry
 //! `Upload-Checksum: sha256 <base64>` when the server lists sha256 in
 //! `Tus-Checksum-Algorithm`; the server then refuses a corrupted chunk with 460 and keeps
 //! nothing of it. Without a checksum a server may keep part of a PATCH body that broke off,
@@ -107,15 +112,18 @@ pub fn encode_metadata(pairs: &[(String, String)]) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Discover,
+    Resume,
     Create,
     Resync,
     Upload,
+    Verify,
     Done,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum InFlight {
     Options(HttpRequest),
+    Resume(HttpRequest),
     Create(HttpRequest),
     Head(HttpRequest),
     Patch { request: HttpRequest, end: u64 },
@@ -132,6 +140,12 @@ pub struct TusUpload {
     offset: u64,
     state: State,
     in_flight: Option<InFlight>,
+    /// An upload to continue rather than create, until the server has answered about it.
+    resume_candidate: Option<String>,
+    resumed_from: Option<u64>,
+    resume_refused: bool,
+    /// The final HEAD (no server checksum) confirmed the whole file.
+    end_confirmed: bool,
 }
 
 impl TusUpload {
@@ -151,7 +165,18 @@ impl TusUpload {
             offset: 0,
             state: State::Discover,
             in_flight: None,
+            resume_candidate: None,
+            resumed_from: None,
+            resume_refused: false,
+            end_confirmed: false,
         }
+    }
+
+    /// Continues the upload at `url` (absolute) if the server still holds it, instead of
+    /// creating one.
+    pub fn resuming(mut self, url: Option<String>) -> Self {
+        self.resume_candidate = url;
+        self
     }
 
     fn send(&mut self, request: HttpRequest, wrap: fn(HttpRequest) -> InFlight) -> Step {
@@ -184,7 +209,49 @@ impl TusUpload {
             )));
         }
         self.capabilities = Some(caps);
-        self.state = State::Create;
+        self.state = if self.resume_candidate.is_some() {
+            State::Resume
+        } else {
+            State::Create
+        };
+        Ok(())
+    }
+
+    /// The answer about the upload to continue: its offset, or that it is gone.
+    fn on_resume(
+        &mut self,
+        request: &HttpRequest,
+        response: &HttpResponse,
+    ) -> Result<(), UploadError> {
+        let known = match response.status {
+            // Unknown or terminated (tus: 404, 410): start afresh. Others (a 5xx, a refused
+            // token) are errors of the ordinary kind, retried or not as usual.
+            404 | 410 => None,
+            _ if !response.is_success() => return Err(status_error(request, response)),
+            _ => {
+                let length_matches = match response.u64_header("Upload-Length") {
+                    Ok(Some(length)) => length == self.plan.size,
+                    // Deferred length, or none exposed: the offset check must do.
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+                let offset = response.u64_header("Upload-Offset").ok().flatten();
+                offset.filter(|o| length_matches && *o <= self.plan.size)
+            }
+        };
+        match known {
+            Some(offset) => {
+                self.upload_url = self.resume_candidate.take();
+                self.offset = offset;
+                self.resumed_from = Some(offset);
+                self.state = State::Upload;
+            }
+            None => {
+                self.resume_candidate = None;
+                self.resume_refused = true;
+                self.state = State::Create;
+            }
+        }
         Ok(())
     }
 
@@ -267,6 +334,10 @@ impl TusUpload {
             }
         }
         self.offset = self.read_offset(request, response)?;
+        if self.state == State::Verify && self.offset == self.plan.size {
+            self.end_confirmed = true;
+        }
+        // An offset short of the end after Verify went back: the engine reports it.
         self.state = State::Upload;
         Ok(())
     }
@@ -339,6 +410,27 @@ impl Protocol for TusUpload {
                     .header(TUS_RESUMABLE, TUS_VERSION);
                 self.send(request, InFlight::Head)
             }
+            State::Resume => {
+                let url = self.resume_candidate.clone().unwrap_or_default();
+                let request = HttpRequest::new(Method::Head, &url, "check upload to continue")
+                    .header(TUS_RESUMABLE, TUS_VERSION);
+                self.send(request, InFlight::Resume)
+            }
+            // Trust, then verify: without a checksum the server's word that each PATCH
+            // landed is all there is, so ask once more that it holds the whole file.
+            State::Upload
+                if self.offset >= self.plan.size
+                    && self.verified_checksum().is_none()
+                    && !self.end_confirmed =>
+            {
+                self.state = State::Verify;
+                self.next_step()
+            }
+            State::Verify => {
+                let request = HttpRequest::new(Method::Head, self.url(), "confirm upload complete")
+                    .header(TUS_RESUMABLE, TUS_VERSION);
+                self.send(request, InFlight::Head)
+            }
             State::Upload if self.offset >= self.plan.size => {
                 self.state = State::Done;
                 Step::Done
@@ -390,6 +482,7 @@ impl Protocol for TusUpload {
         }
         match in_flight {
             InFlight::Options(request) => self.on_options(&request, response),
+            InFlight::Resume(request) => self.on_resume(&request, response),
             InFlight::Create(request) => self.on_create(&request, response),
             InFlight::Head(request) => self.on_head(&request, response),
             InFlight::Patch { request, end } => self.on_patch(&request, end, response),
@@ -400,10 +493,12 @@ impl Protocol for TusUpload {
         self.in_flight = None;
         self.state = if self.upload_url.is_some() {
             State::Resync
-        } else if self.capabilities.is_some() {
-            State::Create
-        } else {
+        } else if self.capabilities.is_none() {
             State::Discover
+        } else if self.resume_candidate.is_some() {
+            State::Resume
+        } else {
+            State::Create
         };
     }
 
@@ -429,6 +524,22 @@ impl Protocol for TusUpload {
             .as_ref()
             .filter(|c| c.verifies_sha256())
             .map(|_| "sha256")
+    }
+
+    fn is_auth_failure(&self, status: u16) -> bool {
+        matches!(status, 401 | 403)
+    }
+
+    fn resume_url(&self) -> Option<&str> {
+        self.upload_url.as_deref()
+    }
+
+    fn resumed_from(&self) -> Option<u64> {
+        self.resumed_from
+    }
+
+    fn resume_refused(&self) -> bool {
+        self.resume_refused
     }
 }
 
@@ -694,6 +805,112 @@ mod tests {
     #[test]
     fn empty_file_is_done_after_creation() {
         let mut t = created(0, 10, "creation");
+        // No checksum verified: the end is confirmed first.
+        let Step::Send(head) = t.next_step() else {
+            panic!("expected HEAD")
+        };
+        assert_eq!(
+            (head.method, head.purpose),
+            (Method::Head, "confirm upload complete")
+        );
+        t.handle_response(&HttpResponse::new(200, [("Upload-Offset", "0")]))
+            .unwrap();
         assert_eq!(t.next_step(), Step::Done);
+        let mut checked = created(0, 10, "creation,checksum");
+        assert_eq!(
+            checked.next_step(),
+            Step::Done,
+            "a verifying server needs no HEAD"
+        );
+    }
+
+    #[test]
+    fn the_end_is_confirmed_without_a_server_checksum() {
+        let mut t = created(10, 10, "creation,termination");
+        let _ = t.next_step();
+        let _ = t.chunk_request(0, 10, None);
+        t.handle_response(&HttpResponse::new(204, [("Upload-Offset", "10")]))
+            .unwrap();
+        let Step::Send(head) = t.next_step() else {
+            panic!("expected HEAD")
+        };
+        assert_eq!(head.purpose, "confirm upload complete");
+        // The server lost the end: the offset it reports is what the engine sees (and
+        // refuses as an offset that went back).
+        t.handle_response(&HttpResponse::new(200, [("Upload-Offset", "4")]))
+            .unwrap();
+        assert_eq!(t.acknowledged_offset(), 4);
+        assert_eq!(
+            t.next_step(),
+            Step::UploadChunk {
+                offset: 4,
+                length: 6
+            }
+        );
+    }
+
+    fn resuming(size: u64, candidate: &str) -> TusUpload {
+        let mut t =
+            TusUpload::new(ENDPOINT.into(), size, 10, vec![]).resuming(Some(candidate.into()));
+        assert!(matches!(t.next_step(), Step::Send(r) if r.method == Method::Options));
+        t.handle_response(&options_response("creation,termination", "sha256"))
+            .unwrap();
+        t
+    }
+
+    #[test]
+    fn continues_an_upload_the_server_still_holds() {
+        let url = "https://up.example.com/files/abc";
+        let mut t = resuming(25, url);
+        let Step::Send(head) = t.next_step() else {
+            panic!("expected HEAD")
+        };
+        assert_eq!((head.method, head.url.as_str()), (Method::Head, url));
+        assert_eq!(t.resumed_from(), None);
+        t.handle_response(&HttpResponse::new(
+            200,
+            [("Upload-Offset", "20"), ("Upload-Length", "25")],
+        ))
+        .unwrap();
+        assert_eq!((t.resumed_from(), t.resume_refused()), (Some(20), false));
+        assert_eq!(t.upload_url(), Some(url));
+        assert_eq!(t.resume_url(), Some(url));
+        assert_eq!(
+            t.next_step(),
+            Step::UploadChunk {
+                offset: 20,
+                length: 5
+            }
+        );
+    }
+
+    #[test]
+    fn an_upload_the_server_no_longer_knows_is_created_afresh() {
+        let unknown = [
+            HttpResponse::new(404, Vec::<(&str, &str)>::new()),
+            HttpResponse::new(410, Vec::<(&str, &str)>::new()),
+            // Another file's upload: wrong length, or an offset beyond this file.
+            HttpResponse::new(200, [("Upload-Offset", "5"), ("Upload-Length", "99")]),
+            HttpResponse::new(200, [("Upload-Offset", "26")]),
+            HttpResponse::new(200, Vec::<(&str, &str)>::new()),
+        ];
+        for response in unknown {
+            let mut t = resuming(25, "https://up.example.com/files/old");
+            let _ = t.next_step();
+            t.handle_response(&response).unwrap();
+            assert!(t.resume_refused(), "{response:?}");
+            assert_eq!(t.resumed_from(), None);
+            assert!(matches!(t.next_step(), Step::Send(r) if r.method == Method::Post));
+        }
+        // A server error is retried as usual: HEAD again.
+        let mut t = resuming(25, "https://up.example.com/files/old");
+        let _ = t.next_step();
+        let err = t
+            .handle_response(&HttpResponse::new(503, Vec::<(&str, &str)>::new()))
+            .unwrap_err();
+        assert!(err.is_retryable());
+        t.recover();
+        assert!(matches!(t.next_step(), Step::Send(r) if r.purpose == "check upload to continue"));
+        assert!(t.is_auth_failure(403) && t.is_auth_failure(401) && !t.is_auth_failure(404));
     }
 }
