@@ -230,3 +230,46 @@ export function runToLog(command, args, { log, env, onSpawn } = {}) {
     child.on("exit", (code, signal) => resolve(code ?? signal));
   });
 }
+
+/**
+ * The object-store stack of the put and s3 tests: a Garage cluster (scripts/garage.mjs;
+ * `nodes`, default 3, replication factor 3), a fault-injecting proxy in front of its node 0
+ * (`faults`, `seed`; `GET/PUT <proxy.url>__faults` as for startFaultProxy), and the reference
+ * server as the widget's backend (`--s3-*` flags; browsers reach the store through the proxy,
+ * so presigned URLs are signed for the proxy's host; the key's secret goes in the
+ * environment, never on a command line). `serverArgs` are extra server flags; `logDir`
+ * keeps the logs (garage-node*.log, store-proxy.log, store-server.log). Resolves to
+ * `{ garage, proxy, server, stop() }`; `garage.stopNode(i)` / `garage.startNode(i)` for i ≥ 1
+ * leave the proxy's and the server's node up. Garage missing: rejects saying how to install it.
+ */
+export async function startStoreStack({ nodes = 3, faults = "none", seed = 1, serverArgs = [], logDir } = {}) {
+  // Imported here so scripts that never start a store do not need its dependencies.
+  const { startGarage } = await import("./garage.mjs");
+  const garage = await startGarage({ nodes, logDir });
+  let proxy;
+  let server;
+  try {
+    proxy = await startFaultProxy(garage.endpoints[0], faults, {
+      seed,
+      log: logDir && path.join(logDir, "store-proxy.log"),
+    });
+    server = await startReferenceServer([...garage.serverArgs({ publicEndpoint: proxy.url }), ...serverArgs], {
+      log: logDir && path.join(logDir, "store-server.log"),
+      env: { ...process.env, ...garage.serverEnv },
+    });
+  } catch (error) {
+    await stop(proxy);
+    await garage.stop();
+    throw error;
+  }
+  return {
+    garage,
+    proxy,
+    server,
+    async stop() {
+      await stop(server);
+      await stop(proxy);
+      await garage.stop();
+    },
+  };
+}

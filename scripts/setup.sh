@@ -36,11 +36,37 @@ if [ "$(wasm-pack --version 2>/dev/null | awk '{print $2}')" != "$WASM_PACK_VERS
   cargo install wasm-pack --version "$WASM_PACK_VERSION" --locked --force
 fi
 
-# Chromium and its driver, from Debian (browser tests and end-to-end tests).
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-  say "installing chromium and chromium-driver"
+# The three browser engines, from Debian: Chromium and its driver (browser tests and
+# end-to-end tests), Firefox ESR (both too), and WebKitGTK's WebDriver, which brings the
+# MiniBrowser, with Xvfb to give it a display (end-to-end tests).
+packages=()
+command -v chromium >/dev/null || packages+=(chromium)
+command -v chromedriver >/dev/null || packages+=(chromium-driver)
+command -v firefox-esr >/dev/null || packages+=(firefox-esr)
+command -v WebKitWebDriver >/dev/null || packages+=(webkit2gtk-driver)
+command -v Xvfb >/dev/null || packages+=(xvfb)
+if [ ${#packages[@]} -gt 0 ]; then
+  say "installing ${packages[*]}"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+# geckodriver, Firefox's WebDriver, built from crates.io (its prebuilt downloads fail here).
+GECKODRIVER_VERSION=0.37.1
+if [ "$( (geckodriver --version 2>/dev/null || true) | awk 'NR == 1 {print $2}')" != "$GECKODRIVER_VERSION" ]; then
+  say "building geckodriver $GECKODRIVER_VERSION (a few minutes, once)"
+  cargo install geckodriver --version "$GECKODRIVER_VERSION" --locked --force
+fi
+
+# Garage, the S3-compatible store of the put, s3 and attachment tests, built from crates.io.
+# The tests need only the LMDB metadata engine (plus bundled-libs, which Garage requires):
+# leaving out SQLite (a C build), metrics and K2V, and optimising less than a release build
+# does, keeps a cold build inside npm test's budget. The store's speed is not what is tested.
+GARAGE_VERSION=2.5.0
+if ! (garage --version 2>/dev/null || true) | head -n 1 | grep -qw "$GARAGE_VERSION"; then
+  say "building garage $GARAGE_VERSION (about 10 minutes, once)"
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
+    cargo install garage --version "$GARAGE_VERSION" --locked --force --no-default-features --features bundled-libs,lmdb
 fi
 
 # npm dev dependencies, when package-lock.json changed since the last install.

@@ -1,23 +1,120 @@
-// `npm test`: every test, in order of cost. Native `cargo test` (the pure core and the
-// reference server), browser tests with `wasm-pack test --headless --chrome` against the
-// reference server, then end-to-end tests with playwright-core in headless Chromium
-// (the demo page with faults on, and interop with @tus/server).
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+// `npm test`: every test, in order of cost, in every browser engine. Native `cargo test`
+// (the pure core, the SHA-256 crate and the reference server); the browser tests
+// (tests/browser.rs and sha256/, wasm-bindgen-test) against the reference server in headless
+// Chromium and headless Firefox; the end-to-end tests (tests/e2e/: the demo page with
+// faults on, the widget, attachFile's flow, the Worker, resuming, interop with @tus/server)
+// in Chromium, Firefox and WebKit (tests/e2e/engines.mjs says how each is driven); and a
+// short soak (scripts/soak.mjs --short).
+//
+// The two browser-test runs and the three end-to-end runs go side by side: they mostly
+// wait (on injected latency, throttled links, backoff), so even on two cores this takes
+// little more than the longest of them. Each run has its own log in target/test-logs/ (printed when
+// a run fails) and its own reference server (the demo switches that server's faults on for
+// everyone); each end-to-end run has one browser that its test files share.
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
 import path from "node:path";
-import { readdirSync } from "node:fs";
-import { logDir, root, run, startReferenceServer, startTusNodeServer, stop } from "./lib.mjs";
+import { logDir, root, run, runToLog, startFaultProxy, startReferenceServer, startTusNodeServer, stop } from "./lib.mjs";
+import { startGarage } from "./garage.mjs";
+import { shareBrowser } from "../tests/e2e/engines.mjs";
+
+const ENGINES = ["chromium", "firefox", "webkit"];
 
 const step = (name) => console.log(`\n\x1b[1m== ${name}\x1b[0m`);
 const servers = [];
+const browsers = new Set(); // shared browsers not yet closed
+const jobs = new Set(); // child processes of the runs side by side
 const tusDir = mkdtempSync(path.join(tmpdir(), "chunkup-tus-node-"));
+let garage = null; // the object store of every reference server (put, s3, attachments)
 const cleanUp = async () => {
+  for (const child of jobs) child.kill("SIGTERM");
+  await Promise.all([...browsers].map((browser) => browser.close()));
   await Promise.all(servers.map(stop));
+  await garage?.stop().catch(() => {});
   rmSync(tusDir, { recursive: true, force: true });
 };
 for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]]) {
   process.on(signal, () => cleanUp().then(() => process.exit(code)));
 }
+
+/** geckodriver: on PATH, or where `cargo install` puts it. */
+function geckodriver() {
+  for (const dir of [...(process.env.PATH ?? "").split(":"), path.join(homedir(), ".cargo", "bin")]) {
+    const candidate = path.join(dir, "geckodriver");
+    if (dir && existsSync(candidate)) return candidate;
+  }
+  throw new Error("geckodriver not found: run `npm run setup`");
+}
+
+/** Resolves once the file `log` (being written) matches `pattern`, or `job` has ended. */
+async function logShows(log, pattern, job) {
+  let ended = false;
+  job.finally(() => (ended = true));
+  while (!ended) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    let text = "";
+    try {
+      text = readFileSync(log, "utf8");
+    } catch {
+      // not created yet
+    }
+    if (pattern.test(text)) return;
+  }
+}
+
+/**
+ * Runs commands one after the other, each into a log of its own; resolves to the first
+ * failure, or null. `env` may be a function, called when its command is about to start.
+ */
+async function runSteps(name, steps) {
+  const started = Date.now();
+  let failure = null;
+  const logs = [];
+  for (const step of steps) {
+    const { label, command, args } = step;
+    let env;
+    try {
+      env = typeof step.env === "function" ? await step.env() : step.env;
+    } catch (error) {
+      failure = `${label} could not start: ${error.message}`;
+      break;
+    }
+    const log = path.join(logDir, `${label}.log`);
+    logs.push(log);
+    const outcome = await runToLog(command, args, {
+      log,
+      env,
+      onSpawn: (child) => {
+        jobs.add(child);
+        child.on("exit", () => jobs.delete(child));
+      },
+    });
+    if (outcome !== 0) {
+      failure = `${label} exited with ${outcome}`;
+      break;
+    }
+  }
+  const seconds = ((Date.now() - started) / 1000).toFixed(0);
+  if (failure) {
+    console.log(`\n\x1b[1;31m✗ ${name}\x1b[0m (${seconds} s): ${failure}`);
+    if (existsSync(logs.at(-1) ?? "")) {
+      const text = readFileSync(logs.at(-1), "utf8").split("\n");
+      console.log(`--- last lines of ${logs.at(-1)}:\n${text.slice(-150).join("\n")}`);
+    }
+  } else {
+    console.log(`\x1b[1;32m✓ ${name}\x1b[0m (${seconds} s; ${logs.map((log) => path.relative(root, log)).join(", ")})`);
+    // The end-to-end runs' counts, so that a suite that ran nothing does not pass unseen.
+    for (const log of logs) {
+      const counts = readFileSync(log, "utf8").match(/^ℹ (tests|pass|fail) \d+$/gm);
+      if (counts) console.log(`  ${counts.map((line) => line.slice(2)).join(", ")}`);
+    }
+  }
+  return failure;
+}
+
+// Only this run's logs: the engines' drivers leave one file per browser started.
+rmSync(logDir, { recursive: true, force: true });
+mkdirSync(logDir, { recursive: true });
 
 try {
   step("native tests (cargo test)");
@@ -27,35 +124,117 @@ try {
   await run("cargo", ["build", "--release", "-p", "chunkup-server"]);
   await run(process.execPath, [path.join(root, "scripts", "build.mjs")]);
 
-  step("browser tests (wasm-pack test --headless --chrome)");
-  const reference = await startReferenceServer([], { log: path.join(logDir, "reference-server.log") });
-  servers.push(reference);
-  await run("wasm-pack", ["test", "--headless", "--chrome", "--chromedriver", "/usr/bin/chromedriver"], {
-    env: {
-      ...process.env,
-      CHUNKUP_SERVER_URL: reference.url,
-      WASM_BINDGEN_TEST_TIMEOUT: "900",
-    },
-  });
-
-  step("end-to-end tests (playwright-core, headless Chromium)");
+  step("browser tests (Chromium, Firefox) and end-to-end tests (Chromium, Firefox, WebKit), side by side");
+  // One Garage cluster (three nodes, replication 3) behind one fault-injecting proxy is the
+  // object store of every reference server below: browsers reach it through the proxy
+  // (presigned URLs are signed for the proxy's host), which applies the faults a test puts
+  // in a URL's path. The s3 end-to-end tests start clusters of their own, to stop nodes.
+  garage = await startGarage({ nodes: 3, logDir });
+  const storeProxy = await startFaultProxy(garage.endpoints[0], "none", { log: path.join(logDir, "store-proxy.log") });
+  servers.push(storeProxy);
+  const storeArgs = garage.serverArgs({ publicEndpoint: storeProxy.url });
+  const storeEnv = { ...process.env, ...garage.serverEnv };
+  console.log(`(Garage: ${garage.endpoints.length} nodes, up in ${garage.startMs} ms)`);
+  // A reference server per run: the runs go side by side, and the server keeps state that
+  // a test may count on (the demo's fault switch, the uses of each token of `token:N`).
+  const referenceServer = (name) =>
+    startReferenceServer(storeArgs, { log: path.join(logDir, `${name}-server.log`), env: storeEnv });
+  const browserServers = {};
+  for (const engine of ["chromium", "firefox"]) {
+    browserServers[engine] = await referenceServer(`browser-${engine}`);
+    servers.push(browserServers[engine]);
+  }
   const tusNode = await startTusNodeServer(tusDir, { log: path.join(logDir, "tus-node-server.log") });
   servers.push(tusNode);
+  const e2eServers = {};
+  for (const engine of ENGINES) {
+    e2eServers[engine] = await referenceServer(`e2e-${engine}`);
+    servers.push(e2eServers[engine]);
+  }
+  console.log(`(logs in ${path.relative(root, logDir)}/; each run is reported when it ends)`);
+
+  const browserEnv = (engine) => ({ ...process.env, CHUNKUP_SERVER_URL: browserServers[engine].url, WASM_BINDGEN_TEST_TIMEOUT: "900" });
   // Files listed one by one: Node 22+ no longer expands a directory argument.
-  const e2e = readdirSync(path.join(root, "tests", "e2e"))
+  const e2eFiles = readdirSync(path.join(root, "tests", "e2e"))
     .filter((name) => name.endsWith(".test.mjs"))
+    .sort()
     .map((name) => path.join("tests", "e2e", name));
-  await run(process.execPath, ["--test", "--test-concurrency=1", ...e2e], {
-    env: {
-      ...process.env,
-      CHUNKUP_SERVER_URL: reference.url,
-      TUS_NODE_URL: tusNode.url,
-      TUS_NODE_DIR: tusDir,
+  // The browser tests' binary has its server's URL built in (CHUNKUP_SERVER_URL), so
+  // Firefox's run builds it again for its own server: only once Chromium's runner has loaded
+  // its build, which the rebuild overwrites. WebKit has no driver that wasm-bindgen-test
+  // supports: end-to-end tests only.
+  const chromiumBrowserTests = runSteps("browser tests in Chromium (wasm-pack test --chrome)", [
+    {
+      label: "browser-chromium",
+      command: "wasm-pack",
+      args: ["test", "--headless", "--chrome", "--chromedriver", "/usr/bin/chromedriver"],
+      env: browserEnv("chromium"),
     },
-  });
+    {
+      // The SHA-256 crate's own tests, in the SIMD build only a browser runs.
+      label: "browser-chromium-sha256",
+      command: "wasm-pack",
+      args: ["test", "--headless", "--chrome", "--chromedriver", "/usr/bin/chromedriver", "sha256"],
+      env: browserEnv("chromium"),
+    },
+  ]);
+  const chromiumLoaded = logShows(path.join(logDir, "browser-chromium.log"), /^Running headless tests in/m, chromiumBrowserTests);
+  const failures = await Promise.all([
+    chromiumBrowserTests,
+    chromiumLoaded.then(() =>
+      runSteps("browser tests in Firefox (wasm-pack test --firefox)", [
+        {
+          label: "browser-firefox",
+          command: "wasm-pack",
+          args: ["test", "--headless", "--firefox", "--geckodriver", geckodriver()],
+          env: browserEnv("firefox"),
+        },
+        {
+          label: "browser-firefox-sha256",
+          command: "wasm-pack",
+          args: ["test", "--headless", "--firefox", "--geckodriver", geckodriver(), "sha256"],
+          env: browserEnv("firefox"),
+        },
+      ]),
+    ),
+    ...ENGINES.map(async (engine) => {
+      let browser;
+      try {
+        return await runSteps(`end-to-end tests in ${engine}`, [
+          {
+            label: `e2e-${engine}`,
+            command: process.execPath,
+            args: ["--test", "--test-concurrency=1", "--test-reporter=spec", ...e2eFiles],
+            env: async () => {
+              browser = await shareBrowser(engine);
+              browsers.add(browser);
+              return {
+                ...process.env,
+                ...browser.env,
+                CHUNKUP_ENGINE: engine,
+                CHUNKUP_SERVER_URL: e2eServers[engine].url,
+                TUS_NODE_URL: tusNode.url,
+                TUS_NODE_DIR: tusDir,
+              };
+            },
+          },
+        ]);
+      } finally {
+        if (browser) {
+          browsers.delete(browser);
+          await browser.close();
+        }
+      }
+    }),
+  ]);
+  const failed = failures.filter(Boolean);
+  if (failed.length > 0) throw new Error(failed.join("; "));
+
+  step("soak, short (50 uploads through injected faults, to the reference server and @tus/server)");
+  await run(process.execPath, [path.join(root, "scripts", "soak.mjs"), "--short"]);
   console.log("\nnpm test: all suites passed");
 } catch (error) {
-  console.error(`\nnpm test failed: ${error.message}\n(server logs: ${logDir})`);
+  console.error(`\nnpm test failed: ${error.message}\n(logs: ${logDir})`);
   process.exitCode = 1;
 } finally {
   await cleanUp();

@@ -3,17 +3,29 @@
 // refuses. Shared by the end-to-end tests and the benchmark.
 import { chromium } from "playwright-core";
 
+const options = () => ({
+  executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+
 export function launchChromium() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  return chromium.launch(options());
+}
+
+/** The same browser as a server that several test processes connect to, one at a time. */
+export function launchChromiumServer() {
+  return chromium.launchServer(options());
+}
+
+/** Connects to a browser started with launchChromiumServer. */
+export function connectChromium(wsEndpoint) {
+  return chromium.connect(wsEndpoint);
 }

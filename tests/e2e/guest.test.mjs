@@ -1,20 +1,21 @@
-// The web-messaging attachment flow (attachFile) in headless Chromium against the reference
-// server's Genesys guest API emulator: success, every validation refusal (with no request
-// sent), rate limiting, expired URLs, failed uploads, server-side refusals, session expiry
-// and abort (deleteAttachment). Every success is checked against the server's SHA-256.
+// The web-messaging attachment flow (attachFile) against the reference server's Genesys
+// guest API emulator, in the engine CHUNKUP_ENGINE names (see engines.mjs): success, every
+// validation refusal (with no request sent), rate limiting, expired URLs, failed uploads,
+// server-side refusals, session expiry and abort (deleteAttachment). Every success is
+// checked against the server's SHA-256.
 //
-//   node --test tests/e2e/guest.test.mjs      (CHUNKUP_SERVER_URL: a running server, else one is started)
+//   CHUNKUP_ENGINE=webkit node --test tests/e2e/guest.test.mjs
+//   (CHUNKUP_SERVER_URL: a running server, else one is started)
 
 import assert from "node:assert/strict";
 import path from "node:path";
-import { after, before, test } from "node:test";
+import { after, before, describe, test as nodeTest } from "node:test";
 
-import { launchChromium } from "./chromium.mjs";
+import { engine, openBrowser } from "./engines.mjs";
 import { logDir, startReferenceServer, stop } from "../../scripts/lib.mjs";
 
 let base;
 let server;
-let browser;
 let page;
 
 before(async () => {
@@ -23,8 +24,7 @@ before(async () => {
     server = await startReferenceServer([], { log: path.join(logDir, "guest-server.log") });
     base = server.url;
   }
-  browser = await launchChromium();
-  page = await browser.newPage();
+  page = await openBrowser();
   await page.goto(base);
   await page.evaluate(async () => {
     const chunkup = await import("/pkg/chunkup.js");
@@ -80,13 +80,18 @@ before(async () => {
       const file = window.fileOf(size, name, type);
       const controller = new AbortController();
       const progress = [];
+      let abortTimer;
       try {
         const result = await window.chunkup.attachFile(
           session,
           file,
           (p) => {
             progress.push({ phase: p.phase, percent: p.percent, sent: p.bytesSent });
+            // Abort mid-PUT: once bytes are reported sent, or half a second into the PUT
+            // (which lasts seconds). Firefox reports none while a body that fits in the
+            // socket buffers waits for the server, and then only just before the answer.
             if (abortOnProgress && p.bytesSent > 0) controller.abort();
+            if (abortOnProgress && p.phase === "uploading") abortTimer ??= setTimeout(() => controller.abort(), 500);
           },
           { signal: controller.signal, eventTimeoutMs: 10_000, retry: { attempts: 5, baseDelayMs: 10, maxDelayMs: 2000 }, ...options },
         );
@@ -107,6 +112,7 @@ before(async () => {
       } catch (error) {
         return { error: { code: error.code, message: error.message, serverCode: error.serverCode }, token: session.token, sent: session.sent, progress };
       } finally {
+        clearTimeout(abortTimer);
         await new Promise((r) => setTimeout(r, 200));
         session.close();
       }
@@ -116,11 +122,10 @@ before(async () => {
 });
 
 after(async () => {
-  await browser?.close();
+  await page?.close();
   await stop(server);
 });
 
-const attach = (args) => page.evaluate((a) => window.attach(a), args);
 const actionsOf = (sent) => sent.map((m) => m.action);
 async function record(attachmentId) {
   const res = await fetch(new URL(`guest/attachments/${attachmentId}`, base));
@@ -143,145 +148,190 @@ async function assertAttached(outcome) {
   return stored;
 }
 
-test("attaches a file, then sends it in a message the server echoes", async () => {
-  const outcome = await attach({ size: 2_000_000, options: { md5: true }, sendMessage: true });
-  const stored = await assertAttached(outcome);
-  assert.equal(outcome.result.md5, stored.md5, "fileMd5 sent and matched");
-  assert.equal(outcome.sent.find((m) => m.action === "onAttachment").fileMd5, stored.md5);
-  const { echoed } = outcome;
-  assert.equal(echoed.text, "here it is");
-  const attachment = echoed.content[0].attachment;
-  assert.equal(attachment.id, outcome.result.attachmentId);
-  assert.equal(attachment.url, outcome.result.downloadUrl);
-  assert.equal(attachment.sha256, stored.sha256);
-});
+// Every scenario in chunkup's Worker (the default; the session's send and subscribe are
+// called through messages) and on the page: both must behave the same. On the page, Chromium
+// runs them all; Firefox and WebKit run these, one of each kind (success, faults, abort,
+// a broken session), to keep `npm test` short: the rest check rules that run on the page
+// before any work starts, or the protocol, which is the same engine in both modes.
+const PAGE_MODE_IN_EVERY_ENGINE = new Set([
+  "attaches a file, then sends it in a message the server echoes",
+  "survives faults on the PUT itself",
+  "restarts with a fresh URL after an UploadFailureEvent 4008, then attaches",
+  "abort stops the upload and deletes the attachment",
+  "a session whose send throws fails the attachment with network",
+]);
 
-test("the message built for an attachment is the guest API's onMessage", async () => {
-  const message = await page.evaluate(() => window.chunkup.buildAttachmentMessage("tok", "hi", ["a", "b"]));
-  assert.deepEqual(message, {
-    action: "onMessage",
-    token: "tok",
-    message: {
-      type: "Text",
-      text: "hi",
-      content: [
-        { contentType: "Attachment", attachment: { id: "a" } },
-        { contentType: "Attachment", attachment: { id: "b" } },
+for (const worker of [true, false]) {
+  describe(worker ? "in chunkup's Worker" : "on the page (worker: false)", () => {
+    const attach = (args) => page.evaluate((a) => window.attach(a), { ...args, options: { worker, ...args.options } });
+    const names = new Set();
+    const test = (name, fn) => {
+      names.add(name);
+      if (worker || engine === "chromium" || PAGE_MODE_IN_EVERY_ENGINE.has(name)) nodeTest(name, fn);
+    };
+
+    test("attaches a file, then sends it in a message the server echoes", async () => {
+      const outcome = await attach({ size: 2_000_000, options: { md5: true }, sendMessage: true });
+      const stored = await assertAttached(outcome);
+      assert.equal(outcome.result.md5, stored.md5, "fileMd5 sent and matched");
+      assert.equal(outcome.sent.find((m) => m.action === "onAttachment").fileMd5, stored.md5);
+      const { echoed } = outcome;
+      assert.equal(echoed.text, "here it is");
+      const attachment = echoed.content[0].attachment;
+      assert.equal(attachment.id, outcome.result.attachmentId);
+      assert.equal(attachment.url, outcome.result.downloadUrl);
+      assert.equal(attachment.sha256, stored.sha256);
+    });
+
+    test("the message built for an attachment is the guest API's onMessage", async () => {
+      const message = await page.evaluate(() => window.chunkup.buildAttachmentMessage("tok", "hi", ["a", "b"]));
+      assert.deepEqual(message, {
+        action: "onMessage",
+        token: "tok",
+        message: {
+          type: "Text",
+          text: "hi",
+          content: [
+            { contentType: "Attachment", attachment: { id: "a" } },
+            { contentType: "Attachment", attachment: { id: "b" } },
+          ],
+        },
+      });
+    });
+
+    test("an image is accepted through the image/* wildcard", async () => {
+      await assertAttached(await attach({ name: "photo.PNG", type: "image/png", size: 50_000 }));
+    });
+
+    for (const [what, args, code] of [
+      ["a type not allowed", { name: "table.csv", type: "text/csv" }, "file_type_invalid"],
+      ["a type outside the image/* wildcard family", { name: "clip.mp4", type: "video/mp4" }, "file_type_invalid"],
+      ["a blocked extension", { name: "setup.EXE", type: "application/pdf" }, "file_extension_blocked"],
+      ["an empty file", { size: 0 }, "file_empty"],
+      [
+        "a file over maxFileSizeKB",
+        { size: 2_001, rules: "maxFileSizeKB=2" },
+        "file_size_invalid",
       ],
-    },
-  });
-});
+      ["attachments turned off", { rules: "off" }, "attachments_disabled"],
+    ]) {
+      test(`refuses ${what} before sending anything`, async () => {
+        const outcome = await page.evaluate(async ({ args, rules }) => {
+          const set = {
+            "maxFileSizeKB=2": (r) => ({ ...r, allowedMedia: { inbound: { ...r.allowedMedia.inbound, maxFileSizeKB: 2 } } }),
+            off: (r) => ({ ...r, allowedMedia: { inbound: { fileTypes: [], maxFileSizeKB: 0 } } }),
+          }[rules];
+          const verdict = await (async () => {
+            const session = await window.openSession();
+            const rulesNow = set ? set(session.sessionResponse) : session.sessionResponse;
+            session.close();
+            const file = window.fileOf(args.size ?? 300_000, args.name ?? "report.pdf", args.type ?? "application/pdf");
+            return window.chunkup.validateAttachment(rulesNow, file)?.code ?? null;
+          })();
+          return { verdict, attach: await window.attach({ ...args, rules: set }) };
+        }, { args, rules: args.rules });
+        assert.equal(outcome.verdict, code, "validateAttachment");
+        assert.equal(outcome.attach.error?.code, code, "attachFile");
+        assert.ok(outcome.attach.error.message.length > 10);
+        assert.deepEqual(actionsOf(outcome.attach.sent), ["configureSession"], "no onAttachment was sent");
+      });
+    }
 
-test("an image is accepted through the image/* wildcard", async () => {
-  await assertAttached(await attach({ name: "photo.PNG", type: "image/png", size: 50_000 }));
-});
+    test("waits out a 4029 rate limit, then attaches", async () => {
+      const outcome = await attach({ query: "&faults=rate-limit:1,retry-after:1" });
+      await assertAttached(outcome);
+      assert.deepEqual(actionsOf(outcome.sent), ["configureSession", "onAttachment", "onAttachment"]);
+    });
 
-for (const [what, args, code] of [
-  ["a type not allowed", { name: "table.csv", type: "text/csv" }, "file_type_invalid"],
-  ["a type outside the image/* wildcard family", { name: "clip.mp4", type: "video/mp4" }, "file_type_invalid"],
-  ["a blocked extension", { name: "setup.EXE", type: "application/pdf" }, "file_extension_blocked"],
-  ["an empty file", { size: 0 }, "file_empty"],
-  [
-    "a file over maxFileSizeKB",
-    { size: 2_001, rules: "maxFileSizeKB=2" },
-    "file_size_invalid",
-  ],
-  ["attachments turned off", { rules: "off" }, "attachments_disabled"],
-]) {
-  test(`refuses ${what} before sending anything`, async () => {
-    const outcome = await page.evaluate(async ({ args, rules }) => {
-      const set = {
-        "maxFileSizeKB=2": (r) => ({ ...r, allowedMedia: { inbound: { ...r.allowedMedia.inbound, maxFileSizeKB: 2 } } }),
-        off: (r) => ({ ...r, allowedMedia: { inbound: { fileTypes: [], maxFileSizeKB: 0 } } }),
-      }[rules];
-      const verdict = await (async () => {
+    test("gives up with too_many_requests when rate limited for longer than allowed", async () => {
+      const outcome = await attach({ query: "&faults=rate-limit:9,retry-after:0", options: { retry: { attempts: 2, baseDelayMs: 1, maxDelayMs: 10 } } });
+      assert.equal(outcome.error?.code, "too_many_requests");
+      assert.equal(outcome.error.serverCode, 4029);
+    });
+
+    test("asks for a fresh URL when the first one expired, then attaches", async () => {
+      const outcome = await attach({ query: "&faults=expired-url:1" });
+      const stored = await assertAttached(outcome);
+      assert.equal(stored.urlRequests, 2);
+      assert.equal(actionsOf(outcome.sent).filter((a) => a === "onAttachment").length, 2);
+    });
+
+    test("restarts with a fresh URL after an UploadFailureEvent 4008, then attaches", async () => {
+      const outcome = await attach({ query: "&faults=upload-failure:1" });
+      const stored = await assertAttached(outcome);
+      assert.equal(stored.urlRequests, 2);
+    });
+
+    test("survives faults on the PUT itself", async () => {
+      const faults = encodeURIComponent("503:0.3,reset:0.3,429:0.2,retry-after:0");
+      const outcome = await attach({ query: `&putFaults=${faults}`, size: 1_000_000 });
+      await assertAttached(outcome);
+    });
+
+    test("maps the server's own refusals to stable codes", async () => {
+      const tooLong = await attach({ name: `${"x".repeat(300)}.pdf` });
+      assert.equal(tooLong.error?.code, "file_name_too_long");
+      assert.equal(tooLong.error.serverCode, 4005);
+      const expired = await attach({ query: "&faults=session-expired" });
+      assert.equal(expired.error?.code, "session_expired");
+      assert.match(expired.error.message, /session has expired/);
+    });
+
+    test("abort stops the upload and deletes the attachment", async () => {
+      const outcome = await attach({ query: `&putFaults=${encodeURIComponent("bandwidth:1MB")}`, size: 4_000_000, abortOnProgress: true });
+      assert.equal(outcome.error?.code, "aborted", JSON.stringify(outcome.progress));
+      assert.ok(outcome.progress.some((p) => p.phase === "uploading"), "aborted while the PUT was under way");
+      const actions = actionsOf(outcome.sent);
+      assert.deepEqual(actions, ["configureSession", "onAttachment", "deleteAttachment"]);
+      const id = outcome.sent.find((m) => m.action === "deleteAttachment").attachmentId;
+      const stored = await record(id);
+      assert.equal(stored.state, "deleted");
+      // The server saw the deletion too.
+      const log = await (await fetch(new URL(`guest/sessions/${outcome.token}`, base))).json();
+      assert.ok(log.requests.includes("deleteAttachment"));
+    });
+
+    test("bad arguments are refused", async () => {
+      const codes = await page.evaluate(async () => {
+        const file = window.fileOf(10, "a.pdf", "application/pdf");
+        const tries = [
+          () => window.chunkup.attachFile(null, file, null),
+          () => window.chunkup.attachFile({ token: "t", send() {} }, file, null),
+          () => window.chunkup.attachFile({ token: "t", send() {}, subscribe: () => () => {} }, "not a file", null),
+          () => window.chunkup.attachFile({ token: "t", send() {}, subscribe: () => () => {} }, file, null, { bogus: 1 }),
+        ];
+        const out = [];
+        for (const run of tries) {
+          try {
+            await run();
+            out.push("resolved");
+          } catch (error) {
+            out.push(error.code);
+          }
+        }
+        return out;
+      });
+      assert.deepEqual(codes, ["invalid_input", "invalid_input", "invalid_input", "invalid_input"]);
+    });
+
+    test("a session whose send throws fails the attachment with network", async () => {
+      const outcome = await page.evaluate(async (worker) => {
         const session = await window.openSession();
-        const rulesNow = set ? set(session.sessionResponse) : session.sessionResponse;
-        session.close();
-        const file = window.fileOf(args.size ?? 300_000, args.name ?? "report.pdf", args.type ?? "application/pdf");
-        return window.chunkup.validateAttachment(rulesNow, file)?.code ?? null;
-      })();
-      return { verdict, attach: await window.attach({ ...args, rules: set }) };
-    }, { args, rules: args.rules });
-    assert.equal(outcome.verdict, code, "validateAttachment");
-    assert.equal(outcome.attach.error?.code, code, "attachFile");
-    assert.ok(outcome.attach.error.message.length > 10);
-    assert.deepEqual(actionsOf(outcome.attach.sent), ["configureSession"], "no onAttachment was sent");
+        const file = window.fileOf(1000, "a.pdf", "application/pdf");
+        const broken = { ...session, send() { throw new Error("socket closed"); } };
+        try {
+          await window.chunkup.attachFile(broken, file, null, { worker });
+          return null;
+        } catch (error) {
+          return { code: error.code, message: error.message };
+        } finally {
+          session.close();
+        }
+      }, worker);
+      assert.deepEqual(outcome, { code: "network", message: "network error during POST (send a chat message): session.send threw: socket closed" });
+    });
+    for (const name of PAGE_MODE_IN_EVERY_ENGINE) {
+      if (!names.has(name)) throw new Error(`PAGE_MODE_IN_EVERY_ENGINE names no test: ${name}`);
+    }
   });
 }
-
-test("waits out a 4029 rate limit, then attaches", async () => {
-  const outcome = await attach({ query: "&faults=rate-limit:1,retry-after:1" });
-  await assertAttached(outcome);
-  assert.deepEqual(actionsOf(outcome.sent), ["configureSession", "onAttachment", "onAttachment"]);
-});
-
-test("gives up with too_many_requests when rate limited for longer than allowed", async () => {
-  const outcome = await attach({ query: "&faults=rate-limit:9,retry-after:0", options: { retry: { attempts: 2, baseDelayMs: 1, maxDelayMs: 10 } } });
-  assert.equal(outcome.error?.code, "too_many_requests");
-  assert.equal(outcome.error.serverCode, 4029);
-});
-
-test("asks for a fresh URL when the first one expired, then attaches", async () => {
-  const outcome = await attach({ query: "&faults=expired-url:1" });
-  const stored = await assertAttached(outcome);
-  assert.equal(stored.urlRequests, 2);
-  assert.equal(actionsOf(outcome.sent).filter((a) => a === "onAttachment").length, 2);
-});
-
-test("restarts with a fresh URL after an UploadFailureEvent 4008, then attaches", async () => {
-  const outcome = await attach({ query: "&faults=upload-failure:1" });
-  const stored = await assertAttached(outcome);
-  assert.equal(stored.urlRequests, 2);
-});
-
-test("survives faults on the PUT itself", async () => {
-  const faults = encodeURIComponent("503:0.3,reset:0.3,429:0.2,retry-after:0");
-  const outcome = await attach({ query: `&putFaults=${faults}`, size: 1_000_000 });
-  await assertAttached(outcome);
-});
-
-test("maps the server's own refusals to stable codes", async () => {
-  const tooLong = await attach({ name: `${"x".repeat(300)}.pdf` });
-  assert.equal(tooLong.error?.code, "file_name_too_long");
-  assert.equal(tooLong.error.serverCode, 4005);
-  const expired = await attach({ query: "&faults=session-expired" });
-  assert.equal(expired.error?.code, "session_expired");
-  assert.match(expired.error.message, /session has expired/);
-});
-
-test("abort stops the upload and deletes the attachment", async () => {
-  const outcome = await attach({ query: `&putFaults=${encodeURIComponent("bandwidth:1MB")}`, size: 4_000_000, abortOnProgress: true });
-  assert.equal(outcome.error?.code, "aborted");
-  const actions = actionsOf(outcome.sent);
-  assert.deepEqual(actions, ["configureSession", "onAttachment", "deleteAttachment"]);
-  const id = outcome.sent.find((m) => m.action === "deleteAttachment").attachmentId;
-  const stored = await record(id);
-  assert.equal(stored.state, "deleted");
-  // The server saw the deletion too.
-  const log = await (await fetch(new URL(`guest/sessions/${outcome.token}`, base))).json();
-  assert.ok(log.requests.includes("deleteAttachment"));
-});
-
-test("bad arguments are refused", async () => {
-  const codes = await page.evaluate(async () => {
-    const file = window.fileOf(10, "a.pdf", "application/pdf");
-    const tries = [
-      () => window.chunkup.attachFile(null, file, null),
-      () => window.chunkup.attachFile({ token: "t", send() {} }, file, null),
-      () => window.chunkup.attachFile({ token: "t", send() {}, subscribe: () => () => {} }, "not a file", null),
-      () => window.chunkup.attachFile({ token: "t", send() {}, subscribe: () => () => {} }, file, null, { bogus: 1 }),
-    ];
-    const out = [];
-    for (const run of tries) {
-      try {
-        await run();
-        out.push("resolved");
-      } catch (error) {
-        out.push(error.code);
-      }
-    }
-    return out;
-  });
-  assert.deepEqual(codes, ["invalid_input", "invalid_input", "invalid_input", "invalid_input"]);
-});

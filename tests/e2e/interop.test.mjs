@@ -1,5 +1,5 @@
-// Interop: chunkup in headless Chromium uploading to @tus/server (npm, file store), a tus
-// implementation other than our own. The stored bytes are read from the store's directory
+// Interop: chunkup, in the engine CHUNKUP_ENGINE names (see engines.mjs), uploading to
+// @tus/server (npm, file store), a tus implementation other than our own. The stored bytes are read from the store's directory
 // and hashed here, so "uploaded" means "the server holds exactly the file".
 //
 //   node --test tests/e2e/interop.test.mjs
@@ -7,7 +7,7 @@
 // Environment (scripts/test.mjs sets them; without them the test starts both servers):
 //   CHUNKUP_SERVER_URL  reference server, used only to serve the page and /pkg/
 //   TUS_NODE_URL        @tus/server creation URL;  TUS_NODE_DIR  its file-store directory
-//   CHROMIUM_PATH       Chromium executable (default /usr/bin/chromium)
+//   CHUNKUP_ENGINE      chromium (default), firefox or webkit
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -16,7 +16,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
-import { launchChromium } from "./chromium.mjs";
+import { openBrowser } from "./engines.mjs";
 
 import { startReferenceServer, startTusNodeServer, stop } from "../../scripts/lib.mjs";
 
@@ -25,7 +25,6 @@ const started = [];
 let pageUrl;
 let tusUrl;
 let tusDir;
-let browser;
 let page;
 
 before(async () => {
@@ -43,8 +42,7 @@ before(async () => {
     started.push(server);
     tusUrl = server.url;
   }
-  browser = await launchChromium();
-  page = await browser.newPage();
+  page = await openBrowser();
   await page.goto(pageUrl);
   await page.evaluate(async () => {
     const chunkup = await import("/pkg/chunkup.js");
@@ -54,7 +52,7 @@ before(async () => {
 });
 
 after(async () => {
-  await browser?.close();
+  await page?.close();
   await Promise.all(started.map(stop));
   if (!process.env.TUS_NODE_DIR && tusDir) rmSync(tusDir, { recursive: true, force: true });
 });

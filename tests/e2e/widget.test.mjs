@@ -1,6 +1,7 @@
 // End-to-end test of the chat widget (widget/, built into widget/dist) against the reference
-// server: the guest WebSocket (Genesys Cloud Web Messaging style), attachFile's presigned
-// upload, and the server's record of the attachment.
+// server, in the engine CHUNKUP_ENGINE names (see engines.mjs): the guest WebSocket (Genesys
+// Cloud Web Messaging style), attachFile's presigned upload, and the server's record of the
+// attachment. What the widget sent is read from the server's log of the session.
 //
 //   npx vite build --config widget/vite.config.js && node --test tests/e2e/widget.test.mjs
 //
@@ -8,19 +9,19 @@
 //   CHUNKUP_SERVER_URL  base URL of a running chunkup-server that serves the widget at
 //                       /widget/ (started with --widget widget/dist). If unset, the test starts
 //                       target/release/chunkup-server itself with --widget widget/dist.
-//   CHROMIUM_PATH       Chromium executable (default /usr/bin/chromium).
+//   CHUNKUP_ENGINE      chromium (default), firefox or webkit.
 //
-// Writes test-results/widget.png (after the upload) and test-results/widget-blocked.png.
+// Writes test-results/widget-<engine>.png (after the upload) and widget-blocked-<engine>.png.
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { launchChromium } from "./chromium.mjs";
+import { engine, openBrowser } from "./engines.mjs";
 
 import { logDir, startReferenceServer, stop } from "../../scripts/lib.mjs";
 
@@ -32,7 +33,7 @@ const UPLOAD_TIMEOUT_MS = 3 * 60 * 1000;
 
 let base; // server base URL, with a trailing slash
 let server = null; // set when this file started the server
-let browser;
+let page;
 let tmpDir;
 let report; // { path, sha256 }
 
@@ -54,48 +55,33 @@ function pdfLikeBytes(size, seed) {
   return buf;
 }
 
-const parse = (payload) => {
-  try {
-    return JSON.parse(typeof payload === "string" ? payload : payload.toString("utf8"));
-  } catch {
-    return null;
-  }
-};
+let sessions = 0;
 
 /**
- * Opens the widget and waits for the SessionResponse. Records the WebSocket frames (parsed)
- * and the HTTP requests, and reports page errors as diagnostics.
+ * Opens the widget as a new visitor (a deployment id of its own, so no guest token is
+ * reused from sessionStorage) and waits for the SessionResponse and the paperclip. Resolves to a function
+ * that reads the server's log of what this session sent (the `action` of every request).
  */
-async function openWidget(t, viewport = { width: 1100, height: 800 }) {
-  const context = await browser.newContext({ viewport });
-  const page = await context.newPage();
-  const sent = [];
-  const received = [];
-  const requests = [];
-  const problems = [];
-  page.on("websocket", (ws) => {
-    ws.on("framesent", (frame) => sent.push(parse(frame.payload)));
-    ws.on("framereceived", (frame) => received.push(parse(frame.payload)));
-  });
-  page.on("request", (request) => requests.push({ method: request.method(), url: request.url() }));
-  page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
-  page.on("console", (msg) => {
-    if (["error", "warning"].includes(msg.type())) problems.push(`console.${msg.type()}: ${msg.text()}`);
-  });
-  t.after(async () => {
-    for (const line of problems.slice(0, 20)) t.diagnostic(`browser ${line}`);
-    await context.close();
-  });
-
-  await page.goto(new URL("widget/", base).href);
+async function openWidget() {
+  sessions += 1;
+  const deploymentId = `e2e-${engine}-${process.pid}-${sessions}`;
+  await page.goto(new URL(`widget/?deploymentId=${deploymentId}`, base).href);
   try {
-    await page.waitForSelector('body[data-session="ready"]', { timeout: 30_000 });
+    await page.waitFor(() => document.body.dataset.session === "ready", null);
   } catch (error) {
-    const state = await page.getAttribute("body", "data-session");
-    const text = await page.textContent("#chat-connection-text").catch(() => "");
-    throw new Error(`no SessionResponse: body[data-session="${state}"], status "${text}"`, { cause: error });
+    const state = await page.evaluate(() => [document.body.dataset.session, document.querySelector("#chat-connection-text")?.textContent]);
+    throw new Error(`no SessionResponse: body[data-session="${state[0]}"], status "${state[1]}"`, { cause: error });
   }
-  return { page, sent, received, requests };
+  // The paperclip is enabled once chunkup's wasm has loaded too: only then can a person pick
+  // a file (the tests put files straight into the hidden <input>).
+  await page.waitFor(() => !document.querySelector("#attach").disabled, null, { message: "the paperclip stayed disabled" });
+  const token = await page.evaluate((key) => sessionStorage.getItem(key), `chunkup-widget:token:${deploymentId}`);
+  assert.ok(token, "the widget keeps its guest token in sessionStorage");
+  return async () => {
+    const res = await fetch(new URL(`guest/sessions/${encodeURIComponent(token)}`, base), { cache: "no-store" });
+    assert.equal(res.status, 200, "GET /guest/sessions/{token}");
+    return (await res.json()).requests;
+  };
 }
 
 before(async () => {
@@ -116,70 +102,70 @@ before(async () => {
   report = { path: path.join(tmpDir, "report.pdf"), sha256: createHash("sha256").update(bytes).digest("hex") };
   writeFileSync(report.path, bytes);
 
-  browser = await launchChromium();
+  page = await openBrowser();
 });
 
 after(async () => {
-  await browser?.close().catch(() => {});
+  await page?.close().catch(() => {});
   await stop(server).catch(() => {});
   if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
 });
 
 describe("chat widget", () => {
-  test("a text message is sent and echoed", { timeout: 60_000 }, async (t) => {
-    const { page, sent } = await openWidget(t);
+  test("a text message is sent and echoed", { timeout: 60_000 }, async () => {
+    const sentActions = await openWidget();
     const text = `Hello from the widget test ${Date.now()}`;
-    await page.fill("#chat-input", text);
-    await page.press("#chat-input", "Enter");
-    const echoed = page.locator('#chat-log [data-direction="inbound"] .message-text', { hasText: text });
-    await echoed.waitFor({ timeout: 15_000 });
-    assert.equal(await page.inputValue("#chat-input"), "", "the text box is cleared");
-    const message = sent.find((m) => m?.action === "onMessage");
-    assert.equal(message?.message?.text, text);
-    assert.equal(message?.message?.type, "Text");
+    await page.type("#chat-input", `${text}\uE007`); // typed, then Enter
+    await page.waitFor(
+      (want) => [...document.querySelectorAll('#chat-log [data-direction="inbound"] .message-text')].some((el) => el.textContent.includes(want)),
+      text,
+      { timeout: 15_000, message: "the message was not echoed within 15 s" },
+    );
+    assert.equal(await page.evaluate(() => document.querySelector("#chat-input").value), "", "the text box is cleared");
+    assert.deepEqual(await sentActions(), ["configureSession", "onMessage"]);
   });
 
   test("a 20 MB PDF is uploaded, sent, and the server holds exactly its bytes", { timeout: UPLOAD_TIMEOUT_MS + 60_000 }, async (t) => {
-    const { page, sent, received } = await openWidget(t);
-
-    const sessionBody = received.find((m) => m?.class === "SessionResponse")?.body;
-    const maxKB = sessionBody?.allowedMedia?.inbound?.maxFileSizeKB;
-    if (Number.isFinite(maxKB)) {
-      assert.ok(
-        FILE_SIZE <= maxKB * 1000,
-        `the server allows files up to maxFileSizeKB=${maxKB}; this test uploads ${FILE_SIZE / 1000} KB`,
-      );
-    }
-    assert.match((await page.getAttribute("#attach-input", "accept")) ?? "", /application\/pdf/, "accept of #attach-input");
+    const sentActions = await openWidget();
+    assert.match(await page.evaluate(() => document.querySelector("#attach-input").accept), /application\/pdf/, "accept of #attach-input");
 
     await page.setInputFiles("#attach-input", report.path);
-    const bubble = page.locator("#chat-log .upload").last();
-    await page.waitForSelector("#chat-log .upload progress", { state: "attached", timeout: 10_000 });
-    assert.match(await bubble.textContent(), /report\.pdf/);
+    await page.waitFor(() => document.querySelector("#chat-log .upload progress"), null, { timeout: 10_000, message: "no upload bubble" });
+    const bubbleText = () => page.evaluate(() => [...document.querySelectorAll("#chat-log .upload")].at(-1).textContent);
+    assert.match(await bubbleText(), /report\.pdf/);
 
     // Done, or failed with a message in the bubble.
-    await page.waitForSelector('#chat-log .upload:not([data-state="uploading"])', { timeout: UPLOAD_TIMEOUT_MS });
-    const state = await bubble.getAttribute("data-state");
+    const state = await page.waitFor(
+      () => {
+        const bubble = [...document.querySelectorAll("#chat-log .upload")].at(-1);
+        return bubble.dataset.state !== "uploading" && bubble.dataset.state;
+      },
+      null,
+      { timeout: UPLOAD_TIMEOUT_MS, interval: 250, message: "the upload did not end" },
+    );
     if (state !== "done") {
-      const error = (await bubble.locator(".upload-error").textContent())?.trim();
-      const code = (await bubble.locator(".upload-error-code").textContent())?.trim();
+      const [error, code] = await page.evaluate(() => {
+        const bubble = [...document.querySelectorAll("#chat-log .upload")].at(-1);
+        return [bubble.querySelector(".upload-error")?.textContent.trim(), bubble.querySelector(".upload-error-code")?.textContent.trim()];
+      });
       assert.fail(`the upload bubble is "${state}": ${error} (${code})`);
     }
-    const link = bubble.locator("a.attachment-link");
-    const attachmentId = await link.getAttribute("data-attachment-id");
+    const link = await page.evaluate(() => {
+      const a = [...document.querySelectorAll("#chat-log .upload")].at(-1).querySelector("a.attachment-link");
+      return a && { id: a.dataset.attachmentId, href: a.getAttribute("href") };
+    });
+    const attachmentId = link?.id;
     assert.ok(attachmentId, "a.attachment-link has data-attachment-id");
-    assert.match((await link.getAttribute("href")) ?? "", /^https?:\/\//, "the link is the download URL");
+    assert.match(link.href ?? "", /^https?:\/\//, "the link is the download URL");
 
-    // The message that carries the attachment, as echoed by the server.
-    const delivered = page.locator(
-      `#chat-log [data-direction="inbound"] a.attachment-link[data-attachment-id="${attachmentId}"]`,
+    // The message that carries the attachment, as echoed by the server (which names the
+    // attachments of the message it received).
+    await page.waitFor(
+      (id) => document.querySelector(`#chat-log [data-direction="inbound"] a.attachment-link[data-attachment-id="${CSS.escape(id)}"]`),
+      attachmentId,
+      { message: "the message carrying the attachment was not echoed within 30 s" },
     );
-    await delivered.waitFor({ timeout: 30_000 });
-    const carried = sent.find(
-      (m) => m?.action === "onMessage" && m.message?.content?.some((c) => c?.attachment?.id === attachmentId),
-    );
-    assert.ok(carried, "an onMessage carrying the attachment id was sent");
-    assert.equal(sent.filter((m) => m?.action === "onAttachment").length, 1, "one onAttachment request");
+    assert.deepEqual(await sentActions(), ["configureSession", "onAttachment", "onMessage"], "one onAttachment, then the message");
 
     // The server's own record, against the bytes hashed here.
     const res = await fetch(new URL(`guest/attachments/${encodeURIComponent(attachmentId)}`, base), { cache: "no-store" });
@@ -190,41 +176,58 @@ describe("chat widget", () => {
     assert.equal(record.size, FILE_SIZE);
     assert.equal(record.fileName, "report.pdf");
     assert.equal(record.fileType, "application/pdf");
+    assert.equal(record.state, "uploaded");
 
-    mkdirSync(RESULTS, { recursive: true });
-    await page.screenshot({ path: path.join(RESULTS, "widget.png") });
+    await page.screenshot(path.join(RESULTS, `widget-${engine}.png`));
   });
 
-  test("a .exe file is refused in the bubble and nothing is uploaded", { timeout: 60_000 }, async (t) => {
-    const { page, sent, requests } = await openWidget(t);
-    const requestsBefore = requests.length;
+  test("a .exe file is refused in the bubble and nothing is uploaded", { timeout: 60_000 }, async () => {
+    const sentActions = await openWidget();
+    const requestsBefore = await page.evaluate(() => performance.getEntriesByType("resource").length);
 
-    // Claims to be a PDF, so that only the extension (not the type) can refuse it.
-    await page.setInputFiles("#attach-input", {
-      name: "invoice.exe",
-      mimeType: "application/pdf",
-      buffer: Buffer.from("MZ\x90\x00 not really a program"),
+    // Claims to be a PDF, so that only the extension (not the type) can refuse it. A file
+    // picked through WebDriver gets its type from its name, so this one is made in the page.
+    const picked = await page.evaluate(() => {
+      const input = document.querySelector("#attach-input");
+      const transfer = new DataTransfer();
+      transfer.items.add(new File(["MZ\x90\x00 not really a program"], "invoice.exe", { type: "application/pdf" }));
+      input.files = transfer.files;
+      const type = input.files[0]?.type; // the widget empties the input once it took the file
+      input.dispatchEvent(new Event("change", { bubbles: true }));
+      return type;
     });
-    const bubble = page.locator('#chat-log .upload[data-state="error"]');
-    await bubble.waitFor({ timeout: 10_000 });
-    assert.equal((await bubble.locator(".upload-error-code").textContent())?.trim(), "file_extension_blocked");
-    const message = (await bubble.locator(".upload-error").textContent())?.trim() ?? "";
-    assert.ok(message.length > 0, "the bubble explains the error");
-    assert.ok(!message.includes("file_extension_blocked"), `the message is for people: "${message}"`);
-    assert.equal(await bubble.locator("progress").isVisible(), false, "no progress bar");
-    assert.equal(await bubble.locator(".upload-cancel").count(), 0, "no Cancel button");
+    assert.equal(picked, "application/pdf");
+    await page.waitFor(() => document.querySelector('#chat-log .upload[data-state="error"]'), null, {
+      timeout: 10_000,
+      message: "no error bubble within 10 s",
+    });
+    const bubble = await page.evaluate(() => {
+      const el = document.querySelector('#chat-log .upload[data-state="error"]');
+      const progress = el.querySelector("progress");
+      return {
+        code: el.querySelector(".upload-error-code")?.textContent.trim(),
+        message: el.querySelector(".upload-error")?.textContent.trim() ?? "",
+        progressVisible: Boolean(progress && progress.getClientRects().length > 0 && getComputedStyle(progress).visibility !== "hidden"),
+        cancelButtons: el.querySelectorAll(".upload-cancel").length,
+      };
+    });
+    assert.equal(bubble.code, "file_extension_blocked");
+    assert.ok(bubble.message.length > 0, "the bubble explains the error");
+    assert.ok(!bubble.message.includes("file_extension_blocked"), `the message is for people: "${bubble.message}"`);
+    assert.equal(bubble.progressVisible, false, "no progress bar");
+    assert.equal(bubble.cancelButtons, 0, "no Cancel button");
 
-    mkdirSync(RESULTS, { recursive: true });
-    await page.screenshot({ path: path.join(RESULTS, "widget-blocked.png") });
+    await page.screenshot(path.join(RESULTS, `widget-blocked-${engine}.png`));
 
-    await page.waitForTimeout(500); // anything the widget would send goes out by then
-    assert.deepEqual(sent.filter((m) => m?.action === "onAttachment"), [], "no onAttachment request");
-    assert.deepEqual(requests.slice(requestsBefore), [], "no HTTP request after picking the file");
-    assert.equal(await page.locator("#chat-log a.attachment-link").count(), 0, "no attachment link");
+    await new Promise((resolve) => setTimeout(resolve, 500)); // anything the widget would send goes out by then
+    assert.deepEqual(await sentActions(), ["configureSession"], "no onAttachment request");
+    const requestsAfter = await page.evaluate(() => performance.getEntriesByType("resource").map((entry) => entry.name));
+    assert.deepEqual(requestsAfter.slice(requestsBefore), [], "no HTTP request after picking the file");
+    assert.equal(await page.evaluate(() => document.querySelectorAll("#chat-log a.attachment-link").length), 0, "no attachment link");
 
     // Dismiss removes the bubble and gives the focus back to the paperclip.
-    await bubble.locator(".upload-dismiss").click();
-    assert.equal(await page.locator("#chat-log .upload").count(), 0);
+    await page.click('#chat-log .upload[data-state="error"] .upload-dismiss');
+    assert.equal(await page.evaluate(() => document.querySelectorAll("#chat-log .upload").length), 0);
     assert.equal(await page.evaluate(() => document.activeElement?.id), "attach");
   });
 });
