@@ -12,6 +12,12 @@
 //   every upload is checked (the server's /files/<id>/info sha256 must be the file's, which
 //   Node computed while writing it) and then deleted, so the disk does not fill;
 //
+//   object storage, to one Garage node (scripts/garage.mjs) through the reference server as
+//     the widget's backend (it signs with rusty-s3): one plain presigned PUT of the whole
+//     file, no hashing (the peer: the store's ceiling), and chunkup `protocol: "s3"`, 8 MiB
+//     parts each with a signed x-amz-checksum-sha256 that Garage verifies, parallelUploads
+//     1 and 4; every object read back and hashed by the server;
+//
 //   hashing on the page: chunkup sha256File; hash-wasm createSHA256() fed every piece of
 //   file.stream() on the main thread (the peer); WebCrypto digest per 8 MiB slice (chunk
 //   digests only: WebCrypto has no incremental API, so it gives no whole-file digest).
@@ -38,6 +44,7 @@
 // Then the package's size (raw and gzip -9) beside the peers' minified browser bundles.
 // The same figures go to target/bench/bench-<timestamp>.json, rewritten after each file size.
 // The machine is shared and noisy: quote the ratios within one run, not absolute figures.
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
@@ -57,6 +64,7 @@ import {
   stop,
   writeRandomFile,
 } from "./lib.mjs";
+import { findGarage, startGarage } from "./garage.mjs";
 
 const MiB = 1024 * 1024;
 const CHUNK = 8 * MiB;
@@ -190,6 +198,45 @@ async function installKit() {
       if (done.status !== 204) throw new Error(`PATCH answered ${done.status}`);
       return { url };
     },
+    async chunkupS3({ base, parallelUploads }) {
+      // The reference server plays the widget's backend (it signs with rusty-s3).
+      const post = async (route, body) => {
+        const response = await fetch(new URL(route, base), { method: "POST", body: JSON.stringify(body) });
+        if (!response.ok) throw new Error(`${route} answered ${response.status}`);
+        return response.json();
+      };
+      let key;
+      let calls = 0;
+      const result = await chunkup.uploadFile(file, () => { calls += 1; }, {
+        protocol: "s3",
+        chunkSize: 8 * 1024 * 1024,
+        parallelUploads,
+        resume: false,
+        s3: {
+          createMultipartUpload: async (args) => {
+            const upload = await post("s3/multipart", args);
+            key = upload.key;
+            return upload;
+          },
+          signPart: (args) => post("s3/multipart/sign", args),
+          listParts: (args) => post("s3/multipart/list", args),
+          completeMultipartUpload: (args) => post("s3/multipart/complete", args),
+          abortMultipartUpload: (args) => post("s3/multipart/abort", args),
+        },
+      });
+      return { key, sha256: result.sha256, checksum: result.checksum, progressCalls: calls };
+    },
+    async plainPut({ base }) {
+      const presigned = await fetch(new URL("presign", base), {
+        method: "POST",
+        body: JSON.stringify({ fileName: file.name, fileSize: file.size }),
+      });
+      if (!presigned.ok) throw new Error(`presign answered ${presigned.status}`);
+      const { url, headers, key } = await presigned.json();
+      const done = await fetch(url, { method: "PUT", body: file, headers });
+      if (!done.ok) throw new Error(`PUT answered ${done.status}`);
+      return { key };
+    },
     async sha256File() {
       return { sha256: await chunkup.sha256File(file) };
     },
@@ -246,9 +293,15 @@ let server;
 let tusServer;
 let pageServer;
 let browser;
+let garage;
 
 try {
-  server = await startReferenceServer(["--data-dir", referenceDir], { log: path.join(work, "reference.log") });
+  // One Garage node (Garage installed: `npm run setup`) is the reference server's object store.
+  garage = await startGarage({ nodes: 1, logDir: work });
+  server = await startReferenceServer(["--data-dir", referenceDir, ...garage.serverArgs()], {
+    log: path.join(work, "reference.log"),
+    env: { ...process.env, ...garage.serverEnv },
+  });
   tusServer = await startTusNodeServer(tusDir, { log: path.join(work, "tus-node.log") });
   pageServer = await startStaticServer();
   browser = await launchChromium();
@@ -257,7 +310,12 @@ try {
     browserPid: browserProcess(),
     pageUrl: `http://127.0.0.1:${pageServer.address().port}/`,
   };
-  const endpoints = { tus: tusServer.url, reference: new URL("/files/", server.url).href };
+  const garageVersion = execFileSync(findGarage(), ["--version"], { encoding: "utf8" }).match(/\d+\.\d+\.\d+/)?.[0] ?? "?";
+  const endpoints = {
+    tus: tusServer.url,
+    reference: new URL("/files/", server.url).href,
+    store: { base: server.url, version: garageVersion },
+  };
 
   const report = {
     date: new Date().toISOString(),
@@ -270,7 +328,7 @@ try {
       pssSampleMs: PSS_SAMPLE_MS,
       isolation: "fresh browser context (own renderer) per measurement, full GC before it",
     },
-    peers: { "tus-js-client": tusJs.version, "hash-wasm": hashWasm.version, "@tus/server": tusServerVersion },
+    peers: { "tus-js-client": tusJs.version, "hash-wasm": hashWasm.version, "@tus/server": tusServerVersion, garage: garageVersion },
     files: [],
     packageSizes: packageSizes(),
     packageFingerprint: packageFingerprint(),
@@ -340,6 +398,7 @@ try {
   pageServer?.close();
   await stop(tusServer);
   await stop(server);
+  await garage?.stop();
   rmSync(work, { recursive: true, force: true });
 }
 
@@ -470,6 +529,18 @@ function rowsFor(endpoints) {
     });
     add(block, "one plain PATCH, whole file (ceiling)", "plainPatch", args, { upload: true, note: "no hashing, no checksum" });
   }
+  if (endpoints.store) {
+    const block = `Garage ${endpoints.store.version} (1 node), S3 multipart through the reference server's signer`;
+    const args = { base: endpoints.store.base };
+    add(block, "one plain presigned PUT, whole file", "plainPut", args, {
+      object: true,
+      peer: true,
+      note: "no hashing, no checksum",
+    });
+    for (const parallelUploads of [1, 4]) {
+      add(block, `chunkup s3, parallelUploads ${parallelUploads}`, "chunkupS3", { ...args, parallelUploads }, { object: true });
+    }
+  }
   const hashing = "hashing on the page";
   add(hashing, "chunkup sha256File", "sha256File", {}, { hash: true });
   add(hashing, `hash-wasm ${hashWasm.version}, file.stream(), main thread`, "hashWasm", {}, { hash: true, peer: true });
@@ -481,7 +552,15 @@ function rowsFor(endpoints) {
 
 /** Fails the run unless the measurement produced the file's bytes or hash; deletes uploads. */
 async function check(row, outcome, { sha256, bytes }) {
-  if (row.upload) {
+  if (row.object) {
+    const info = await (await fetch(new URL(`s3/objects/${outcome.key}/info`, row.args.base))).json();
+    if (info.sha256 !== sha256 || info.size !== bytes) {
+      throw new Error(`${row.block} · ${row.name}: the store holds something else (${JSON.stringify(info).slice(0, 200)})`);
+    }
+    if (outcome.sha256 !== undefined && outcome.sha256 !== sha256) {
+      throw new Error(`${row.block} · ${row.name}: result.sha256 is not the file's`);
+    }
+  } else if (row.upload) {
     const url = new URL(outcome.url, row.args.endpoint).href;
     try {
       const info = await (await fetch(`${url}/info`)).json();
@@ -525,7 +604,7 @@ function summarise(rows) {
     const checksum = row.runs[0]?.checksum;
     return {
       ...base,
-      note: row.note ?? (row.job === "chunkup" ? (checksum ? `checksum ${checksum} per chunk` : "hashes chunks, sends no checksum") : null),
+      note: row.note ?? (row.job === "chunkup" || row.job === "chunkupS3" ? (checksum ? `checksum ${checksum} per chunk` : "hashes chunks, sends no checksum") : null),
       bestMBps: Math.max(...rates),
       medianMBps: round1(median(rates)),
       longTasksPerRun: row.runs.map((r) => r.longTasks.count),

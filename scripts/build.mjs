@@ -2,8 +2,9 @@
 // .wasm with wasm-opt from the npm package `binaryen` (wasm-pack's own binaryen download
 // does not work offline, so Cargo.toml turns it off); then builds the chat-widget demo
 // with Vite from that package, imported by name (node_modules/chunkup links to pkg/).
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { transform } from "esbuild";
 import { root, run } from "./lib.mjs";
 
 const wasm = path.join(root, "pkg", "chunkup_bg.wasm");
@@ -21,6 +22,20 @@ const manifestPath = path.join(root, "pkg", "package.json");
 const manifest = JSON.parse(readFileSync(manifestPath, "utf8"));
 manifest.files = [...new Set([...manifest.files, "chunkup_worker.js"])];
 writeFileSync(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
+
+// Every visitor of a widget downloads the JavaScript too: minify it (whitespace, comments and
+// local names; string literals such as the `new URL(..., import.meta.url)` paths that
+// bundlers look for stay as written).
+let jsBefore = 0;
+let jsAfter = 0;
+for (const file of javascriptIn(path.join(root, "pkg"))) {
+  const source = readFileSync(file, "utf8");
+  const { code } = await transform(source, { minify: true, format: "esm", target: "es2020", legalComments: "none" });
+  writeFileSync(file, code);
+  jsBefore += source.length;
+  jsAfter += code.length;
+}
+console.log(`build: pkg JavaScript ${jsBefore} -> ${jsAfter} bytes minified`);
 
 const wasmOpt = path.join(root, "node_modules", "binaryen", "bin", "wasm-opt");
 if (!existsSync(wasmOpt)) throw new Error("wasm-opt missing: run `npm run setup`");
@@ -47,3 +62,11 @@ await run(path.join(root, "node_modules", ".bin", "vite"), [
   "warn",
 ]);
 console.log("build: widget/dist (the chat-widget demo)");
+
+function* javascriptIn(dir) {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) yield* javascriptIn(full);
+    else if (entry.name.endsWith(".js")) yield full;
+  }
+}

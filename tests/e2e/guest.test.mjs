@@ -263,8 +263,15 @@ for (const worker of [true, false]) {
     });
 
     test("survives faults on the PUT itself", async () => {
-      const faults = encodeURIComponent("503:0.3,reset:0.3,429:0.2,retry-after:0");
-      const outcome = await attach({ query: `&putFaults=${faults}`, size: 1_000_000 });
+      // Half the PUTs fail. The proxy that injects them is shared by every run side by side,
+      // so the sequence is not repeatable: enough retries that giving up is out of reach
+      // (0.5^16), few enough that a retry that does not work would still fail the test.
+      const faults = encodeURIComponent("503:0.2,reset:0.2,429:0.1,retry-after:0");
+      const outcome = await attach({
+        query: `&putFaults=${faults}`,
+        size: 1_000_000,
+        options: { retry: { attempts: 15, baseDelayMs: 5, maxDelayMs: 100 } },
+      });
       await assertAttached(outcome);
     });
 

@@ -119,6 +119,7 @@ test("a page reloaded mid-upload continues where the server stood, sending fewer
   // What the server read, kept or not, across both page loads: the file, plus what was
   // on its way when the page went away.
   const sentTwice = stored.received - file.size;
+  console.log(`resume after a reload (${engine}): ${sentTwice} bytes sent twice, resumed from ${result.resumedFrom} of ${file.size}`);
   assert.ok(sentTwice >= 0 && sentTwice < 2 * CHUNK, `${sentTwice} bytes were sent twice`);
 });
 

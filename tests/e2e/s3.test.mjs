@@ -59,7 +59,7 @@ after(async () => {
  * `window.hooks(config)`: the five s3 hooks calling the reference server, which count
  * their calls in `window.calls` and can be steered by `config`: `faults` (a fault spec
  * put in front of every part URL, applied by the proxy), `expireFirstSign` (the first
- * signature of part 1 is already expired).
+ * signature of part 1 is already expired), `holdPart` (that part is never signed).
  */
 async function openPage(file) {
   await page.goto(base);
@@ -86,6 +86,7 @@ async function openPage(file) {
         signPart: async ({ uploadId, key, partNumber, size, checksumSHA256 }) => {
           window.calls.sign.push(partNumber);
           const route = config.faults ? `/faults/${encodeURIComponent(config.faults)}/s3/multipart/sign` : "/s3/multipart/sign";
+          if (partNumber === config.holdPart) return new Promise(() => {}); // never signed
           const expire = !expired && partNumber === 1;
           if (expire) expired = true;
           return post(route, { uploadId, key, partNumber, size, checksumSHA256, ...(expire ? { expired: true } : {}) });
@@ -192,16 +193,23 @@ for (const [label, size] of [
 test("faults between browser and store (429, 503, resets mid-body, a corrupted byte) are ridden out", async () => {
   const file = writeFile("s3-faults.bin", 6 * PART + 333, 77);
   await openPage(file);
+  // A fixed seed, so that this test's draws do not depend on what ran before it.
+  await fetch(new URL("__faults?seed=7", stack.proxy.url), { method: "PUT", body: "none" });
   const before = await (await fetch(new URL("__faults", stack.proxy.url))).json();
-  await startUpload({ parallelUploads: 4, resume: false, hooks: { faults: "429:0.15,503:0.15,reset:0.15,corrupt:0.2" } });
+  // About two attempts in three fail: enough retries that giving up is out of reach.
+  await startUpload({
+    parallelUploads: 4,
+    resume: false,
+    retry: { attempts: 24, baseDelayMs: 20, maxDelayMs: 300 },
+    hooks: { faults: "429:0.15,503:0.15,reset:0.15,corrupt:0.2" },
+  });
   const result = await finished();
   await checkUpload(file, result);
   const afterFaults = await (await fetch(new URL("__faults", stack.proxy.url))).json();
   const injected = Object.entries(afterFaults.injected).reduce((sum, [kind, n]) => sum + n - (before.injected[kind] ?? 0), 0);
   assert.ok(injected >= 1, `faults were injected: ${JSON.stringify(afterFaults.injected)}`);
-  assert.ok(result.retries >= 1, "the faults cost retries");
-  const signs = await page.evaluate(() => window.calls.sign.length);
-  assert.ok(signs > 7, `a part is signed afresh for each attempt (${signs} signatures for 7 parts)`);
+  // Who sent a part again is not asserted: a browser may itself resend a PUT whose
+  // connection was reset (Chromium does, on a reused connection), unseen by chunkup.
 });
 
 test("a Garage node stopped mid-upload: the upload completes and the object is intact", async () => {
@@ -253,26 +261,26 @@ test("abort stops every part and leaves no multipart upload in the store", async
 test("a page reloaded mid-upload resumes: listParts says what the store holds, only the missing parts are sent", async () => {
   const file = writeFile("s3-resume.bin", 9 * PART + 1234, 11);
   await openPage(file);
-  await startUpload({ parallelUploads: 2, hooks: { faults: "latency:250" } });
-  await page.waitFor(() => window.progress.some((p) => p.uploaded >= 3 * 5 * 1024 * 1024), null, {
-    timeout: 120_000,
-    message: "three parts were never stored",
-  });
+  // One part at a time, and part 4 is never signed: the page is reloaded with three parts
+  // in the store and none on the wire. (A part cut off on the wire is not used here: Garage
+  // 2.5's CompleteMultipartUpload judges a part by its latest attempt, finished or not,
+  // while its ListParts shows the latest finished one, so a cut-off attempt can make the
+  // completion fail with InvalidPart; seen in Chromium and Firefox.)
+  await startUpload({ parallelUploads: 1, hooks: { holdPart: 4 } });
+  await page.waitFor(() => window.calls.sign.includes(4), null, { timeout: 120_000, message: "part 4 was never asked for" });
   const first = await page.evaluate(() => ({ upload: window.lastUpload, signed: window.calls.sign.length }));
   await openPage(file);
   const held = await (
     await fetch(new URL("s3/multipart/list", base), { method: "POST", body: JSON.stringify(first.upload), headers: { "content-type": "application/json" } })
   ).json();
-  assert.ok(held.length >= 3, `the store holds ${held.length} parts`);
+  assert.deepEqual(held.map((p) => p.partNumber), [1, 2, 3], "the store holds the first three parts");
   await startUpload({ parallelUploads: 2 });
   const result = await finished();
   const calls = await page.evaluate(() => window.calls);
   assert.equal(calls.create, 0, "no new multipart upload");
   assert.equal(calls.list, 1, "listParts asked once");
-  const heldNumbers = new Set(held.map((p) => p.partNumber));
-  assert.ok(calls.sign.every((n) => !heldNumbers.has(n)), `no held part was sent again: signed ${calls.sign}, held ${[...heldNumbers]}`);
-  assert.equal(calls.sign.length, 10 - held.length, "every missing part was sent once");
-  assert.equal(result.resumedFrom, held.length * PART, "resumedFrom counts the held parts' bytes");
+  assert.deepEqual([...calls.sign].sort((a, b) => a - b), [4, 5, 6, 7, 8, 9, 10], "only the missing parts were sent, once each");
+  assert.equal(result.resumedFrom, 3 * PART, "resumedFrom counts the held parts' bytes");
   await page.evaluate((upload) => (window.lastUpload = upload), first.upload);
   await checkUpload(file, result);
 });
