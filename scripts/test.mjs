@@ -2,15 +2,16 @@
 // (the pure core, the SHA-256 crate and the reference server); the browser tests
 // (tests/browser.rs and sha256/, wasm-bindgen-test) against the reference server in headless
 // Chromium and headless Firefox; the end-to-end tests (tests/e2e/: the demo page with
-// faults on, the widget, attachFile's flow, the Worker, resuming, interop with @tus/server)
-// in Chromium, Firefox and WebKit (tests/e2e/engines.mjs says how each is driven); and a
-// short soak (scripts/soak.mjs --short).
+// faults on, the widget, attachFile's flow, the Worker, resuming, interop with @tus/server,
+// s3 on Garage) in Chromium, Firefox and WebKit (tests/e2e/engines.mjs says how each is
+// driven); and a short soak (scripts/soak.mjs --short).
 //
-// The two browser-test runs and the three end-to-end runs go side by side: they mostly
-// wait (on injected latency, throttled links, backoff), so even on two cores this takes
-// little more than the longest of them. Each run has its own log in target/test-logs/ (printed when
-// a run fails) and its own reference server (the demo switches that server's faults on for
-// everyone); each end-to-end run has one browser that its test files share.
+// The two browser-test runs and the nine end-to-end runs (three per engine) go side by side:
+// they mostly wait (on injected latency, throttled links, backoff), so even on two cores
+// this takes little more than the longest of them. Each run has its own log in
+// target/test-logs/ (printed when a run fails) and its own reference server (the demo
+// switches that server's faults on for everyone); each end-to-end run has one browser that
+// its test files share. One Garage cluster is the object store of every reference server.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import path from "node:path";
@@ -19,6 +20,12 @@ import { startGarage } from "./garage.mjs";
 import { shareBrowser } from "../tests/e2e/engines.mjs";
 
 const ENGINES = ["chromium", "firefox", "webkit"];
+// The end-to-end files, in three runs per engine of about the same length.
+const E2E_GROUPS = [
+  ["demo.test.mjs", "guest.test.mjs", "interop.test.mjs", "widget.test.mjs"],
+  ["resume.test.mjs"],
+  ["s3.test.mjs", "worker.test.mjs"],
+];
 
 const step = (name) => console.log(`\n\x1b[1m== ${name}\x1b[0m`);
 const servers = [];
@@ -146,10 +153,13 @@ try {
   }
   const tusNode = await startTusNodeServer(tusDir, { log: path.join(logDir, "tus-node-server.log") });
   servers.push(tusNode);
-  const e2eServers = {};
-  for (const engine of ENGINES) {
-    e2eServers[engine] = await referenceServer(`e2e-${engine}`);
-    servers.push(e2eServers[engine]);
+  // Each engine's end-to-end files go in three runs side by side (E2E_GROUPS), each with its
+  // own browser and reference server: one run of every file took longer than the rest of
+  // npm test together.
+  const e2eRuns = ENGINES.flatMap((engine) => E2E_GROUPS.map((group, i) => ({ engine, group, label: `e2e-${engine}-${i + 1}` })));
+  for (const run of e2eRuns) {
+    run.server = await referenceServer(run.label);
+    servers.push(run.server);
   }
   console.log(`(logs in ${path.relative(root, logDir)}/; each run is reported when it ends)`);
 
@@ -157,8 +167,10 @@ try {
   // Files listed one by one: Node 22+ no longer expands a directory argument.
   const e2eFiles = readdirSync(path.join(root, "tests", "e2e"))
     .filter((name) => name.endsWith(".test.mjs"))
-    .sort()
-    .map((name) => path.join("tests", "e2e", name));
+    .sort();
+  const grouped = E2E_GROUPS.flat();
+  const ungrouped = e2eFiles.filter((name) => !grouped.includes(name));
+  if (ungrouped.length > 0) throw new Error(`tests/e2e files in no group of E2E_GROUPS (scripts/test.mjs): ${ungrouped.join(", ")}`);
   // The browser tests' binary has its server's URL built in (CHUNKUP_SERVER_URL), so
   // Firefox's run builds it again for its own server: only once Chromium's runner has loaded
   // its build, which the rebuild overwrites. WebKit has no driver that wasm-bindgen-test
@@ -197,14 +209,14 @@ try {
         },
       ]),
     ),
-    ...ENGINES.map(async (engine) => {
+    ...e2eRuns.map(async ({ engine, group, label, server }) => {
       let browser;
       try {
-        return await runSteps(`end-to-end tests in ${engine}`, [
+        return await runSteps(`end-to-end tests in ${engine} (${group.map((name) => name.replace(".test.mjs", "")).join(", ")})`, [
           {
-            label: `e2e-${engine}`,
+            label,
             command: process.execPath,
-            args: ["--test", "--test-concurrency=1", "--test-reporter=spec", ...e2eFiles],
+            args: ["--test", "--test-concurrency=1", "--test-reporter=spec", ...group.map((name) => path.join("tests", "e2e", name))],
             env: async () => {
               browser = await shareBrowser(engine);
               browsers.add(browser);
@@ -212,7 +224,7 @@ try {
                 ...process.env,
                 ...browser.env,
                 CHUNKUP_ENGINE: engine,
-                CHUNKUP_SERVER_URL: e2eServers[engine].url,
+                CHUNKUP_SERVER_URL: server.url,
                 TUS_NODE_URL: tusNode.url,
                 TUS_NODE_DIR: tusDir,
               };
