@@ -301,6 +301,9 @@ function showProtocol() {
   // S3 parts are at least 5 MiB.
   for (const option of els.chunkSize.options) option.disabled = s3 && Number(option.value) < 5;
   if (s3 && Number(els.chunkSize.value) < 5) els.chunkSize.value = "8";
+  // The parts go from the browser to the store: the server's faults never reach them.
+  els.faults.disabled = s3 || !faultsAvailable;
+  els.faults.title = s3 ? "S3 parts go straight to the store: this server's faults do not reach them" : "";
 }
 els.protocol.addEventListener("change", showProtocol);
 
@@ -439,6 +442,8 @@ function showFaults(on, spec) {
   els.faultsNote.title = on ? spec : "";
 }
 
+let faultsAvailable = false;
+
 async function loadFaults() {
   try {
     const res = await fetch(FAULTS_URL, { cache: "no-store" });
@@ -446,7 +451,8 @@ async function loadFaults() {
     const { spec } = await res.json();
     const s = String(spec ?? "").trim();
     showFaults(s !== "" && s !== "none", s);
-    els.faults.disabled = false;
+    faultsAvailable = true;
+    els.faults.disabled = els.protocol.value === "s3";
   } catch (err) {
     els.faults.disabled = true;
     els.faultsNote.textContent = "not available on this server";
