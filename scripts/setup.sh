@@ -64,7 +64,7 @@ fi
 # does, keeps a cold build inside npm test's budget. The store's speed is not what is tested.
 GARAGE_VERSION=2.5.0
 if ! (garage --version 2>/dev/null || true) | head -n 1 | grep -qw "$GARAGE_VERSION"; then
-  say "building garage $GARAGE_VERSION (about 10 minutes, once)"
+  say "building garage $GARAGE_VERSION (about 12 minutes on 2 cores, once)"
   CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
     cargo install garage --version "$GARAGE_VERSION" --locked --force --no-default-features --features bundled-libs,lmdb
 fi
