@@ -1341,16 +1341,19 @@ async fn range_refuses_chunk_sizes_that_are_not_multiples_of_256_kib() {
     assert!(string(&err, "message").contains("256 KiB"));
 }
 
+/// What a headers() call was asked: `refresh`, and the refusing status.
+type AskedLog = Rc<RefCell<Vec<(bool, Option<f64>)>>>;
+
 /// A headers() that hands out a new bearer token whenever asked to refresh, and records
 /// what it was asked.
 struct TokenProvider {
-    asked: Rc<RefCell<Vec<(bool, Option<f64>)>>>,
+    asked: AskedLog,
     callback: Closure<dyn FnMut(JsValue) -> JsValue>,
 }
 
 impl TokenProvider {
     fn new() -> Self {
-        let asked: Rc<RefCell<Vec<(bool, Option<f64>)>>> = Rc::default();
+        let asked: AskedLog = Rc::default();
         let log = Rc::clone(&asked);
         let generation = Rc::new(RefCell::new(0));
         let run = format!("{:x}", (js_sys::Math::random() * 1e15) as u64);

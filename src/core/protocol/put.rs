@@ -207,7 +207,10 @@ mod tests {
             let _ = put.chunk_request(0, 5, None);
             let err = put.handle_response(&garage_expired).unwrap_err();
             assert_eq!((err.status(), err.is_retryable()), (Some(400), retryable));
-            assert!(err.is_expired_url(), "the guest flow asks for a fresh URL on this");
+            assert!(
+                err.is_expired_url(),
+                "the guest flow asks for a fresh URL on this"
+            );
             put.recover();
             assert_eq!(
                 put.next_step(),
