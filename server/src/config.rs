@@ -209,8 +209,15 @@ pub fn parse_args_with_env<I: IntoIterator<Item = String>>(
             Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
             _ => (arg.clone(), None),
         };
-        // Never the whole argument: a mistyped `--s3-secret…=VALUE` must not print VALUE.
-        let unknown = || format!("unknown argument {name:?}");
+        // Never the whole argument: a mistyped `--s3-secret…=VALUE` must not print VALUE,
+        // nor a value left over when a flag took the next flag as its own value.
+        let unknown = || {
+            if name.starts_with("--") {
+                format!("unknown argument {name:?}")
+            } else {
+                "unexpected value (not shown) where a flag was expected".to_owned()
+            }
+        };
         if !matches!(
             name.as_str(),
             "--port"
@@ -484,6 +491,13 @@ mod tests {
         .is_err());
         // A mistyped secret flag is refused without echoing the value.
         let err = parse(&["--s3-secret=hunter2"], &none).expect_err("unknown");
+        assert!(!err.contains("hunter2"), "{err}");
+        // An empty key id takes the secret's flag as its value: the secret is left over.
+        let err = parse(
+            &["--s3-access-key-id", "--s3-secret-access-key", "hunter2"],
+            &none,
+        )
+        .expect_err("left-over value");
         assert!(!err.contains("hunter2"), "{err}");
         assert!(parse(&["--proxy-to", "http://a:1", "--s3-bucket", "b"], &env).is_err());
         assert!(parse(&[], &env).expect("no store").store.is_none());

@@ -80,7 +80,8 @@ impl Upstream {
     /// info, path, query or fragment: the proxy forwards paths as it gets
     /// them, so a base path would be ignored, and refusing it is clearer.
     pub fn parse(text: &str) -> Result<Upstream, String> {
-        let bad = || format!("{text:?} is not http://HOST:PORT");
+        let shown = crate::store_s3::without_user_info(text);
+        let bad = || format!("{shown:?} is not http://HOST:PORT");
         let rest = text.trim().strip_prefix("http://").ok_or_else(bad)?;
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {

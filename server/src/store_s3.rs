@@ -96,10 +96,24 @@ pub struct StoreConfig {
     pub secret_access_key: Secret,
 }
 
+/// `text` (a URL as given) for a message: a user name and password in it, which may be a
+/// secret, are left out.
+pub fn without_user_info(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://(user info not shown)@{}", &rest[at + 1..]),
+        None => text.to_owned(),
+    }
+}
+
 /// Parses an endpoint URL: http (or, with `tls_ok`, https), a host, no user info, query
 /// or fragment; a path, if any, is kept as the base of the bucket's path.
 pub fn parse_endpoint(text: &str, tls_ok: bool) -> Result<Url, String> {
-    let bad = |why: &str| format!("{text:?} {why}");
+    let shown = without_user_info(text);
+    let bad = |why: &str| format!("{shown:?} {why}");
     let mut url = Url::parse(text.trim()).map_err(|e| bad(&format!("is not a URL ({e})")))?;
     match url.scheme() {
         "http" => {}
@@ -1050,6 +1064,9 @@ mod tests {
 
     #[test]
     fn endpoints() {
+        let err = parse_endpoint("http://key:hunter2@a:1", false).expect_err("user info");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(without_user_info("http://a:1/p@q"), "http://a:1/p@q");
         assert_eq!(
             parse_endpoint("http://127.0.0.1:3900", false).map(|u| u.to_string()),
             Ok("http://127.0.0.1:3900/".into())
