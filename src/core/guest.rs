@@ -676,9 +676,9 @@ impl AttachFlow {
         }
     }
 
-    /// The PUT ended: on success the flow waits for the verdict; a 403 (the URL expired,
-    /// or was refused) or another store's word for an expired URL starts again with a fresh
-    /// URL, a few times; other failures end it.
+    /// The PUT ended: on success the flow waits for the verdict; an expired URL (403, or
+    /// another store's word for it: `is_expired_url`) starts again with a fresh URL, a few
+    /// times; other failures end it.
     pub fn on_upload(
         &mut self,
         outcome: Result<(), UploadError>,
@@ -690,10 +690,7 @@ impl AttachFlow {
                 self.until_ms = self.deadline(now_ms);
                 Ok(())
             }
-            Err(error)
-                if (error.status() == Some(403) || error.is_expired_url())
-                    && self.fresh_urls < FRESH_URL_ATTEMPTS =>
-            {
+            Err(error) if error.is_expired_url() && self.fresh_urls < FRESH_URL_ATTEMPTS => {
                 self.fresh_urls += 1;
                 self.stage = Stage::Ask;
                 Ok(())

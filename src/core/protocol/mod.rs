@@ -154,6 +154,20 @@ pub fn status_error_with(
     }
 }
 
+/// [`status_error_with`] for a request to a presigned URL: the error says whether the
+/// store refused it as expired, so that a caller able to get a fresh URL asks for one.
+pub fn presigned_status_error(
+    request: &HttpRequest,
+    response: &HttpResponse,
+    retryable: bool,
+) -> UploadError {
+    let mut error = status_error_with(request, response, retryable);
+    if let UploadError::HttpStatus { expired_url, .. } = &mut error {
+        *expired_url = is_expired_presigned_url(response);
+    }
+    error
+}
+
 /// Whether a store refused a presigned URL because it expired: AWS answers 403
 /// `AccessDenied` ("Request has expired"), Garage 400 `InvalidRequest` ("Date is too old").
 pub fn is_expired_presigned_url(response: &HttpResponse) -> bool {

@@ -12,9 +12,9 @@ use crate::core::digest::Sha256Bytes;
 use crate::core::error::UploadError;
 use crate::core::http::{HttpRequest, HttpResponse, Method};
 use crate::core::protocol::{
-    answered, is_expired_presigned_url, status_error, status_error_with, without_query, Protocol,
-    Step,
+    answered, is_expired_presigned_url, presigned_status_error, without_query, Protocol, Step,
 };
+use crate::core::retry::is_transient_status;
 
 /// A single-PUT upload of one file.
 #[derive(Debug, Clone)]
@@ -94,15 +94,16 @@ impl Protocol for PutUpload {
                 self.done = true;
                 Ok(())
             }
-            _ if is_expired_presigned_url(response) => {
-                // Retryable when the caller mints a fresh URL per attempt (`target()`).
-                let mut error = status_error_with(&request, response, self.fresh_url_per_attempt);
-                if let UploadError::HttpStatus { expired_url, .. } = &mut error {
-                    *expired_url = true;
-                }
-                Err(error)
+            status => {
+                // An expired URL is worth a retry when the caller mints a fresh URL per
+                // attempt (`target()`); other refusals when they are transient.
+                let retryable = if is_expired_presigned_url(response) {
+                    self.fresh_url_per_attempt
+                } else {
+                    is_transient_status(status)
+                };
+                Err(presigned_status_error(&request, response, retryable))
             }
-            _ => Err(status_error(&request, response)),
         }
     }
 

@@ -18,7 +18,7 @@ use crate::core::encoding::base64;
 use crate::core::error::UploadError;
 use crate::core::http::{HttpRequest, HttpResponse, Method};
 use crate::core::protocol::{
-    is_expired_presigned_url, s3_error_code, status_error_with, without_query,
+    is_expired_presigned_url, presigned_status_error, s3_error_code, without_query,
 };
 use crate::core::retry::is_transient_status;
 use crate::core::value::{object, Value};
@@ -264,7 +264,7 @@ pub fn part_response(
             status: 400,
         });
     }
-    Err(status_error_with(request, response, retryable))
+    Err(presigned_status_error(request, response, retryable))
 }
 
 /// One part the store holds.
@@ -530,9 +530,8 @@ mod tests {
         // Garage's expired URL, and an InvalidRequest that is not about time.
         let garage_expired = HttpResponse::new(400, Vec::<(&str, &str)>::new())
             .with_body("<Error><Code>InvalidRequest</Code><Message>Bad request: Date is too old</Message></Error>");
-        assert!(part_response(&request, &garage_expired)
-            .unwrap_err()
-            .is_retryable());
+        let err = part_response(&request, &garage_expired).unwrap_err();
+        assert!(err.is_retryable() && err.is_expired_url());
         let other = HttpResponse::new(400, Vec::<(&str, &str)>::new())
             .with_body("<Error><Code>InvalidRequest</Code><Message>Header and query both carry a checksum</Message></Error>");
         assert!(!part_response(&request, &other).unwrap_err().is_retryable());
