@@ -383,7 +383,15 @@ impl<'a, E: Environment> PartsRun<'a, E> {
                 UploadError::Network { .. } | UploadError::Timeout { .. }
             ) && env.offline()
             {
+                // As the single-stream engine: no retry is spent, and progress says why
+                // nothing moves.
+                self.reporter
+                    .emit(|model, now| Some(model.phase(Phase::Offline, now)));
                 env.wait_online().await?;
+                self.reporter.emit(|model, now| {
+                    (model.current().phase == Phase::Offline)
+                        .then(|| model.phase(Phase::Uploading, now))
+                });
                 continue;
             }
             match self

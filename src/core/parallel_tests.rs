@@ -155,6 +155,25 @@ fn every_fault_is_survived_and_each_part_retries_on_its_own() {
 }
 
 #[test]
+fn offline_waits_for_the_browser_without_spending_retries() {
+    for parallel in [1, 4] {
+        let o = run(
+            4 * PART as usize + 3,
+            parallel,
+            on_parts(|n| matches!(n, 1 | 2).then_some(Fault::Offline)),
+            None,
+            |_| {},
+        );
+        let s = assert_stored(&o);
+        assert_eq!(s.retries, 0, "waiting for the network is not a retry");
+        assert!(o.env.online_waits >= 1);
+        let phases: Vec<_> = o.env.reports.iter().map(|p| p.phase).collect();
+        assert!(phases.contains(&crate::core::progress::Phase::Offline));
+        assert_eq!(phases.last(), Some(&crate::core::progress::Phase::Done));
+    }
+}
+
+#[test]
 fn a_part_refused_for_its_digest_is_sent_again() {
     let o = run(
         3 * PART as usize,
