@@ -93,7 +93,7 @@ export interface UploadOptions {
   parallelUploads?: number;
   /** `s3`: continue this multipart upload (`listParts` says which parts the store holds; only the others are sent). */
   s3Upload?: MultipartUpload;
-  /** Extra request headers (e.g. Authorization); never included in errors or logs. */
+  /** `tus`, `put`, `range`: extra request headers (e.g. Authorization); never included in errors or logs. Refused with `s3`, whose part requests carry exactly the signer's headers. */
   headers?: HeadersOption | Headers | Map<string, string>;
   /** `tus`: `Upload-Metadata` entries (`filename` and `filetype` are added from the file); `s3`: `createMultipartUpload`'s `metadata`. */
   metadata?: Record<string, string>;
@@ -101,7 +101,7 @@ export interface UploadOptions {
   filename?: string;
   /** `put`: the default Content-Type, `file.type` if not given (none if empty); a Content-Type among the headers wins. */
   contentType?: string;
-  /** `put`: called before every attempt for a fresh `{ url, headers }`; a 403 is then retried too. Not with `headers`. */
+  /** `put`: called before every attempt for a fresh `{ url, headers }`; an expired URL (403; Garage: 400 `InvalidRequest`) is then retried too. Not with `headers`. */
   target?: (context: CredentialsContext) => UploadTarget | Promise<UploadTarget>;
   /**
    * `tus`, `range`, `s3`: continue an upload after a reload or a crash (default `true`).
@@ -110,7 +110,8 @@ export interface UploadOptions {
    * asked how much it holds (`s3`: `listParts`), that part is re-read and hashed locally
    * (not sent again), and the rest is uploaded. Records are kept
    * in IndexedDB under a hash of the file's identity (never its name), hold the upload's
-   * URL and size (never a header or token), and are removed on success and on abort.
+   * URL (`s3`: the multipart upload's id, key and part size) and size (never a header or
+   * token), and are removed on success and on abort.
    * `{ maxRecords, maxAgeMs }` bound them (defaults 100 and 24 hours). `false` turns it
    * off. `put` cannot resume: `resume` is refused with it unless `false`.
    */
@@ -223,11 +224,11 @@ export interface UploadResult {
  * - `network`: no HTTP answer (offline, reset, CORS); always retried, so seen as a `cause` of `retries_exhausted`.
  * - `timeout`: no answer within `timeoutMs`; likewise.
  * - `retries_exhausted`: `retry.attempts` retries in a row without progress; `cause` is the last error.
- * - `checksum_mismatch`: the server received a chunk corrupted (tus 460); appears as a `cause`.
+ * - `checksum_mismatch`: the server received a chunk corrupted (tus 460; s3: 400 `BadDigest`/`InvalidDigest`); appears as a `cause`.
  * - `aborted`: `options.signal` fired; the partial upload was deleted where the server allows it.
  * - `read_failed`: the file could not be read (removed, changed, permission revoked).
  * - `headers_failed`: the `headers` or `target` function threw or returned something unusable, or a header name or value is invalid (one that never settles is a `timeout`).
- * - `hook_failed`: an `s3` hook answered with something unusable (as `cause` of `retries_exhausted`: one that kept throwing or rejecting).
+ * - `hook_failed`: an `s3` hook answered with something unusable (as `cause` of `retries_exhausted`: one that kept throwing, rejecting or not answering within `timeoutMs`).
  * - `unauthorized`: the server refused the credentials (401; tus and range also 403) twice in a row for the same request, the second time right after `headers({ refresh: true })`; or at once when `headers` is fixed.
  * - `protocol`: the server broke the upload protocol (a missing header, an impossible offset, a success that kept nothing).
  */

@@ -73,7 +73,8 @@ pub trait Environment {
     /// The upload can now be continued after a reload from `target` (store it).
     fn resumable_at(&self, _target: ResumeTarget) {}
     /// Calls one of the caller's hooks (`options.s3`) with `arg`; its answer, or
-    /// `HookFailed` (retryable when it threw or rejected), `Timeout` or `Aborted`.
+    /// `HookFailed` (retryable when it threw, rejected or did not answer in time) or
+    /// `Aborted`.
     async fn call_hook(&self, hook: Hook, _arg: &Value) -> Result<Value, UploadError> {
         Err(UploadError::HookFailed {
             message: format!("the s3.{} hook is not available here", hook.name()),

@@ -316,7 +316,7 @@ pub fn parse(
     let resume_value = get(options, "resume");
     if protocol == Put && resume_value.as_bool() != Some(false) && !is_absent(&resume_value) {
         return Err(UploadError::invalid(
-            "options.resume: the put protocol cannot resume (one PUT starts over); use tus or range",
+            "options.resume: the put protocol cannot resume (one PUT starts over); use tus, range or s3",
         ));
     }
     let resume = resume_policy(&resume_value)?.filter(|_| protocol != Put);
