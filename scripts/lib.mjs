@@ -135,6 +135,12 @@ export async function writeRandomFile(file, bytes) {
   return hash.digest("hex");
 }
 
+/** A file of `size` pseudo-random bytes at `dir/name`: resolves to `{ path, size, sha256 }`. */
+export async function randomTestFile(dir, name, size) {
+  const at = path.join(dir, name);
+  return { path: at, size, sha256: await writeRandomFile(at, size) };
+}
+
 /** Every process's parent, from /proc/<pid>/stat (Linux): a Map of pid to ppid. */
 function parentsOfAll() {
   const parents = new Map();

@@ -591,6 +591,27 @@ export async function openBrowser(engineName = engine) {
 }
 
 /**
+ * A page function (`await page.evaluate(installFileHelpers)`): `window.fileOf(size, name,
+ * type, seed)`, a File of pseudo-random bytes made in the page, and `window.sha256(blob)`,
+ * its SHA-256 in hex by WebCrypto.
+ */
+export function installFileHelpers() {
+  window.fileOf = (size, name = "data.bin", type = "application/octet-stream", seed = 11) => {
+    const bytes = new Uint8Array(size);
+    let x = seed;
+    for (let i = 0; i < size; i += 1) {
+      x = (x * 1103515245 + 12345) >>> 0;
+      bytes[i] = x >>> 24;
+    }
+    return new File([bytes], name, { type });
+  };
+  window.sha256 = async (blob) =>
+    [...new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer()))]
+      .map((b) => b.toString(16).padStart(2, "0"))
+      .join("");
+}
+
+/**
  * Starts a browser of `engineName` for several test processes (one at a time). Resolves to
  * `{ env, close() }`: `env` holds CHUNKUP_BROWSER for those processes' environment.
  */

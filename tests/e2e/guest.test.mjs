@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, test as nodeTest } from "node:test";
 
-import { engine, openBrowser } from "./engines.mjs";
+import { engine, installFileHelpers, openBrowser } from "./engines.mjs";
 import { logDir, startReferenceServer, stop } from "../../scripts/lib.mjs";
 
 let base;
@@ -60,19 +60,6 @@ before(async () => {
         };
         socket.onopen = () => session.send({ action: "configureSession", token, deploymentId: "test" });
       });
-    window.fileOf = (size, name, type, seed = 7) => {
-      const bytes = new Uint8Array(size);
-      let x = seed;
-      for (let i = 0; i < size; i += 1) {
-        x = (x * 1103515245 + 12345) >>> 0;
-        bytes[i] = x >>> 24;
-      }
-      return new File([bytes], name, { type });
-    };
-    window.sha256 = async (file) =>
-      [...new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()))]
-        .map((b) => b.toString(16).padStart(2, "0"))
-        .join("");
     // Runs attachFile; returns the result or the error's code, plus what the session sent.
     window.attach = async ({ query = "", size = 300_000, name = "report.pdf", type = "application/pdf", rules, options = {}, abortOnProgress = false, sendMessage = false }) => {
       const session = await window.openSession(query);
@@ -119,6 +106,7 @@ before(async () => {
     };
     window.chunkup = chunkup;
   });
+  await page.evaluate(installFileHelpers);
 });
 
 after(async () => {

@@ -8,15 +8,14 @@
 //   node --test tests/e2e/resume.test.mjs   (CHUNKUP_SERVER_URL: a running server, else one is started)
 
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
 import { engine, openBrowser } from "./engines.mjs";
-import { logDir, root, serverBinary, startReferenceServer, startServer, stop } from "../../scripts/lib.mjs";
+import { logDir, randomTestFile, root, serverBinary, startReferenceServer, startServer, stop } from "../../scripts/lib.mjs";
 
 const MiB = 1024 * 1024;
 const CHUNK = MiB;
@@ -26,20 +25,6 @@ let page;
 let tmp;
 let file; // { path, size, sha256 }
 
-function writeFile(name, size, seed) {
-  const bytes = Buffer.alloc(size, 7);
-  for (let i = 0, x = seed; i + 4 <= size; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    bytes.writeUInt32LE(x, i);
-  }
-  const at = path.join(tmp, name);
-  writeFileSync(at, bytes);
-  return { path: at, size, sha256: createHash("sha256").update(bytes).digest("hex") };
-}
 
 /** Opens `url`, loads chunkup, and adds a file input the test picks files with. */
 async function openPage(url) {
@@ -54,7 +39,7 @@ async function openPage(url) {
 
 before(async () => {
   tmp = mkdtempSync(path.join(os.tmpdir(), "chunkup-resume-"));
-  file = writeFile("holiday.bin", 12 * MiB + 5, 0x5eed);
+  file = await randomTestFile(tmp, "holiday.bin", 12 * MiB + 5);
   base = process.env.CHUNKUP_SERVER_URL;
   if (!base) {
     const server = await startReferenceServer([], { log: path.join(logDir, "resume-server.log") });

@@ -8,14 +8,13 @@
 //   node --test tests/e2e/s3.test.mjs   (needs Garage: `npm run setup` installs it)
 
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
 import { engine, openBrowser } from "./engines.mjs";
-import { logDir, startStoreStack } from "../../scripts/lib.mjs";
+import { logDir, randomTestFile, startStoreStack } from "../../scripts/lib.mjs";
 
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
@@ -24,20 +23,6 @@ let base;
 let page;
 let tmp;
 
-function writeFile(name, size, seed) {
-  const bytes = Buffer.alloc(size);
-  for (let i = 0, x = seed; i < size; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    bytes[i] = x & 0xff;
-  }
-  const at = path.join(tmp, name);
-  writeFileSync(at, bytes);
-  return { path: at, size, sha256: createHash("sha256").update(bytes).digest("hex") };
-}
 
 before(async () => {
   tmp = mkdtempSync(path.join(os.tmpdir(), "chunkup-s3-e2e-"));
@@ -176,7 +161,7 @@ for (const [label, size] of [
 ]) {
   for (const parallelUploads of [1, 4]) {
     test(`${label}, ${parallelUploads} in flight: the store holds the file`, async () => {
-      const file = writeFile(`s3-${size}.bin`, size, size + parallelUploads);
+      const file = await randomTestFile(tmp, `s3-${size}.bin`, size);
       await openPage(file);
       await startUpload({ parallelUploads, resume: false });
       const result = await finished();
@@ -193,7 +178,7 @@ for (const [label, size] of [
 test("faults between browser and store (429, 503, resets mid-body, a corrupted byte) are ridden out", async () => {
   // The proxy draws each object's faults from a stream of its own (the key is random): with
   // 11 parts, a run without any fault has a chance of about 3 in 100,000.
-  const file = writeFile("s3-faults.bin", 10 * PART + 333, 77);
+  const file = await randomTestFile(tmp, "s3-faults.bin", 10 * PART + 333);
   await openPage(file);
   const before = await (await fetch(new URL("__faults", stack.proxy.url))).json();
   // About two attempts in three fail: enough retries that giving up is out of reach.
@@ -213,7 +198,7 @@ test("faults between browser and store (429, 503, resets mid-body, a corrupted b
 });
 
 test("a Garage node stopped mid-upload: the upload completes and the object is intact", async () => {
-  const file = writeFile("s3-node.bin", 8 * PART + 5, 99);
+  const file = await randomTestFile(tmp, "s3-node.bin", 8 * PART + 5);
   await openPage(file);
   try {
     await startUpload({ parallelUploads: 2, resume: false, hooks: { faults: "latency:300" } });
@@ -227,7 +212,7 @@ test("a Garage node stopped mid-upload: the upload completes and the object is i
 });
 
 test("an expired part URL is signed again", async () => {
-  const file = writeFile("s3-expired.bin", 2 * PART + 9, 5);
+  const file = await randomTestFile(tmp, "s3-expired.bin", 2 * PART + 9);
   await openPage(file);
   await startUpload({ parallelUploads: 1, resume: false, hooks: { expireFirstSign: true } });
   const result = await finished();
@@ -237,7 +222,7 @@ test("an expired part URL is signed again", async () => {
 });
 
 test("abort stops every part and leaves no multipart upload in the store", async () => {
-  const file = writeFile("s3-abort.bin", 10 * PART, 3);
+  const file = await randomTestFile(tmp, "s3-abort.bin", 10 * PART);
   await openPage(file);
   await startUpload({ parallelUploads: 4, resume: false, hooks: { faults: "latency:200" } });
   await page.waitFor(() => window.progress.some((p) => p.uploaded > 0), null, { timeout: 60_000 });
@@ -259,7 +244,7 @@ test("abort stops every part and leaves no multipart upload in the store", async
 });
 
 test("a page reloaded mid-upload resumes: listParts says what the store holds, only the missing parts are sent", async () => {
-  const file = writeFile("s3-resume.bin", 9 * PART + 1234, 11);
+  const file = await randomTestFile(tmp, "s3-resume.bin", 9 * PART + 1234);
   await openPage(file);
   // One part at a time, and part 4 is never signed: the page is reloaded with three parts
   // in the store and none on the wire. (A part cut off on the wire is not used here: Garage

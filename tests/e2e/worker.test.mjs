@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
-import { engine, openBrowser } from "./engines.mjs";
+import { engine, installFileHelpers, openBrowser } from "./engines.mjs";
 import { startProxy } from "./proxy.mjs";
 import { logDir, startReferenceServer, stop } from "../../scripts/lib.mjs";
 
@@ -22,21 +22,8 @@ let base;
 let server;
 let page;
 
-/** Page-side helpers: a file of pseudo-random bytes, its SHA-256, and the scenarios. */
+/** Page-side helpers: the scenarios (files and hashes come from installFileHelpers). */
 function installHelpers() {
-  window.fileOf = (size, name = "data.bin", type = "application/octet-stream", seed = 11) => {
-    const bytes = new Uint8Array(size);
-    let x = seed;
-    for (let i = 0; i < size; i += 1) {
-      x = (x * 1103515245 + 12345) >>> 0;
-      bytes[i] = x >>> 24;
-    }
-    return new File([bytes], name, { type });
-  };
-  window.sha256 = async (blob) =>
-    [...new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer()))]
-      .map((b) => b.toString(16).padStart(2, "0"))
-      .join("");
   const errorOf = (error) => ({
     name: error.name,
     code: error.code,
@@ -102,6 +89,7 @@ async function openPackage(url) {
     window.chunkup = await import("/pkg/chunkup.js");
     await window.chunkup.default();
   });
+  await page.evaluate(installFileHelpers);
   await page.evaluate(installHelpers);
 }
 
