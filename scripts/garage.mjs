@@ -44,12 +44,12 @@
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { accessSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { AwsClient } from "aws4fetch";
+import { freePort } from "./lib.mjs";
 
 const SECRET_ENV = "CHUNKUP_S3_SECRET_ACCESS_KEY";
 
@@ -74,18 +74,6 @@ export function findGarage(explicit = process.env.GARAGE_BIN) {
 }
 
 /** A free TCP port on 127.0.0.1 (free when asked; taken again by Garage right after). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Runs `garage -c CONFIG ARGS...`; resolves to its stdout. */

@@ -5,6 +5,7 @@ import { spawn } from "node:child_process";
 import { createHash, randomFillSync } from "node:crypto";
 import { mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
+import { createServer } from "node:net";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -68,6 +69,40 @@ export function stop(server) {
     setTimeout(() => child.kill("SIGKILL"), 5000).unref();
   });
 }
+
+/**
+ * A loopback TCP port that is free now, for a program that must be told its port (Garage's
+ * nodes, WebKitWebDriver, a server restarted on the port it had). Picked below the kernel's
+ * ephemeral range, so that no socket bound to port 0 meanwhile (every other server of the
+ * tests, every outgoing connection) can take it before that program binds it; never the
+ * same port twice in one process.
+ */
+export async function freePort() {
+  const [ephemeralLow] = (() => {
+    try {
+      return readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
+    } catch {
+      return [32768];
+    }
+  })();
+  const low = 10000;
+  const high = Math.max(low + 1000, ephemeralLow) - 1;
+  for (let attempt = 0; attempt < 200; attempt += 1) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    if (handedOut.has(port)) continue;
+    const free = await new Promise((resolve) => {
+      const probe = createServer();
+      probe.once("error", () => resolve(false));
+      probe.listen(port, "127.0.0.1", () => probe.close(() => resolve(true)));
+    });
+    if (free) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port between ${low} and ${high}`);
+}
+const handedOut = new Set();
 
 /** Where the tests leave the servers' logs. */
 export const logDir = path.join(root, "target", "test-logs");

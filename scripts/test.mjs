@@ -1,23 +1,24 @@
-// `npm test`: every test, in order of cost, in every browser engine. Native `cargo test`
-// (the pure core, the SHA-256 crate and the reference server); the browser tests
-// (tests/browser.rs and sha256/, wasm-bindgen-test) against the reference server in headless
-// Chromium and headless Firefox; the end-to-end tests (tests/e2e/: the demo page with
-// faults on, the widget, attachFile's flow, the Worker, resuming, interop with @tus/server,
-// s3 on Garage) in Chromium, Firefox and WebKit (tests/e2e/engines.mjs says how each is
-// driven); and a short soak (scripts/soak.mjs --short).
+// `npm test`: every test, in every browser engine. Native `cargo test` (the pure core, the
+// SHA-256 crate and the reference server); the browser tests (tests/browser.rs and sha256/,
+// wasm-bindgen-test) against the reference server in headless Chromium and headless
+// Firefox; the end-to-end tests (tests/e2e/: the demo page with faults on, the widget,
+// attachFile's flow, the Worker, resuming, interop with @tus/server, s3 on Garage) in
+// Chromium, Firefox and WebKit (tests/e2e/engines.mjs says how each is driven); and a short
+// soak (scripts/soak.mjs --short).
 //
-// The two browser-test runs and the nine end-to-end runs (three per engine) go side by side:
-// they mostly wait (on injected latency, throttled links, backoff), so even on two cores
-// this takes little more than the longest of them. Each run has its own log in
-// target/test-logs/ (printed when a run fails) and its own reference server (the demo
-// switches that server's faults on for everyone); each end-to-end run has one browser that
-// its test files share. One Garage cluster is the object store of every reference server.
+// Everything is built first (so that a compile error stops it at once); then all of it runs
+// side by side: the runs mostly wait (on injected latency, throttled links, backoff), so
+// even on two cores this takes little more than the longest of them. Each run has its own
+// log in target/test-logs/ (printed when a run fails). Each end-to-end run has its own
+// reference server (the demo switches that server's faults on for everyone), and its test
+// files share one Firefox or WebKit (Chromium starts fast and is launched per file). One
+// Garage cluster is the object store of every reference server.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { logDir, root, run, runToLog, startFaultProxy, startReferenceServer, startTusNodeServer, stop } from "./lib.mjs";
 import { startGarage } from "./garage.mjs";
-import { shareBrowser } from "../tests/e2e/engines.mjs";
+import { geckodriverPath, shareBrowser } from "../tests/e2e/engines.mjs";
 
 const ENGINES = ["chromium", "firefox", "webkit"];
 // The end-to-end files, in three runs per engine of about the same length.
@@ -42,31 +43,6 @@ const cleanUp = async () => {
 };
 for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]]) {
   process.on(signal, () => cleanUp().then(() => process.exit(code)));
-}
-
-/** geckodriver: on PATH, or where `cargo install` puts it. */
-function geckodriver() {
-  for (const dir of [...(process.env.PATH ?? "").split(":"), path.join(homedir(), ".cargo", "bin")]) {
-    const candidate = path.join(dir, "geckodriver");
-    if (dir && existsSync(candidate)) return candidate;
-  }
-  throw new Error("geckodriver not found: run `npm run setup`");
-}
-
-/** Resolves once the file `log` (being written) matches `pattern`, or `job` has ended. */
-async function logShows(log, pattern, job) {
-  let ended = false;
-  job.finally(() => (ended = true));
-  while (!ended) {
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    let text = "";
-    try {
-      text = readFileSync(log, "utf8");
-    } catch {
-      // not created yet
-    }
-    if (pattern.test(text)) return;
-  }
 }
 
 /**
@@ -110,10 +86,15 @@ async function runSteps(name, steps) {
     }
   } else {
     console.log(`\x1b[1;32m✓ ${name}\x1b[0m (${seconds} s; ${logs.map((log) => path.relative(root, log)).join(", ")})`);
-    // The end-to-end runs' counts, so that a suite that ran nothing does not pass unseen.
+    // What each run counted, so that a suite that ran nothing does not pass unseen.
     for (const log of logs) {
-      const counts = readFileSync(log, "utf8").match(/^ℹ (tests|pass|fail) \d+$/gm);
-      if (counts) console.log(`  ${counts.map((line) => line.slice(2)).join(", ")}`);
+      const text = readFileSync(log, "utf8");
+      const nodeCounts = text.match(/^ℹ (tests|pass|fail) \d+$/gm);
+      const cargoPassed = [...text.matchAll(/^test result: ok\. (\d+) passed/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+      const soak = text.match(/^soak: uploads .*$/m);
+      if (nodeCounts) console.log(`  ${nodeCounts.map((line) => line.slice(2)).join(", ")}`);
+      else if (soak) console.log(`  ${soak[0]}`);
+      else if (cargoPassed > 0) console.log(`  ${path.basename(log, ".log")}: ${cargoPassed} tests passed`);
     }
   }
   return failure;
@@ -124,14 +105,12 @@ rmSync(logDir, { recursive: true, force: true });
 mkdirSync(logDir, { recursive: true });
 
 try {
-  step("native tests (cargo test)");
-  await run("cargo", ["test", "--workspace"]);
-
-  step("build the reference server and the package");
+  step("build the native tests, the reference server and the package");
+  await run("cargo", ["test", "--workspace", "--no-run"]);
   await run("cargo", ["build", "--release", "-p", "chunkup-server"]);
   await run(process.execPath, [path.join(root, "scripts", "build.mjs")]);
 
-  step("browser tests (Chromium, Firefox) and end-to-end tests (Chromium, Firefox, WebKit), side by side");
+  step("native tests, browser tests (Chromium, Firefox), end-to-end tests (Chromium, Firefox, WebKit) and a short soak, side by side");
   // One Garage cluster (three nodes, replication 3) behind one fault-injecting proxy is the
   // object store of every reference server below: browsers reach it through the proxy
   // (presigned URLs are signed for the proxy's host), which applies the faults a test puts
@@ -146,11 +125,11 @@ try {
   // a test may count on (the demo's fault switch, the uses of each token of `token:N`).
   const referenceServer = (name) =>
     startReferenceServer(storeArgs, { log: path.join(logDir, `${name}-server.log`), env: storeEnv });
-  const browserServers = {};
-  for (const engine of ["chromium", "firefox"]) {
-    browserServers[engine] = await referenceServer(`browser-${engine}`);
-    servers.push(browserServers[engine]);
-  }
+  // The browser tests' binary has this server's URL built in (CHUNKUP_SERVER_URL): one
+  // server for both engines, so that the binary is built once. Their tests share no server
+  // state (each token of `token:N` is unique to its run).
+  const browserServer = await referenceServer("browser");
+  servers.push(browserServer);
   const tusNode = await startTusNodeServer(tusDir, { log: path.join(logDir, "tus-node-server.log") });
   servers.push(tusNode);
   // Each engine's end-to-end files go in three runs side by side (E2E_GROUPS), each with its
@@ -163,7 +142,7 @@ try {
   }
   console.log(`(logs in ${path.relative(root, logDir)}/; each run is reported when it ends)`);
 
-  const browserEnv = (engine) => ({ ...process.env, CHUNKUP_SERVER_URL: browserServers[engine].url, WASM_BINDGEN_TEST_TIMEOUT: "900" });
+  const browserEnv = { ...process.env, CHUNKUP_SERVER_URL: browserServer.url, WASM_BINDGEN_TEST_TIMEOUT: "900" };
   // Files listed one by one: Node 22+ no longer expands a directory argument.
   const e2eFiles = readdirSync(path.join(root, "tests", "e2e"))
     .filter((name) => name.endsWith(".test.mjs"))
@@ -171,44 +150,20 @@ try {
   const grouped = E2E_GROUPS.flat();
   const ungrouped = e2eFiles.filter((name) => !grouped.includes(name));
   if (ungrouped.length > 0) throw new Error(`tests/e2e files in no group of E2E_GROUPS (scripts/test.mjs): ${ungrouped.join(", ")}`);
-  // The browser tests' binary has its server's URL built in (CHUNKUP_SERVER_URL), so
-  // Firefox's run builds it again for its own server: only once Chromium's runner has loaded
-  // its build, which the rebuild overwrites. WebKit has no driver that wasm-bindgen-test
-  // supports: end-to-end tests only.
-  const chromiumBrowserTests = runSteps("browser tests in Chromium (wasm-pack test --chrome)", [
-    {
-      label: "browser-chromium",
-      command: "wasm-pack",
-      args: ["test", "--headless", "--chrome", "--chromedriver", "/usr/bin/chromedriver"],
-      env: browserEnv("chromium"),
-    },
-    {
+  // WebKit has no driver that wasm-bindgen-test supports: end-to-end tests only.
+  const browserTests = (name, flags) =>
+    runSteps(`browser tests in ${name} (wasm-pack test ${flags[0]})`, [
+      { label: `browser-${name.toLowerCase()}`, command: "wasm-pack", args: ["test", "--headless", ...flags], env: browserEnv },
       // The SHA-256 crate's own tests, in the SIMD build only a browser runs.
-      label: "browser-chromium-sha256",
-      command: "wasm-pack",
-      args: ["test", "--headless", "--chrome", "--chromedriver", "/usr/bin/chromedriver", "sha256"],
-      env: browserEnv("chromium"),
-    },
-  ]);
-  const chromiumLoaded = logShows(path.join(logDir, "browser-chromium.log"), /^Running headless tests in/m, chromiumBrowserTests);
+      { label: `browser-${name.toLowerCase()}-sha256`, command: "wasm-pack", args: ["test", "--headless", ...flags, "sha256"], env: browserEnv },
+    ]);
   const failures = await Promise.all([
-    chromiumBrowserTests,
-    chromiumLoaded.then(() =>
-      runSteps("browser tests in Firefox (wasm-pack test --firefox)", [
-        {
-          label: "browser-firefox",
-          command: "wasm-pack",
-          args: ["test", "--headless", "--firefox", "--geckodriver", geckodriver()],
-          env: browserEnv("firefox"),
-        },
-        {
-          label: "browser-firefox-sha256",
-          command: "wasm-pack",
-          args: ["test", "--headless", "--firefox", "--geckodriver", geckodriver(), "sha256"],
-          env: browserEnv("firefox"),
-        },
-      ]),
-    ),
+    runSteps("native tests (cargo test)", [{ label: "native", command: "cargo", args: ["test", "--workspace"] }]),
+    browserTests("Chromium", ["--chrome", "--chromedriver", "/usr/bin/chromedriver"]),
+    browserTests("Firefox", ["--firefox", "--geckodriver", geckodriverPath()]),
+    runSteps("soak, short (50 uploads through injected faults, to the reference server and @tus/server)", [
+      { label: "soak", command: process.execPath, args: [path.join(root, "scripts", "soak.mjs"), "--short"] },
+    ]),
     ...e2eRuns.map(async ({ engine, group, label, server }) => {
       let browser;
       try {
@@ -241,9 +196,6 @@ try {
   ]);
   const failed = failures.filter(Boolean);
   if (failed.length > 0) throw new Error(failed.join("; "));
-
-  step("soak, short (50 uploads through injected faults, to the reference server and @tus/server)");
-  await run(process.execPath, [path.join(root, "scripts", "soak.mjs"), "--short"]);
   console.log("\nnpm test: all suites passed");
 } catch (error) {
   console.error(`\nnpm test failed: ${error.message}\n(logs: ${logDir})`);

@@ -19,13 +19,3 @@ const options = () => ({
 export function launchChromium() {
   return chromium.launch(options());
 }
-
-/** The same browser as a server that several test processes connect to, one at a time. */
-export function launchChromiumServer() {
-  return chromium.launchServer(options());
-}
-
-/** Connects to a browser started with launchChromiumServer. */
-export function connectChromium(wsEndpoint) {
-  return chromium.connect(wsEndpoint);
-}

@@ -11,10 +11,13 @@
 // close() ends them; every process is started in its own process group, and that group is
 // killed when the test process exits, fails or is interrupted, so nothing outlives a run.
 //
-// Starting Firefox takes seconds, so `npm test` starts one browser per engine for all the
-// test files (shareBrowser) and passes it in CHUNKUP_BROWSER; openBrowser() then attaches
-// to it (a new browser context in Chromium, the same WebDriver session otherwise, which the
-// files use one after the other), and close() only detaches.
+// Starting Firefox or WebKit takes seconds, so `npm test` starts one of each per run for
+// all its test files (shareBrowser) and passes it in CHUNKUP_BROWSER; openBrowser() then
+// uses that WebDriver session (the files use it one after the other), and close() only
+// detaches. Chromium starts in about a second and is launched by each file: a Chromium
+// shared through Playwright's browser server relays everything through the process that
+// serves it (a picked 64 MiB file crosses a WebSocket as base64), which made its tests three
+// times slower alone and ten times slower inside `npm test`.
 //
 // The page object offers only what the tests use:
 //   goto(url)                 navigate and wait for the load event
@@ -34,12 +37,11 @@
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 
-import { connectChromium, launchChromium, launchChromiumServer } from "./chromium.mjs";
-import { logDir } from "../../scripts/lib.mjs";
+import { launchChromium } from "./chromium.mjs";
+import { freePort, logDir } from "../../scripts/lib.mjs";
 
 export const ENGINES = ["chromium", "firefox", "webkit"];
 
@@ -120,18 +122,6 @@ async function endGroup(child) {
   } catch {
     // none left
   }
-}
-
-/** A TCP port that was free a moment ago (for drivers that do not report theirs). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function onPath(name) {
@@ -350,9 +340,15 @@ function driverLog(name) {
   return path.join(logDir, `${name}-${process.pid}.log`);
 }
 
-async function openFirefox() {
+/** geckodriver: $GECKODRIVER, else on PATH, else where `cargo install` puts it. */
+export function geckodriverPath() {
   const driver = process.env.GECKODRIVER || onPath("geckodriver") || path.join(os.homedir(), ".cargo", "bin", "geckodriver");
   if (!existsSync(driver)) throw new Error(`geckodriver not found (${driver}): run \`npm run setup\``);
+  return driver;
+}
+
+async function openFirefox() {
+  const driver = geckodriverPath();
   const binary = process.env.FIREFOX_PATH || onPath("firefox-esr") || onPath("firefox");
   if (!binary) throw new Error("firefox-esr not found: run `npm run setup`");
   // geckodriver says which port it took; BiDi's WebSocket port too must not collide when
@@ -561,14 +557,6 @@ async function openChromium() {
   }
 }
 
-/** A page in a browser context of its own, in the Chromium that `wsEndpoint` serves. */
-async function attachChromium(wsEndpoint) {
-  const browser = await connectChromium(wsEndpoint);
-  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
-  // Closing a connected browser closes this connection's contexts, not the browser.
-  return new ChromiumPage(browser, await context.newPage());
-}
-
 // ------------------------------------------------------------------ the entry points
 
 const OPEN = { chromium: openChromium, firefox: openFirefox, webkit: openWebKit };
@@ -582,7 +570,7 @@ export async function openBrowser(engineName = engine) {
   const shared = process.env.CHUNKUP_BROWSER ? JSON.parse(process.env.CHUNKUP_BROWSER) : null;
   let page;
   if (shared?.engine === engineName) {
-    page = engineName === "chromium" ? await attachChromium(shared.wsEndpoint) : new WebDriverPage(engineName, shared.base, shared.session, null);
+    page = new WebDriverPage(engineName, shared.base, shared.session, null);
   } else {
     page = await OPEN[engineName]();
   }
@@ -616,13 +604,8 @@ export function installFileHelpers() {
  * `{ env, close() }`: `env` holds CHUNKUP_BROWSER for those processes' environment.
  */
 export async function shareBrowser(engineName) {
-  if (engineName === "chromium") {
-    const server = await launchChromiumServer();
-    return {
-      env: { CHUNKUP_BROWSER: JSON.stringify({ engine: engineName, wsEndpoint: server.wsEndpoint() }) },
-      close: () => server.close().catch(() => {}),
-    };
-  }
+  // Chromium: each file launches its own (see the top of this file).
+  if (engineName === "chromium") return { env: {}, close: async () => {} };
   const page = await OPEN[engineName]();
   return {
     env: { CHUNKUP_BROWSER: JSON.stringify({ engine: engineName, base: page.base, session: page.session }) },

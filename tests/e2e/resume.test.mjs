@@ -9,13 +9,12 @@
 
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
 import { engine, openBrowser } from "./engines.mjs";
-import { logDir, randomTestFile, root, serverBinary, startReferenceServer, startServer, stop } from "../../scripts/lib.mjs";
+import { freePort, logDir, randomTestFile, root, serverBinary, startReferenceServer, startServer, stop } from "../../scripts/lib.mjs";
 
 const MiB = 1024 * 1024;
 const CHUNK = MiB;
@@ -132,18 +131,6 @@ test("the demo page says where a reloaded upload continued", async () => {
   assert.match(await page.evaluate(() => document.getElementById("status").textContent), /Resumed at \d+ %/);
   await page.screenshot(path.join(root, "test-results", `resume-demo-${engine}.png`));
 });
-
-/** A free TCP port on loopback. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.on("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 test("an upload survives the server being stopped and started again on the same data directory", async () => {
   const port = await freePort();

@@ -55,11 +55,27 @@ pub fn garage_bin() -> PathBuf {
         })
 }
 
+/// A loopback port free now, for a node that must be told its port. Picked below the
+/// kernel's ephemeral range, so that no socket bound to port 0 meanwhile (the tests' own
+/// servers start side by side with the cluster) can take it before the node binds it, and
+/// never the same port twice in this process. (`scripts/lib.mjs`'s `freePort` does the same.)
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(11_000));
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..200 {
+        let draw = u64::from_str_radix(&random_hex(8), 16).unwrap_or(0);
+        let port = low + (draw % u64::from(high - low)) as u16;
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("no free port between {low} and {high}")
 }
 
 fn random_hex(bytes: usize) -> String {
