@@ -28,7 +28,7 @@ use crate::core::progress::{Phase, Progress, ProgressModel, UploadedChunk};
 use crate::core::protocol::s3::Hook;
 use crate::core::protocol::{Protocol, Step};
 use crate::core::resume::ResumeTarget;
-use crate::core::retry::{Decision, RetryPolicy};
+use crate::core::retry::RetryPolicy;
 use crate::core::value::Value;
 
 /// The effects the engine needs from its surroundings. Methods take `&self` because a
@@ -604,22 +604,12 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
                 .emit(|model, now| Some(model.phase(before, now)));
             return Ok(());
         }
-        let decision = self.retry.decide(
-            &error,
+        let delay_ms = self.retry.delay_or_fail(
+            error,
             self.failures_in_a_row,
             self.env.random(),
             self.env.now_ms(),
-        );
-        let delay_ms = match decision {
-            Decision::RetryAfterMs(ms) => ms,
-            Decision::GiveUp if error.is_retryable() => {
-                return Err(UploadError::RetriesExhausted {
-                    attempts: self.failures_in_a_row,
-                    last: Box::new(error),
-                })
-            }
-            Decision::GiveUp => return Err(error),
-        };
+        )?;
         self.failures_in_a_row += 1;
         self.retries += 1;
         self.retries_since_chunk += 1;

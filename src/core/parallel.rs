@@ -32,7 +32,7 @@ use crate::core::protocol::s3::{
     FinishedPart, Hook, MultipartId, SignedPart, StoredPart,
 };
 use crate::core::resume::ResumeTarget;
-use crate::core::retry::{Decision, RetryPolicy};
+use crate::core::retry::RetryPolicy;
 use crate::core::value::Value;
 
 /// What a multipart upload needs to know.
@@ -150,22 +150,11 @@ impl<E: Environment> Hooks<'_, E> {
                 Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
-            match self
-                .retry
-                .decide(&error, failures, self.env.random(), self.env.now_ms())
-            {
-                Decision::RetryAfterMs(ms) => {
-                    failures += 1;
-                    self.env.sleep(ms).await?;
-                }
-                Decision::GiveUp if error.is_retryable() => {
-                    return Err(UploadError::RetriesExhausted {
-                        attempts: failures,
-                        last: Box::new(error),
-                    })
-                }
-                Decision::GiveUp => return Err(error),
-            }
+            let ms =
+                self.retry
+                    .delay_or_fail(error, failures, self.env.random(), self.env.now_ms())?;
+            failures += 1;
+            self.env.sleep(ms).await?;
         }
     }
 
@@ -394,27 +383,16 @@ impl<'a, E: Environment> PartsRun<'a, E> {
                 });
                 continue;
             }
-            match self
-                .config
-                .retry
-                .decide(&error, failures, env.random(), env.now_ms())
-            {
-                Decision::RetryAfterMs(ms) => {
-                    failures += 1;
-                    self.retries.set(self.retries.get() + 1);
-                    let retries = self.retries.get();
-                    self.reporter
-                        .emit(|model, now| Some(model.retrying(failures + 1, retries, ms, now)));
-                    env.sleep(ms).await?;
-                }
-                Decision::GiveUp if error.is_retryable() => {
-                    return Err(UploadError::RetriesExhausted {
-                        attempts: failures,
-                        last: Box::new(error),
-                    })
-                }
-                Decision::GiveUp => return Err(error),
-            }
+            let ms =
+                self.config
+                    .retry
+                    .delay_or_fail(error, failures, env.random(), env.now_ms())?;
+            failures += 1;
+            self.retries.set(self.retries.get() + 1);
+            let retries = self.retries.get();
+            self.reporter
+                .emit(|model, now| Some(model.retrying(failures + 1, retries, ms, now)));
+            env.sleep(ms).await?;
         }
     }
 

@@ -82,6 +82,26 @@ impl RetryPolicy {
         };
         Decision::RetryAfterMs(delay.min(u64::from(self.max_delay_ms)) as u32)
     }
+
+    /// [`decide`](Self::decide) for a caller that waits and tries again: the wait in
+    /// milliseconds, or the error to report, `RetriesExhausted` (wrapping `error`) when a
+    /// retryable error has used up its attempts, else `error` itself.
+    pub fn delay_or_fail(
+        &self,
+        error: UploadError,
+        attempt: u32,
+        random: f64,
+        now_epoch_ms: f64,
+    ) -> Result<u32, UploadError> {
+        match self.decide(&error, attempt, random, now_epoch_ms) {
+            Decision::RetryAfterMs(ms) => Ok(ms),
+            Decision::GiveUp if error.is_retryable() => Err(UploadError::RetriesExhausted {
+                attempts: attempt,
+                last: Box::new(error),
+            }),
+            Decision::GiveUp => Err(error),
+        }
+    }
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), including
@@ -198,6 +218,28 @@ mod tests {
         assert_eq!(
             POLICY.decide(&status(503, None), 2, 0.5, 0.0),
             Decision::RetryAfterMs(200)
+        );
+    }
+
+    #[test]
+    fn delay_or_fail_wraps_only_retryable_errors_that_ran_out_of_attempts() {
+        assert_eq!(
+            POLICY.delay_or_fail(status(503, None), 2, 0.5, 0.0),
+            Ok(200)
+        );
+        match POLICY.delay_or_fail(status(503, None), 5, 0.5, 0.0) {
+            Err(UploadError::RetriesExhausted { attempts: 5, last }) => {
+                assert_eq!(last.status(), Some(503))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            POLICY.delay_or_fail(status(404, None), 0, 0.5, 0.0),
+            Err(status(404, None))
+        );
+        assert_eq!(
+            POLICY.delay_or_fail(UploadError::Aborted, 0, 0.5, 0.0),
+            Err(UploadError::Aborted)
         );
     }
 
