@@ -54,11 +54,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { gzipSync } from "node:zlib";
 import { launchChromium } from "../tests/e2e/chromium.mjs";
 import {
+  buildServer,
   childProcesses,
   processesMemory,
   processTree,
   root,
-  run,
   startReferenceServer,
   startTusNodeServer,
   stop,
@@ -280,7 +280,7 @@ async function installKit() {
 // ---- the run -------------------------------------------------------------------------------
 
 // Built here too because `npm run bench` builds only the package (a no-op when up to date).
-await run("cargo", ["build", "--release", "-p", "chunkup-server"]);
+await buildServer();
 
 // The files, @tus/server's store and the reference server's data: all removed at the end.
 const work = mkdtempSync(path.join(os.tmpdir(), "chunkup-bench-"));

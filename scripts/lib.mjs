@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-export const serverBinary = path.join(root, "target", "release", "chunkup-server");
+export const serverBinary = path.join(root, "target", "server", "chunkup-server");
 
 /** Runs a command with inherited output; rejects on a non-zero exit. */
 export function run(command, args, options = {}) {
@@ -22,6 +22,11 @@ export function run(command, args, options = {}) {
       code === 0 ? resolve() : reject(new Error(`${command} ${args.join(" ")} exited with ${code ?? signal}`)),
     );
   });
+}
+
+/** Builds the reference server (Cargo.toml's `server` profile) into `serverBinary`. */
+export function buildServer() {
+  return run("cargo", ["build", "--profile", "server", "-p", "chunkup-server"]);
 }
 
 /**

@@ -19,11 +19,12 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
-# What is missing is installed side by side, each into a log of its own: the cargo builds
-# below take about 20 minutes one after the other on two cores, and each leaves a core idle
-# for much of its time (build scripts, the last crates, linking); Debian's and npm's
-# downloads mostly wait on the network.
+# What is missing is installed beside npm's install: Debian's packages in the background (they
+# mostly wait on the network), the cargo builds one after the other in another background
+# job (side by side on two cores, the four took 26 minutes, longer than one after the
+# other), each into a log of its own under target/setup-logs/.
 logs=target/setup-logs
+mkdir -p "$logs"
 jobs_started=()
 jobs_what=()
 job_pids=()
@@ -31,7 +32,6 @@ job_pids=()
 in_background() {
   local name=$1 what=$2
   shift 2
-  mkdir -p "$logs"
   say "$what: started (log: $logs/$name.log)"
   "$@" >"$logs/$name.log" 2>&1 &
   job_pids+=($!)
@@ -39,23 +39,58 @@ in_background() {
   jobs_what+=("$what")
 }
 
+# The tools are built optimised less than a release build (opt-level 1, no LTO, no debug
+# info): that takes about a third less time, and none of them is a hot loop here (Garage's
+# speed is not what the tests measure; wasm-bindgen's is seconds per test run).
+tool_install() {
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_DEBUG=0 \
+    cargo install --force "$@"
+}
+cargo_jobs=() # each NAME has a function build_NAME, run in order by build_tools
+build_tools() {
+  local name
+  for name in "${cargo_jobs[@]}"; do
+    echo "building $name (log: $logs/$name.log)"
+    if ! "build_$name" >"$logs/$name.log" 2>&1; then
+      echo "building $name failed; the end of its log:"
+      tail -n 40 "$logs/$name.log"
+      return 1
+    fi
+  done
+}
+
 # wasm-bindgen CLI: exactly the version Cargo.lock pins, or wasm-pack would try to download it.
 if [ ! -f Cargo.lock ]; then cargo generate-lockfile; fi
 want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
-install_wasm_bindgen() {
+build_wasm-bindgen-cli() {
   # --locked first, as its authors pinned; if a pinned crate was yanked since, resolve afresh.
-  cargo install wasm-bindgen-cli --version "$want" --locked --force \
-    || cargo install wasm-bindgen-cli --version "$want" --force
+  tool_install wasm-bindgen-cli --version "$want" --locked \
+    || tool_install wasm-bindgen-cli --version "$want"
 }
-if [ "$have" != "$want" ]; then
-  in_background wasm-bindgen "building wasm-bindgen-cli $want" install_wasm_bindgen
-fi
+[ "$have" = "$want" ] || cargo_jobs+=(wasm-bindgen-cli)
 
 WASM_PACK_VERSION=0.15.1
-if [ "$(wasm-pack --version 2>/dev/null | awk '{print $2}')" != "$WASM_PACK_VERSION" ]; then
-  in_background wasm-pack "building wasm-pack $WASM_PACK_VERSION" \
-    cargo install wasm-pack --version "$WASM_PACK_VERSION" --locked --force
+build_wasm-pack() { tool_install wasm-pack --version "$WASM_PACK_VERSION" --locked; }
+[ "$(wasm-pack --version 2>/dev/null | awk '{print $2}')" = "$WASM_PACK_VERSION" ] || cargo_jobs+=(wasm-pack)
+
+# geckodriver, Firefox's WebDriver, built from crates.io (its prebuilt downloads fail here).
+GECKODRIVER_VERSION=0.37.1
+build_geckodriver() { tool_install geckodriver --version "$GECKODRIVER_VERSION" --locked; }
+[ "$( (geckodriver --version 2>/dev/null || true) | awk 'NR == 1 {print $2}')" = "$GECKODRIVER_VERSION" ] \
+  || cargo_jobs+=(geckodriver)
+
+# Garage, the S3-compatible store of the put, s3 and attachment tests, built from crates.io.
+# The tests need only the LMDB metadata engine (plus bundled-libs, which Garage requires):
+# leaving out SQLite (a C build), metrics and K2V keeps a cold build inside npm test's budget.
+GARAGE_VERSION=2.5.0
+build_garage() {
+  tool_install garage --version "$GARAGE_VERSION" --locked --no-default-features --features bundled-libs,lmdb
+}
+(garage --version 2>/dev/null || true) | head -n 1 | grep -qw "$GARAGE_VERSION" || cargo_jobs+=(garage)
+
+if [ ${#cargo_jobs[@]} -gt 0 ]; then
+  in_background tools "building ${cargo_jobs[*]} (about 20 minutes on two cores, once)" build_tools
 fi
 
 # The three browser engines, from Debian: Chromium and its driver (browser tests and
@@ -73,24 +108,6 @@ install_packages() {
 }
 if [ ${#packages[@]} -gt 0 ]; then
   in_background apt "installing ${packages[*]}" install_packages
-fi
-
-# geckodriver, Firefox's WebDriver, built from crates.io (its prebuilt downloads fail here).
-GECKODRIVER_VERSION=0.37.1
-if [ "$( (geckodriver --version 2>/dev/null || true) | awk 'NR == 1 {print $2}')" != "$GECKODRIVER_VERSION" ]; then
-  in_background geckodriver "building geckodriver $GECKODRIVER_VERSION" \
-    cargo install geckodriver --version "$GECKODRIVER_VERSION" --locked --force
-fi
-
-# Garage, the S3-compatible store of the put, s3 and attachment tests, built from crates.io.
-# The tests need only the LMDB metadata engine (plus bundled-libs, which Garage requires):
-# leaving out SQLite (a C build), metrics and K2V, and optimising less than a release build
-# does, keeps a cold build inside npm test's budget. The store's speed is not what is tested.
-GARAGE_VERSION=2.5.0
-if ! (garage --version 2>/dev/null || true) | head -n 1 | grep -qw "$GARAGE_VERSION"; then
-  in_background garage "building garage $GARAGE_VERSION" \
-    env CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
-    cargo install garage --version "$GARAGE_VERSION" --locked --force --no-default-features --features bundled-libs,lmdb
 fi
 
 # npm dev dependencies, when package-lock.json changed since the last install.

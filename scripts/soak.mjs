@@ -30,9 +30,9 @@ import path from "node:path";
 
 import { launchChromium } from "../tests/e2e/chromium.mjs";
 import {
+  buildServer,
   logDir,
   root,
-  run,
   startFaultProxy,
   startReferenceServer,
   startTusNodeServer,
@@ -147,7 +147,7 @@ try {
   if (!existsSync(path.join(root, "pkg", "chunkup.js"))) {
     throw new Error("pkg/ is missing: run `npm run build` (or `npm run soak`, which builds it)");
   }
-  await run("cargo", ["build", "--release", "-p", "chunkup-server"]);
+  await buildServer();
 
   const logs = {
     reference: path.join(logDir, "soak-reference.log"),

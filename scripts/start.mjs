@@ -6,12 +6,12 @@
 // Without Garage (scripts/setup.sh installs it) the demo still serves tus and range; put,
 // s3 and attachments answer 503 saying so. `--s3-*` flags given to `npm start -- …` point
 // the server at another store instead, and no Garage is started.
-import { root, run, serverBinary } from "./lib.mjs";
+import { buildServer, root, serverBinary } from "./lib.mjs";
 import { findGarage, startGarage } from "./garage.mjs";
 import { spawn } from "node:child_process";
 import path from "node:path";
 
-await run("cargo", ["build", "--release", "-p", "chunkup-server"]);
+await buildServer();
 const port = process.env.PORT ?? "8080";
 const extra = process.argv.slice(2);
 

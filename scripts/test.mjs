@@ -16,7 +16,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { logDir, root, run, runToLog, startFaultProxy, startReferenceServer, startTusNodeServer, stop } from "./lib.mjs";
+import { buildServer, logDir, root, run, runToLog, startFaultProxy, startReferenceServer, startTusNodeServer, stop } from "./lib.mjs";
 import { startGarage } from "./garage.mjs";
 import { geckodriverPath, shareBrowser } from "../tests/e2e/engines.mjs";
 
@@ -107,10 +107,10 @@ mkdirSync(logDir, { recursive: true });
 try {
   step("build the native tests, the reference server and the package");
   await run("cargo", ["test", "--workspace", "--no-run"]);
-  await run("cargo", ["build", "--release", "-p", "chunkup-server"]);
+  await buildServer();
   await run(process.execPath, [path.join(root, "scripts", "build.mjs")]);
 
-  step("native tests, browser tests (Chromium, Firefox), end-to-end tests (Chromium, Firefox, WebKit) and a short soak, side by side");
+  step("start Garage and the servers; build the browser tests");
   // One Garage cluster (three nodes, replication 3) behind one fault-injecting proxy is the
   // object store of every reference server below: browsers reach it through the proxy
   // (presigned URLs are signed for the proxy's host), which applies the faults a test puts
@@ -130,6 +130,13 @@ try {
   // state (each token of `token:N` is unique to its run).
   const browserServer = await referenceServer("browser");
   servers.push(browserServer);
+  const browserEnv = { ...process.env, CHUNKUP_SERVER_URL: browserServer.url, WASM_BINDGEN_TEST_TIMEOUT: "900" };
+  // What `wasm-pack test` builds first, built here so that its runs below find it done: on a
+  // fresh machine this build is minutes, and side by side with every other run it was the
+  // last to finish.
+  for (const pkg of ["chunkup", "chunkup-sha256"]) {
+    await run("cargo", ["build", "--tests", "--target", "wasm32-unknown-unknown", "-p", pkg], { env: browserEnv });
+  }
   const tusNode = await startTusNodeServer(tusDir, { log: path.join(logDir, "tus-node-server.log") });
   servers.push(tusNode);
   // Each engine's end-to-end files go in three runs side by side (E2E_GROUPS), each with its
@@ -140,9 +147,10 @@ try {
     run.server = await referenceServer(run.label);
     servers.push(run.server);
   }
+
+  step("native tests, browser tests (Chromium, Firefox), end-to-end tests (Chromium, Firefox, WebKit) and a short soak, side by side");
   console.log(`(logs in ${path.relative(root, logDir)}/; each run is reported when it ends)`);
 
-  const browserEnv = { ...process.env, CHUNKUP_SERVER_URL: browserServer.url, WASM_BINDGEN_TEST_TIMEOUT: "900" };
   // Files listed one by one: Node 22+ no longer expands a directory argument.
   const e2eFiles = readdirSync(path.join(root, "tests", "e2e"))
     .filter((name) => name.endsWith(".test.mjs"))

@@ -5,7 +5,7 @@
 //
 // Environment:
 //   CHUNKUP_SERVER_URL  base URL of a running chunkup-server (e.g. http://127.0.0.1:8080/).
-//                       If unset, the test starts target/release/chunkup-server itself
+//                       If unset, the test starts target/server/chunkup-server itself
 //                       (CHUNKUP_SERVER_BIN overrides that path) and stops it at the end.
 //   CHUNKUP_ENGINE      chromium (default), firefox or webkit.
 //
@@ -22,6 +22,7 @@ import { fileURLToPath } from "node:url";
 
 import { engine, openBrowser } from "./engines.mjs";
 import { startProxy } from "./proxy.mjs";
+import { serverBinary } from "../../scripts/lib.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const RESULTS = path.join(ROOT, "test-results");
@@ -56,7 +57,7 @@ function pseudoRandomBytes(size, seed) {
 }
 
 async function startServer() {
-  const bin = process.env.CHUNKUP_SERVER_BIN || path.join(ROOT, "target/release/chunkup-server");
+  const bin = process.env.CHUNKUP_SERVER_BIN || serverBinary;
   const args = ["--port", "0", "--www", "www", "--pkg", "pkg"];
   const proc = spawn(bin, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
   serverProc = proc;
@@ -81,7 +82,7 @@ async function startServer() {
       reject(
         new Error(
           `could not start ${bin} (${err.message}); build it with ` +
-            "`cargo build --release -p chunkup-server` or set CHUNKUP_SERVER_URL",
+            "`cargo build --profile server -p chunkup-server` or set CHUNKUP_SERVER_URL",
         ),
       );
     });

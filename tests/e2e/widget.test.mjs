@@ -8,7 +8,7 @@
 // Environment:
 //   CHUNKUP_SERVER_URL  base URL of a running chunkup-server that serves the widget at
 //                       /widget/ (started with --widget widget/dist). If unset, the test starts
-//                       target/release/chunkup-server itself with --widget widget/dist.
+//                       target/server/chunkup-server itself with --widget widget/dist.
 //   CHUNKUP_ENGINE      chromium (default), firefox or webkit.
 //
 // Writes test-results/widget-<engine>.png (after the upload) and widget-blocked-<engine>.png.
