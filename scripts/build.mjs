@@ -2,14 +2,33 @@
 // .wasm with wasm-opt from the npm package `binaryen` (wasm-pack's own binaryen download
 // does not work offline, so Cargo.toml turns it off); then builds the chat-widget demo
 // with Vite from that package, imported by name (node_modules/chunkup links to pkg/).
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+//
+// What wasm-pack produces goes to target/wasm-pack-out first. When it, and every other input
+// of the steps after it, are what the last build was made from (target/pkg.stamp), pkg/ and
+// widget/dist are left as they are: wasm-opt and Vite take most of a build's time, and
+// `npm test` builds on every run.
+import { createHash } from "node:crypto";
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { transform } from "esbuild";
 import { root, run } from "./lib.mjs";
 
-const wasm = path.join(root, "pkg", "chunkup_bg.wasm");
-rmSync(path.join(root, "pkg"), { recursive: true, force: true });
-await run("wasm-pack", ["build", "--target", "web", "--release", "--out-dir", "pkg", "--out-name", "chunkup"]);
+const pkg = path.join(root, "pkg");
+const staging = path.join(root, "target", "wasm-pack-out");
+const stampPath = path.join(root, "target", "pkg.stamp");
+const wasm = path.join(pkg, "chunkup_bg.wasm");
+rmSync(staging, { recursive: true, force: true });
+await run("wasm-pack", ["build", "--target", "web", "--release", "--out-dir", staging, "--out-name", "chunkup"]);
+
+const stamp = inputsDigest();
+const outputs = [wasm, path.join(pkg, "chunkup_worker.js"), path.join(root, "widget", "dist", "index.html")];
+if (outputs.every((file) => existsSync(file)) && existsSync(stampPath) && readFileSync(stampPath, "utf8") === stamp) {
+  console.log("build: pkg/ and widget/dist are up to date (their inputs are unchanged)");
+  process.exit(0);
+}
+rmSync(stampPath, { force: true });
+rmSync(pkg, { recursive: true, force: true });
+cpSync(staging, pkg, { recursive: true });
 
 // The Worker's entry point: wasm-bindgen places src/js/bridge.js among its snippets under a
 // hashed folder name, which the glue's import of it tells.
@@ -62,11 +81,34 @@ await run(path.join(root, "node_modules", ".bin", "vite"), [
   "warn",
 ]);
 console.log("build: widget/dist (the chat-widget demo)");
+writeFileSync(stampPath, stamp);
 
-function* javascriptIn(dir) {
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const full = path.join(dir, entry.name);
-    if (entry.isDirectory()) yield* javascriptIn(full);
-    else if (entry.name.endsWith(".js")) yield full;
-  }
+/**
+ * A digest of everything the steps after wasm-pack read: its output, the Worker's entry,
+ * this script, the widget's sources and the npm packages' lockfile (esbuild, binaryen, Vite).
+ */
+function inputsDigest() {
+  const hash = createHash("sha256");
+  const add = (file) => hash.update(`${path.relative(root, file)}\0`).update(readFileSync(file)).update("\0");
+  const inputs = [
+    ...filesIn(staging),
+    path.join(root, "src", "js", "worker.js"),
+    path.join(root, "scripts", "build.mjs"),
+    path.join(root, "package-lock.json"),
+    ...filesIn(path.join(root, "widget")).filter((file) => !file.includes(`${path.sep}dist${path.sep}`)),
+  ];
+  for (const file of inputs) add(file);
+  return hash.digest("hex");
+}
+
+/** Every file under `dir`, in a stable order. */
+function filesIn(dir) {
+  return readdirSync(dir, { withFileTypes: true, recursive: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => path.join(entry.parentPath, entry.name))
+    .sort();
+}
+
+function javascriptIn(dir) {
+  return filesIn(dir).filter((file) => file.endsWith(".js"));
 }

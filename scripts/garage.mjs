@@ -113,6 +113,9 @@ db_engine = "lmdb"
 # The LMDB map is sparse, but keep the reservation modest on small test machines.
 lmdb_map_size = "1G"
 replication_factor = ${replication}
+# Blocks are stored as sent: zstd (level 1 by default) costs each node CPU on every block,
+# and the files these clusters hold are random bytes, which do not compress.
+compression_level = "none"
 rpc_bind_addr = "127.0.0.1:${rpcPort}"
 rpc_public_addr = "127.0.0.1:${rpcPort}"
 rpc_secret = "${rpcSecret}"

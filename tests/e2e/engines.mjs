@@ -75,7 +75,7 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]
   process.once(signal, async () => {
     // A moment to clean up (Xvfb removes its socket, geckodriver its profile), then kill.
     const others = process.listenerCount(signal) > 0;
-    await Promise.race([Promise.all([...groups].map(endGroup)), sleep(2000)]);
+    await atMost(2000, Promise.all([...groups].map(endGroup)));
     killGroups();
     // A script with handlers of its own (scripts/test.mjs) ends itself once it cleaned up.
     if (!others) process.exit(code);
@@ -133,6 +133,20 @@ function onPath(name) {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Waits for `promise`, or `ms` at most. The timer is cleared when the promise wins: a
+ * pending one kept each test file's process alive that much longer after its last test.
+ */
+async function atMost(ms, promise) {
+  let timer;
+  const deadline = new Promise((resolve) => (timer = setTimeout(resolve, ms)));
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 // ------------------------------------------------------------------ W3C WebDriver over HTTP
 
@@ -311,11 +325,11 @@ class WebDriverPage {
     this.closed = true;
     if (!this.processes) {
       // A shared session: leave it on an empty page for the next test file.
-      await Promise.race([this.goto("about:blank").catch(() => {}), sleep(10_000)]);
+      await atMost(10_000, this.goto("about:blank").catch(() => {}));
       return;
     }
     // Ending the session quits the browser (and removes its temporary profile).
-    await Promise.race([this.cmd("DELETE", "").catch(() => {}), sleep(10_000)]);
+    await atMost(10_000, this.cmd("DELETE", "").catch(() => {}));
     for (const child of this.processes) await endGroup(child);
   }
 }
@@ -613,11 +627,24 @@ export async function shareBrowser(engineName) {
   };
 }
 
-/** Evaluates `fn(arg)` every `interval` ms until it returns something truthy. */
+/**
+ * Evaluates `fn(arg)` every `interval` ms until it returns something truthy. The polling
+ * runs in the page, a second at a time: a WebDriver round trip costs the browser and its
+ * driver a few milliseconds of CPU, and npm test's engines run side by side on few cores.
+ */
 async function waitFor(page, fn, arg, { timeout = 30_000, interval = 200, message } = {}) {
   const deadline = Date.now() + timeout;
+  const pollForASecond = `async (arg) => {
+  const fn = (${fn});
+  const until = Date.now() + 1000;
   for (;;) {
-    const value = await page.evaluate(fn, arg);
+    const value = await fn(arg);
+    if (value || Date.now() >= until) return value;
+    await new Promise((resolve) => setTimeout(resolve, ${Number(interval)}));
+  }
+}`;
+  for (;;) {
+    const value = await page.evaluate(pollForASecond, arg);
     if (value) return value;
     if (Date.now() > deadline) {
       throw new Error(`[${page.engine}] ${message ?? `timed out after ${timeout} ms waiting for ${fn.toString().slice(0, 200)}`}`);
