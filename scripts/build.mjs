@@ -4,9 +4,10 @@
 // with Vite from that package, imported by name (node_modules/chunkup links to pkg/).
 //
 // What wasm-pack produces goes to target/wasm-pack-out first. When it, and every other input
-// of the steps after it, are what the last build was made from (target/pkg.stamp), pkg/ and
-// widget/dist are left as they are: wasm-opt and Vite take most of a build's time, and
-// `npm test` builds on every run.
+// of the steps after it, are what the last build was made from, and pkg/ and widget/dist are
+// what that build left (both digests are in target/pkg.stamp), they are kept as they are:
+// wasm-opt and Vite take most of a build's time, and `npm test` builds on every run. Delete
+// target/pkg.stamp to force a full build.
 import { createHash } from "node:crypto";
 import { cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -20,10 +21,18 @@ const wasm = path.join(pkg, "chunkup_bg.wasm");
 rmSync(staging, { recursive: true, force: true });
 await run("wasm-pack", ["build", "--target", "web", "--release", "--out-dir", staging, "--out-name", "chunkup"]);
 
-const stamp = inputsDigest();
-const outputs = [wasm, path.join(pkg, "chunkup_worker.js"), path.join(root, "widget", "dist", "index.html")];
-if (outputs.every((file) => existsSync(file)) && existsSync(stampPath) && readFileSync(stampPath, "utf8") === stamp) {
-  console.log("build: pkg/ and widget/dist are up to date (their inputs are unchanged)");
+const widgetDist = path.join(root, "widget", "dist");
+const inputs = digestOf([
+  ...filesIn(staging),
+  path.join(root, "src", "js", "worker.js"),
+  path.join(root, "scripts", "build.mjs"),
+  path.join(root, "package.json"),
+  path.join(root, "package-lock.json"),
+  ...filesIn(path.join(root, "widget")).filter((file) => !isInside(widgetDist, file)),
+]);
+const builtFrom = existsSync(stampPath) ? readFileSync(stampPath, "utf8").split("\n") : [];
+if (builtFrom[0] === inputs && builtFrom[1] === outputsDigest()) {
+  console.log("build: pkg/ and widget/dist are up to date (target/pkg.stamp)");
   process.exit(0);
 }
 rmSync(stampPath, { force: true });
@@ -81,31 +90,32 @@ await run(path.join(root, "node_modules", ".bin", "vite"), [
   "warn",
 ]);
 console.log("build: widget/dist (the chat-widget demo)");
-writeFileSync(stampPath, stamp);
+writeFileSync(stampPath, `${inputs}\n${outputsDigest()}`);
 
-/**
- * A digest of everything the steps after wasm-pack read: its output, the Worker's entry,
- * this script, the widget's sources and the npm packages' lockfile (esbuild, binaryen, Vite).
- */
-function inputsDigest() {
+/** What this script leaves: pkg/ and widget/dist (none if either is missing). */
+function outputsDigest() {
+  if (!existsSync(pkg) || !existsSync(widgetDist)) return "none";
+  return digestOf([...filesIn(pkg), ...filesIn(widgetDist)]);
+}
+
+/** A digest of files: their paths (relative to the repository) and contents. */
+function digestOf(files) {
   const hash = createHash("sha256");
-  const add = (file) => hash.update(`${path.relative(root, file)}\0`).update(readFileSync(file)).update("\0");
-  const inputs = [
-    ...filesIn(staging),
-    path.join(root, "src", "js", "worker.js"),
-    path.join(root, "scripts", "build.mjs"),
-    path.join(root, "package-lock.json"),
-    ...filesIn(path.join(root, "widget")).filter((file) => !file.includes(`${path.sep}dist${path.sep}`)),
-  ];
-  for (const file of inputs) add(file);
+  for (const file of files) hash.update(`${path.relative(root, file)}\0`).update(readFileSync(file)).update("\0");
   return hash.digest("hex");
+}
+
+function isInside(dir, file) {
+  const relative = path.relative(dir, file);
+  return relative !== ".." && !relative.startsWith(`..${path.sep}`) && !path.isAbsolute(relative);
 }
 
 /** Every file under `dir`, in a stable order. */
 function filesIn(dir) {
   return readdirSync(dir, { withFileTypes: true, recursive: true })
     .filter((entry) => entry.isFile())
-    .map((entry) => path.join(entry.parentPath, entry.name))
+    // `parentPath` since Node 20.12; `path` before it.
+    .map((entry) => path.join(entry.parentPath ?? entry.path, entry.name))
     .sort();
 }
 

@@ -114,7 +114,8 @@ db_engine = "lmdb"
 lmdb_map_size = "1G"
 replication_factor = ${replication}
 # Blocks are stored as sent: zstd (level 1 by default) costs each node CPU on every block,
-# and the files these clusters hold are random bytes, which do not compress.
+# and what these clusters hold (the tests' random bytes, the demo's uploads, the bench's
+# files) would not compress enough to be worth it on a local test cluster.
 compression_level = "none"
 rpc_bind_addr = "127.0.0.1:${rpcPort}"
 rpc_public_addr = "127.0.0.1:${rpcPort}"

@@ -40,13 +40,18 @@ in_background() {
   jobs_what+=("$what")
 }
 
-# The tools are built optimised less than a release build (opt-level 1, no LTO, no debug
-# info), which is quicker (measured here from an empty CARGO_HOME, downloads included:
-# wasm-bindgen-cli 3.9 min, wasm-pack 2.5, geckodriver 2.5, Garage 9.4), and none of them is
-# a hot loop in the tests (Garage's speed is not what they measure; wasm-bindgen's is
-# seconds per test run).
+# The tools are built optimised less than a release build (no LTO, no debug info, opt-level
+# 1 or 0), which is quicker (measured here from an empty CARGO_HOME, downloads included, at
+# opt-level 1: wasm-bindgen-cli 3.9 min, wasm-pack 2.5 to 2.9, geckodriver 2.5 to 2.9,
+# Garage 9.4), and none of them is a hot loop in the tests. wasm-pack and geckodriver only
+# start and relay, so they get opt-level 0 (wasm-pack: 108 s against 163 at opt-level 1,
+# with crates.io's sources at hand); wasm-bindgen rewrites every test binary and Garage
+# hashes and replicates every byte the tests store, so they keep opt-level 1.
+# tool_install OPT_LEVEL CARGO_INSTALL_ARGS...
 tool_install() {
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_DEBUG=0 \
+  local opt_level=$1
+  shift
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=$opt_level CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_DEBUG=0 \
     cargo install --force "$@"
 }
 cargo_jobs=() # each NAME has a function build_NAME, run in order by build_tools
@@ -68,18 +73,18 @@ want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print
 have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
 build_wasm-bindgen-cli() {
   # --locked first, as its authors pinned; if a pinned crate was yanked since, resolve afresh.
-  tool_install wasm-bindgen-cli --version "$want" --locked \
-    || tool_install wasm-bindgen-cli --version "$want"
+  tool_install 1 wasm-bindgen-cli --version "$want" --locked \
+    || tool_install 1 wasm-bindgen-cli --version "$want"
 }
 [ "$have" = "$want" ] || cargo_jobs+=(wasm-bindgen-cli)
 
 WASM_PACK_VERSION=0.15.1
-build_wasm-pack() { tool_install wasm-pack --version "$WASM_PACK_VERSION" --locked; }
+build_wasm-pack() { tool_install 0 wasm-pack --version "$WASM_PACK_VERSION" --locked; }
 [ "$(wasm-pack --version 2>/dev/null | awk '{print $2}')" = "$WASM_PACK_VERSION" ] || cargo_jobs+=(wasm-pack)
 
 # geckodriver, Firefox's WebDriver, built from crates.io (its prebuilt downloads fail here).
 GECKODRIVER_VERSION=0.37.1
-build_geckodriver() { tool_install geckodriver --version "$GECKODRIVER_VERSION" --locked; }
+build_geckodriver() { tool_install 0 geckodriver --version "$GECKODRIVER_VERSION" --locked; }
 [ "$( (geckodriver --version 2>/dev/null || true) | awk 'NR == 1 {print $2}')" = "$GECKODRIVER_VERSION" ] \
   || cargo_jobs+=(geckodriver)
 
@@ -88,7 +93,7 @@ build_geckodriver() { tool_install geckodriver --version "$GECKODRIVER_VERSION" 
 # leaving out SQLite (a C build), metrics and K2V keeps a cold build inside npm test's budget.
 GARAGE_VERSION=2.5.0
 build_garage() {
-  tool_install garage --version "$GARAGE_VERSION" --locked --no-default-features --features bundled-libs,lmdb
+  tool_install 1 garage --version "$GARAGE_VERSION" --locked --no-default-features --features bundled-libs,lmdb
 }
 (garage --version 2>/dev/null || true) | head -n 1 | grep -qw "$GARAGE_VERSION" || cargo_jobs+=(garage)
 

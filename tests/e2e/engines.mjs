@@ -631,6 +631,8 @@ export async function shareBrowser(engineName) {
  * Evaluates `fn(arg)` every `interval` ms until it returns something truthy. The polling
  * runs in the page, a second at a time: a WebDriver round trip costs the browser and its
  * driver a few milliseconds of CPU, and npm test's engines run side by side on few cores.
+ * So the page must not navigate away while it is waited on (no test does): that ends the
+ * call in flight with an error.
  */
 async function waitFor(page, fn, arg, { timeout = 30_000, interval = 200, message } = {}) {
   const deadline = Date.now() + timeout;
@@ -649,6 +651,5 @@ async function waitFor(page, fn, arg, { timeout = 30_000, interval = 200, messag
     if (Date.now() > deadline) {
       throw new Error(`[${page.engine}] ${message ?? `timed out after ${timeout} ms waiting for ${fn.toString().slice(0, 200)}`}`);
     }
-    await sleep(interval);
   }
 }

@@ -94,11 +94,15 @@ async function openPage(file) {
   await page.setInputFiles("#s3-file", file.path);
 }
 
-/** Starts an s3 upload of the picked file (not awaited): `window.upload` settles to `{result}` or `{error}`. */
+/**
+ * Starts an s3 upload of the picked file (not awaited): `window.upload` settles to `{result}`
+ * or `{error}`, and `window.settled` turns true when it has.
+ */
 function startUpload({ hooks = {}, ...options } = {}) {
   return page.evaluate(
     ({ hooks, options }) => {
       window.progress = [];
+      window.settled = false;
       window.controller = new AbortController();
       window.upload = window.chunkup
         .uploadFile(
@@ -117,7 +121,8 @@ function startUpload({ hooks = {}, ...options } = {}) {
         .then(
           (result) => ({ result: { ...result, chunks: result.chunks.length } }),
           (error) => ({ error: { code: error.code, message: error.message } }),
-        );
+        )
+        .finally(() => (window.settled = true));
     },
     { hooks, options },
   );
@@ -177,7 +182,7 @@ for (const [label, size] of [
 }
 
 test("faults between browser and store (429, 503, resets mid-body, a corrupted byte) are ridden out", async () => {
-  // About two attempts in three fail: enough retries that giving up is out of reach. The
+  // About one attempt in two fails: enough retries that giving up is out of reach. The
   // proxy draws each object's faults from a stream of its own (the key is random): with six
   // parts, an upload that meets no fault at all has a chance of about 1 in 70, and is then
   // made again as a new object, so that the store's faults are always met.
@@ -206,9 +211,12 @@ test("a Garage node stopped mid-upload: the upload completes and the object is i
   const file = await randomTestFile(tmp, "s3-node.bin", 4 * PART + 5);
   await openPage(file);
   try {
-    await startUpload({ parallelUploads: 2, resume: false, hooks: { faults: "latency:300" } });
+    // Each part waits 600 ms at the proxy: with one part done, the other four take two
+    // rounds more, while stopping a node takes a fraction of that.
+    await startUpload({ parallelUploads: 2, resume: false, hooks: { faults: "latency:600" } });
     await page.waitFor(() => window.progress.some((p) => p.uploaded >= 5 * 1024 * 1024), null, { timeout: 120_000 });
     await stack.garage.stopNode(2);
+    assert.equal(await page.evaluate(() => window.settled), false, "the node was stopped before the upload ended");
     const result = await finished();
     await checkUpload(file, result);
   } finally {
@@ -229,7 +237,8 @@ test("an expired part URL is signed again", async () => {
 test("abort stops every part and leaves no multipart upload in the store", async () => {
   const file = await randomTestFile(tmp, "s3-abort.bin", 6 * PART);
   await openPage(file);
-  await startUpload({ parallelUploads: 4, resume: false, hooks: { faults: "latency:200" } });
+  // 600 ms at the proxy per part: the abort comes while the last two parts are on the wire.
+  await startUpload({ parallelUploads: 4, resume: false, hooks: { faults: "latency:600" } });
   await page.waitFor(() => window.progress.some((p) => p.uploaded > 0), null, { timeout: 60_000 });
   await page.evaluate(() => window.controller.abort());
   const outcome = await page.evaluate(() => window.upload);
