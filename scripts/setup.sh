@@ -23,7 +23,8 @@ fi
 # mostly wait on the network), the cargo builds one after the other in another background
 # job, each into a log of its own under target/setup-logs/. (Side by side, eight compilers
 # on two cores, the four builds gained nothing: 23 minutes at the default opt-level, against
-# 18 one after the other at opt-level 1, measured from an empty CARGO_HOME.)
+# 18 one after the other at opt-level 1, measured from an empty CARGO_HOME; 16¼ with
+# wasm-pack and geckodriver at opt-level 0.)
 logs=target/setup-logs
 mkdir -p "$logs"
 jobs_started=()
@@ -98,7 +99,7 @@ build_garage() {
 (garage --version 2>/dev/null || true) | head -n 1 | grep -qw "$GARAGE_VERSION" || cargo_jobs+=(garage)
 
 if [ ${#cargo_jobs[@]} -gt 0 ]; then
-  in_background tools "building ${cargo_jobs[*]} (about 18 minutes on two cores, once)" build_tools
+  in_background tools "building ${cargo_jobs[*]} (about 16 minutes on two cores, once)" build_tools
 fi
 
 # The three browser engines, from Debian: Chromium and its driver (browser tests and
