@@ -323,6 +323,9 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         self.reporter
             .emit(|model, _| Some(model.phase(Phase::Starting, started_ms)));
         loop {
+            // Each step (a request and its bookkeeping) is a chance to yield, as between
+            // slices of hashing: on a first call the browser also compiles the code it runs.
+            self.env.pause().await;
             if let Some(held) = self.protocol.resumed_from().filter(|_| !self.caught_up) {
                 self.caught_up = true;
                 self.catch_up(held).await?;

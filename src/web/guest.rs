@@ -9,6 +9,8 @@
 //! `sessionResponse` body. Messages, rules and error codes are in `core::guest`.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use js_sys::Function;
@@ -34,7 +36,7 @@ use crate::web::options::{
 };
 use crate::web::source::{digest_whole_file, FileSource};
 use crate::web::transport::Transport;
-use crate::web::worker::offload;
+use crate::web::worker::{offload, Pacer};
 
 const KNOWN_OPTIONS: [&str; 7] = [
     "worker",
@@ -263,6 +265,9 @@ pub async fn attach_file(
     options: JsValue,
 ) -> Result<JsValue, JsValue> {
     let js_error = |e: UploadError| crate::web::convert::error_to_js(&e);
+    // As in `uploadFile` (src/web/mod.rs): on a page, yield before and after the checks.
+    let pacer = Pacer::for_this_thread();
+    pacer.pace().await;
     let input = AttachInput::parse(&session, file.clone(), on_progress.clone(), &options)
         .map_err(js_error)?;
     if input
@@ -281,7 +286,9 @@ pub async fn attach_file(
     if let Some(answer) = offload(input.settings.worker, "attachFile", &args).await {
         return answer;
     }
-    attach_here(input).await.map_err(js_error)
+    pacer.pace().await;
+    let attach: Pin<Box<dyn Future<Output = _>>> = Box::pin(attach_here(input));
+    attach.await.map_err(js_error)
 }
 
 /// The checked arguments of `attachFile`.

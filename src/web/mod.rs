@@ -18,6 +18,8 @@ pub mod source;
 pub mod transport;
 pub mod worker;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
@@ -39,6 +41,9 @@ pub async fn upload_file(
     on_progress: JsValue,
     options: JsValue,
 ) -> Result<JsValue, JsValue> {
+    // On a page, the first pace yields: see Pacer::for_this_thread.
+    let pacer = worker::Pacer::for_this_thread();
+    pacer.pace().await;
     let input = options::parse(&file, &on_progress, &options).map_err(|e| error_to_js(&e))?;
     if input.aborted_already() {
         return Err(error_to_js(&UploadError::Aborted));
@@ -48,7 +53,13 @@ pub async fn upload_file(
     if let Some(answer) = worker::offload(input.worker, "uploadFile", &args).await {
         return answer;
     }
-    upload_here(input).await.map_err(|e| error_to_js(&e))
+    // On the page, the checks above may have used the task's budget: on a first call V8
+    // compiles each wasm function as it is first called, on this thread. Boxed, the upload's
+    // state machine is a function of its own, compiled after this yield rather than before
+    // the checks ran.
+    pacer.pace().await;
+    let upload: Pin<Box<dyn Future<Output = _>>> = Box::pin(upload_here(input));
+    upload.await.map_err(|e| error_to_js(&e))
 }
 
 async fn upload_here(input: options::UploadInput) -> Result<JsValue, UploadError> {
@@ -143,6 +154,8 @@ fn multipart_config(
 /// `sha256File(file, options)`: the hex SHA-256 of a Blob, read through the same counting
 /// stream and hasher as an upload, in chunkup's Worker unless `worker: false`.
 pub async fn sha256_file(file: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
+    let pacer = worker::Pacer::for_this_thread();
+    pacer.pace().await;
     let (blob, signal, allowed) =
         options::parse_sha256(&file, &options).map_err(|e| error_to_js(&e))?;
     if io::fired(&signal) {
@@ -152,8 +165,9 @@ pub async fn sha256_file(file: JsValue, options: JsValue) -> Result<JsValue, JsV
     if let Some(answer) = worker::offload(allowed, "sha256File", &[&file, &portable]).await {
         return answer;
     }
-    let digest = source::digest_whole_file(&blob, &signal, false)
-        .await
-        .map_err(|e| error_to_js(&e))?;
+    pacer.pace().await;
+    let hashing: Pin<Box<dyn Future<Output = _> + '_>> =
+        Box::pin(source::digest_whole_file(&blob, &signal, false));
+    let digest = hashing.await.map_err(|e| error_to_js(&e))?;
     Ok(JsValue::from_str(&hex(&digest.file_sha256())))
 }
