@@ -153,23 +153,18 @@ pub async fn upload<P: Protocol + ?Sized, E: Environment, S: ByteSource>(
     let started_ms = env.now_ms();
     let plan = protocol.plan();
     let mut run = Run {
-        reporter: Reporter {
-            model: RefCell::new(ProgressModel::new(
+        reporter: Reporter::new(
+            env,
+            ProgressModel::new(
                 plan.size,
                 plan.chunks_from(0),
                 config.progress_interval_ms,
                 started_ms,
-            )),
-            env,
-        },
+            ),
+        ),
         protocol,
         env,
-        reader: Reader {
-            source,
-            digest: FileDigest::new(config.md5),
-            rechunker: Rechunker::new(),
-            at: None,
-        },
+        reader: Reader::new(source, config.md5),
         retry: config.retry,
         prepared: None,
         ahead: None,
@@ -200,7 +195,15 @@ pub(crate) struct Reporter<'a, E> {
     pub(crate) env: &'a E,
 }
 
-impl<E: Environment> Reporter<'_, E> {
+impl<'a, E: Environment> Reporter<'a, E> {
+    /// Reports `model`'s snapshots to `env`.
+    pub(crate) fn new(env: &'a E, model: ProgressModel) -> Self {
+        Reporter {
+            model: RefCell::new(model),
+            env,
+        }
+    }
+
     /// Applies `change` at the current time and reports the snapshot it returns, if any.
     pub(crate) fn emit(&self, change: impl FnOnce(&mut ProgressModel, f64) -> Option<Progress>) {
         let report = change(&mut self.model.borrow_mut(), self.env.now_ms());
@@ -225,7 +228,17 @@ pub(crate) struct Reader<'a, S> {
     pub(crate) at: Option<u64>,
 }
 
-impl<S: ByteSource> Reader<'_, S> {
+impl<'a, S: ByteSource> Reader<'a, S> {
+    /// A reader of `source` from its start, digesting SHA-256 (and MD5 with `md5`).
+    pub(crate) fn new(source: &'a mut S, md5: bool) -> Self {
+        Reader {
+            source,
+            digest: FileDigest::new(md5),
+            rechunker: Rechunker::new(),
+            at: None,
+        }
+    }
+
     pub(crate) fn close(&mut self) {
         self.source.close();
         self.rechunker.clear();

@@ -22,8 +22,8 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Poll, Waker};
 
-use crate::core::chunker::{ChunkPlan, Rechunker};
-use crate::core::digest::{ChunkDigest, FileDigest};
+use crate::core::chunker::ChunkPlan;
+use crate::core::digest::ChunkDigest;
 use crate::core::engine::{ByteSource, Environment, Reader, Reporter, UploadSummary};
 use crate::core::error::UploadError;
 use crate::core::progress::{Phase, ProgressModel, UploadedChunk};
@@ -65,15 +65,15 @@ pub async fn upload_parts<E: Environment, S: ByteSource>(
     let started_ms = env.now_ms();
     let plan = config.plan;
     let count = part_count(&plan);
-    let reporter = Reporter {
-        model: RefCell::new(ProgressModel::new(
+    let reporter = Reporter::new(
+        env,
+        ProgressModel::new(
             plan.size,
             u64::from(count),
             config.progress_interval_ms,
             started_ms,
-        )),
-        env,
-    };
+        ),
+    );
     reporter.emit(|model, _| Some(model.phase(Phase::Starting, started_ms)));
     let hooks = Hooks {
         env,
@@ -85,18 +85,14 @@ pub async fn upload_parts<E: Environment, S: ByteSource>(
         key: id.key.clone(),
         part_size: plan.chunk_size,
     });
-    let mut reader = Reader {
-        source,
-        digest: FileDigest::new(config.md5),
-        rechunker: Rechunker::new(),
-        at: None,
-    };
+    let mut reader = Reader::new(source, config.md5);
     let run = PartsRun {
         id: &id,
         plan,
         count,
         config: &config,
         reporter: &reporter,
+        hooks: &hooks,
         stored,
         sending: RefCell::default(),
         queue: RefCell::default(),
@@ -187,6 +183,7 @@ struct PartsRun<'a, E> {
     count: u32,
     config: &'a PartsConfig,
     reporter: &'a Reporter<'a, E>,
+    hooks: &'a Hooks<'a, E>,
     stored: Vec<StoredPart>,
     /// Bytes sent of each part in flight, by part number.
     sending: RefCell<Vec<(u32, u64)>>,
@@ -340,10 +337,7 @@ impl<'a, E: Environment> PartsRun<'a, E> {
         digest: ChunkDigest,
     ) -> Result<(FinishedPart, UploadedChunk), UploadError> {
         let env = self.reporter.env;
-        let hooks = Hooks {
-            env,
-            retry: self.config.retry,
-        };
+        let hooks = self.hooks;
         let sign = sign_arg(self.id, number, digest.length, &digest.sha256);
         let mut failures = 0u32;
         self.reporter.emit(|model, now| {
