@@ -6,104 +6,33 @@
 // Environment:
 //   CHUNKUP_SERVER_URL  base URL of a running chunkup-server (e.g. http://127.0.0.1:8080/).
 //                       If unset, the test starts target/server/chunkup-server itself
-//                       (CHUNKUP_SERVER_BIN overrides that path) and stops it at the end.
+//                       (its log: target/test-logs/demo-test-server.log) and stops it at the end.
 //   CHUNKUP_ENGINE      chromium (default), firefox or webkit.
 //
 // Writes test-results/demo-<engine>.png (a screenshot after the successful upload).
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
 
 import { engine, openBrowser } from "./engines.mjs";
 import { startProxy } from "./proxy.mjs";
-import { serverBinary } from "../../scripts/lib.mjs";
+import { logDir, randomTestFile, root, startReferenceServer, stop } from "../../scripts/lib.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const RESULTS = path.join(ROOT, "test-results");
+const RESULTS = path.join(root, "test-results");
 const MiB = 1024 * 1024;
 const FILE_SIZE = 64 * MiB;
 const UPLOAD_TIMEOUT_MS = 5 * 60 * 1000;
 
 let base; // server base URL, with a trailing slash
-let serverProc = null; // set when this file started the server
-let serverLog = "";
+let server = null; // set when this file started the server
 let page;
 let tmpDir;
 let bigFile; // { path, sha256 }
 
 // ------------------------------------------------------------------ helpers
-
-/** Deterministic pseudo-random bytes (xorshift32), fast enough for 64 MiB. */
-function pseudoRandomBytes(size, seed) {
-  const buf = new Uint8Array(size);
-  const words = new Uint32Array(buf.buffer, 0, Math.floor(size / 4));
-  let x = seed >>> 0 || 0x9e3779b9;
-  for (let i = 0; i < words.length; i += 1) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    words[i] = x;
-  }
-  for (let i = words.length * 4; i < size; i += 1) buf[i] = (i * 31) & 0xff;
-  return buf;
-}
-
-async function startServer() {
-  const bin = process.env.CHUNKUP_SERVER_BIN || serverBinary;
-  const args = ["--port", "0", "--www", "www", "--pkg", "pkg"];
-  const proc = spawn(bin, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-  serverProc = proc;
-  return await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(new Error(`chunkup-server did not print its address within 30 s:\n${serverLog}`));
-    }, 30_000);
-    const onData = (chunk) => {
-      serverLog += chunk;
-      const m = /listening on (http:\/\/\S+)/.exec(serverLog);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    };
-    proc.stdout.setEncoding("utf8").on("data", onData);
-    proc.stderr.setEncoding("utf8").on("data", (c) => {
-      serverLog += c;
-    });
-    proc.on("error", (err) => {
-      clearTimeout(timer);
-      reject(
-        new Error(
-          `could not start ${bin} (${err.message}); build it with ` +
-            "`cargo build --profile server -p chunkup-server` or set CHUNKUP_SERVER_URL",
-        ),
-      );
-    });
-    proc.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`chunkup-server exited early (${signal ?? code}):\n${serverLog}`));
-    });
-  });
-}
-
-async function stopServer() {
-  const proc = serverProc;
-  serverProc = null;
-  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = new Promise((resolve) => proc.once("exit", resolve));
-  // chunkup-server shuts down cleanly (removing its temporary data dir) on SIGINT.
-  proc.kill("SIGINT");
-  const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
-  await exited;
-  clearTimeout(timer);
-}
 
 const url = (p) => new URL(p, base).href;
 
@@ -166,20 +95,15 @@ function selectChunkSize(mib) {
 // ------------------------------------------------------------------ setup
 
 before(async () => {
-  if (process.env.CHUNKUP_SERVER_URL) {
-    base = process.env.CHUNKUP_SERVER_URL;
-  } else {
-    base = await startServer();
+  base = process.env.CHUNKUP_SERVER_URL;
+  if (!base) {
+    server = await startReferenceServer([], { log: path.join(logDir, "demo-test-server.log") });
+    base = server.url;
   }
   if (!base.endsWith("/")) base += "/";
 
   tmpDir = mkdtempSync(path.join(os.tmpdir(), "chunkup-e2e-"));
-  const bytes = pseudoRandomBytes(FILE_SIZE, 0xc0ffee);
-  bigFile = {
-    path: path.join(tmpDir, "random-64MiB.bin"),
-    sha256: createHash("sha256").update(bytes).digest("hex"),
-  };
-  writeFileSync(bigFile.path, bytes);
+  bigFile = await randomTestFile(tmpDir, "random-64MiB.bin", FILE_SIZE);
 
   page = await openBrowser();
 });
@@ -188,7 +112,7 @@ after(async () => {
   // Each step on its own, so that one failure does not leak the others.
   if (base) await putFaults("none").catch(() => {});
   await page?.close().catch(() => {});
-  await stopServer().catch(() => {});
+  await stop(server).catch(() => {});
   if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
 });
 
