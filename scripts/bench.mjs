@@ -35,12 +35,15 @@
 //   long tasks  main-thread long tasks (PerformanceObserver "longtask", each > 50 ms) that
 //               started during the measurement: how many, and the longest;
 //   memory      peak minus the value just before the measurement, summed over the browser's
-//               whole process tree: RSS (VmRSS, sampled every 100 ms), and PSS of anonymous
-//               and shared memory (Pss_Anon + Pss_Shmem from smaps_rollup, every second: it
-//               is expensive to read). RSS counts a page shared between Chromium's processes
-//               once per process; PSS splits it between them. File-backed pages are left out
-//               of the PSS because other Chromiums on a shared machine share them and move
-//               it (they hardly grow during a measurement anyway).
+//               process tree as it was at the start: RSS (VmRSS, sampled every 100 ms), and
+//               PSS of anonymous and shared memory (Pss_Anon + Pss_Shmem from smaps_rollup,
+//               every second: it is expensive to read). A process Chromium starts meanwhile
+//               (a spare renderer, say) would add its whole RSS: it is named in the table's
+//               note with its peak RSS instead, not counted. RSS counts a page shared
+//               between Chromium's processes once per process; PSS splits it between them.
+//               File-backed pages are left out of the PSS because other Chromiums on a
+//               shared machine share them and move it (they hardly grow during a
+//               measurement anyway).
 // Then the package's size (raw and gzip -9) beside the peers' minified browser bundles.
 // The same figures go to target/bench/bench-<timestamp>.json, rewritten after each file size.
 // The machine is shared and noisy: quote the ratios within one run, not absolute figures.
@@ -438,7 +441,7 @@ async function measure({ browser, browserPid, pageUrl }, row, file) {
     if (!result.error) {
       await cdp.send("HeapProfiler.collectGarbage");
       await sleep(300);
-      const after = processesMemory(processTree(browserPid));
+      const after = processesMemory(memory.measured);
       memory.detail.afterGcRssGrowthMiB = round1((after.rss - memory.before.rss) / 1024);
     }
     return { ...result, memory };
@@ -459,6 +462,10 @@ function startMemorySampler(rootPid) {
   const started = performance.now();
   let pids = processTree(rootPid);
   const processesBefore = pids.length;
+  // Only the processes there at the start are measured: one Chromium starts meanwhile (a
+  // spare renderer, say) would add its whole RSS to the growth. Each is listed instead.
+  const measured = new Set(pids);
+  const newcomers = new Map(); // pid -> { kind, peakKiB }
   const before = processesMemory(pids, { pss: true });
   const peak = { ...before };
   let listedAt = started;
@@ -468,12 +475,17 @@ function startMemorySampler(rootPid) {
   let costMs = performance.now() - started;
   const take = (last = false) => {
     const at = performance.now();
-    if (at - listedAt >= TREE_MS) {
-      pids = processTree(rootPid);
+    if (at - listedAt >= TREE_MS || last) {
+      const tree = processTree(rootPid);
+      pids = tree.filter((pid) => measured.has(pid));
+      for (const pid of tree.filter((pid) => !measured.has(pid) && !newcomers.has(pid))) {
+        newcomers.set(pid, { kind: processKind(pid), peakKiB: 0 });
+      }
       listedAt = at;
     }
     const withPss = last || at - pssAt >= PSS_SAMPLE_MS;
     const now = processesMemory(pids, { pss: withPss });
+    for (const [pid, newcomer] of newcomers) newcomer.peakKiB = Math.max(newcomer.peakKiB, processesMemory([pid]).rss);
     samples += 1;
     peak.rss = Math.max(peak.rss, now.rss);
     if (withPss) {
@@ -491,6 +503,7 @@ function startMemorySampler(rootPid) {
       take(true);
       return {
         before,
+        measured: [...measured],
         rss: (peak.rss - before.rss) / 1024,
         pssAnonShmem: before.pssAnonShmem == null ? null : (peak.pssAnonShmem - before.pssAnonShmem) / 1024,
         detail: {
@@ -501,11 +514,27 @@ function startMemorySampler(rootPid) {
           pssSamples,
           processesBefore,
           processesAfter: processTree(rootPid).length,
+          processesStarted: [...newcomers.values()].map(({ kind, peakKiB }) => ({ kind, peakRssMiB: round1(peakKiB / 1024) })),
           samplerMs: Math.round(costMs),
         },
       };
     },
   };
+}
+
+/**
+ * A process's role, from its command line: Chromium's `--type` ("renderer", "utility
+ * network.mojom.NetworkService"...), else its program's name.
+ */
+function processKind(pid) {
+  try {
+    const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    const value = (name) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+    const type = value("type");
+    return type ? [type, value("utility-sub-type")].filter(Boolean).join(" ") : `${path.basename(args[0])} (no --type)`;
+  } catch {
+    return "exited";
+  }
 }
 
 // ---- what is measured ----------------------------------------------------------------------
@@ -611,6 +640,8 @@ function summarise(rows) {
       longestLongTaskMs: Math.max(...row.runs.map((r) => r.longTasks.longestMs)),
       maxRssGrowthMiB: Math.max(...row.runs.map((r) => r.rssGrowthMiB)),
       maxPssAnonShmemGrowthMiB: pss.includes(null) ? null : Math.max(...pss),
+      // Processes Chromium started during a run: listed, not counted (see startMemorySampler).
+      processesStarted: row.runs.flatMap((r) => r.memory.processesStarted ?? []),
       runs: row.runs,
     };
   });
@@ -646,7 +677,8 @@ function printTable(mib, rows) {
   console.log(
     `\n${mib} MiB file, ${runs} run(s) per figure. MB/s = 10^6 B/s; ratio = median / the block's peer's median;` +
       `\nlong tasks: count per run and the longest (ms); memory: worst run's peak growth of the browser's process tree` +
-      `\n(RSS every 100 ms; PSS a+s = PSS of anonymous + shared memory, every second).`,
+      `\n(RSS every 100 ms; PSS a+s = PSS of anonymous + shared memory, every second), of the processes there at` +
+      `\nthe start: a process Chromium starts meanwhile is named in the note with its peak RSS, not counted.`,
   );
   const lines = [["", "best MB/s", "median", "ratio", "long tasks", "longest ms", "RSS +MiB", "PSS a+s +MiB", "note"]];
   let block;
@@ -670,7 +702,9 @@ function printTable(mib, rows) {
       fixed(row.longestLongTaskMs),
       fixed(row.maxRssGrowthMiB),
       fixed(row.maxPssAnonShmemGrowthMiB),
-      row.note ?? "",
+      [row.note, ...row.processesStarted.map((p) => `not counted: a ${p.kind} process started meanwhile (${fixed(p.peakRssMiB)} MiB RSS)`)]
+        .filter(Boolean)
+        .join("; "),
     ]);
   }
   printColumns(lines);
