@@ -53,9 +53,10 @@ pub trait Environment {
     fn report(&self, progress: &Progress);
     /// Sends a request without waiting for it (best-effort clean-up after an abort).
     fn send_detached(&self, request: HttpRequest);
-    /// Called between slices of hashing (at most [`HASH_SLICE`] bytes apart): a chance to
-    /// let other work run. On a page's main thread the browser environment yields to the
-    /// event loop here once it has held the thread for a few milliseconds.
+    /// Called between slices of hashing (at most [`HASH_SLICE`] bytes apart) and before
+    /// each protocol step or part: a chance to let other work run. On a page's main thread
+    /// the browser environment yields to the event loop here once it has held the thread
+    /// for a few milliseconds.
     async fn pause(&self) {}
     /// The server refused the credentials with `status`: the next `headers()` call should
     /// fetch fresh ones. False when they cannot be refreshed (fixed headers).

@@ -79,6 +79,7 @@ pub async fn upload_parts<E: Environment, S: ByteSource>(
         env,
         retry: config.retry,
     };
+    env.pause().await;
     let (id, stored) = hooks.begin(&config).await?;
     env.resumable_at(ResumeTarget::Multipart {
         upload_id: id.upload_id.clone(),
@@ -344,6 +345,8 @@ impl<'a, E: Environment> PartsRun<'a, E> {
             (model.current().phase != Phase::Uploading).then(|| model.phase(Phase::Uploading, now))
         });
         loop {
+            // As before each step of the single-stream engine: a chance to yield.
+            env.pause().await;
             let signed = SignedPart::from_value(&hooks.call(Hook::SignPart, &sign).await?)?;
             let request = signed.request(digest.offset, digest.length);
             let on_sent = |sent: u64| self.part_sent(number, sent);

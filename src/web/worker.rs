@@ -55,10 +55,12 @@ pub async fn offload(
 
 /// Hands the thread back to the event loop every few milliseconds of work.
 ///
-/// On a page's main thread the budget is 4 ms, so input and rendering never wait longer
-/// than a frame for an upload: a task ends within about 10 ms of CPU, since a slice of
-/// hashing and the start of a request may follow the last check (measured in Chromium's
-/// traces). In a Worker it is 50 ms, which only keeps the Worker's own messages (an abort,
+/// On a page's main thread the budget is 4 ms, so that input and rendering wait for an
+/// upload no longer than a frame's worth of CPU: a task ends within about 10 ms of it, since
+/// a slice of hashing and the start of a request may follow the last check (measured in
+/// Chromium's traces; a busy machine can still keep the thread waiting for a core). The
+/// budget counts wall time since the last yield, waits included, so after a wait the next
+/// check yields at once: a cheap extra task, never a long one. In a Worker it is 50 ms, which only keeps the Worker's own messages (an abort,
 /// the answer of a `headers()` call) flowing. The yield is a macrotask
 /// (`nextTask` in src/js/bridge.js): a promise chain would not end the task.
 pub struct Pacer {
