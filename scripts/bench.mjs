@@ -39,11 +39,11 @@
 //               PSS of anonymous and shared memory (Pss_Anon + Pss_Shmem from smaps_rollup,
 //               every second: it is expensive to read). A process Chromium starts meanwhile
 //               (a spare renderer, say) would add its whole RSS: it is named in the table's
-//               note with its peak RSS instead, not counted. RSS counts a page shared
-//               between Chromium's processes once per process; PSS splits it between them.
-//               File-backed pages are left out of the PSS because other Chromiums on a
-//               shared machine share them and move it (they hardly grow during a
-//               measurement anyway).
+//               note (and the JSON's `processesStarted`) with its peak RSS instead, not
+//               counted. RSS counts a page shared between Chromium's processes once per
+//               process; PSS splits it between them. File-backed pages are left out of the
+//               PSS because other Chromiums on a shared machine share them and move it
+//               (they hardly grow during a measurement anyway).
 // Then the package's size (raw and gzip -9) beside the peers' minified browser bundles.
 // The same figures go to target/bench/bench-<timestamp>.json, rewritten after each file size.
 // The machine is shared and noisy: quote the ratios within one run, not absolute figures.
@@ -60,6 +60,7 @@ import {
   buildServer,
   childProcesses,
   processesMemory,
+  processRole,
   processTree,
   root,
   startReferenceServer,
@@ -453,10 +454,12 @@ async function measure({ browser, browserPid, pageUrl }, row, file) {
 /**
  * Samples the memory of a process tree from now until stop(): RSS every SAMPLE_MS, PSS
  * every PSS_SAMPLE_MS only (reading it costs the kernel about 100 ms for Chromium's tree
- * here, CPU the measurement would miss), both once more at the end. The tree is listed
- * again every TREE_MS for processes that start or end meanwhile. stop() returns the peak
- * minus the first sample, in MiB, the first sample (KiB), and in `detail` what the sampling
- * saw and cost.
+ * here, CPU the measurement would miss), both once more at the end, of the processes that
+ * were in the tree at the start (`measured`). The tree is listed again every TREE_MS: a
+ * process that ended counts 0 from then on; one that started is not summed but followed on
+ * its own, and listed in `detail.processesStarted` with its role and peak RSS. stop()
+ * returns the peak minus the first sample, in MiB, the first sample (KiB), the pids
+ * measured, and in `detail` what the sampling saw and cost.
  */
 function startMemorySampler(rootPid) {
   const started = performance.now();
@@ -479,7 +482,7 @@ function startMemorySampler(rootPid) {
       const tree = processTree(rootPid);
       pids = tree.filter((pid) => measured.has(pid));
       for (const pid of tree.filter((pid) => !measured.has(pid) && !newcomers.has(pid))) {
-        newcomers.set(pid, { kind: processKind(pid), peakKiB: 0 });
+        newcomers.set(pid, { kind: processRole(pid), peakKiB: 0 });
       }
       listedAt = at;
     }
@@ -520,21 +523,6 @@ function startMemorySampler(rootPid) {
       };
     },
   };
-}
-
-/**
- * A process's role, from its command line: Chromium's `--type` ("renderer", "utility
- * network.mojom.NetworkService"...), else its program's name.
- */
-function processKind(pid) {
-  try {
-    const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    const value = (name) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-    const type = value("type");
-    return type ? [type, value("utility-sub-type")].filter(Boolean).join(" ") : `${path.basename(args[0])} (no --type)`;
-  } catch {
-    return "exited";
-  }
 }
 
 // ---- what is measured ----------------------------------------------------------------------

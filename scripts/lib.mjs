@@ -212,6 +212,23 @@ export function childProcesses(pid) {
   return children;
 }
 
+/**
+ * A process's role, from its command line: Chromium's `--type` ("renderer", "utility
+ * NetworkService"...), else its program's name; "exited" when it is gone.
+ */
+export function processRole(pid) {
+  try {
+    // Chromium rewrites its children's command lines into one string: split on spaces too.
+    const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split(/[\0 ]+/);
+    const value = (name) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+    const type = value("type");
+    if (!type) return path.basename(args[0]);
+    return [type, value("utility-sub-type")?.split(".").pop()].filter(Boolean).join(" ");
+  } catch {
+    return "exited";
+  }
+}
+
 /** The pids of `pid` and all its descendants (Linux). */
 export function processTree(pid) {
   const children = new Map();

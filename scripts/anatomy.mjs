@@ -1,0 +1,239 @@
+// `npm run anatomy -- JOB...`: where the CPU and the memory of one job go, in headless
+// Chromium, one job at a time (no peers beside it: for ratios, see `npm run bench`).
+//
+// For each job, on a file of ANATOMY_MIB MiB (default 256) picked from disk, in a fresh
+// browser context on a page of the reference server:
+//   - MB/s (file bytes / the page's wall time);
+//   - CPU seconds of every process: the browser's, each by its role (browser, network
+//     service, renderers...), and the reference server's (not Garage's, for the s3 job);
+//   - peak RSS growth of each of the browser's processes there at the start, the page's
+//     JavaScript heap (performance.memory) and chunkup's wasm memory;
+//   - with ANATOMY_TRACE=1, a trace of the page's main thread: its longest tasks by CPU
+//     (thread time) and by wall time, each with both, which tells a task that worked long
+//     from one that waited for a core.
+// Jobs (ANATOMY_WORKER=1 runs chunkup's in its Worker, else `worker: false`):
+//   upload   chunkup uploadFile to the reference server's /files/ (tus), 8 MiB chunks
+//   s3       chunkup uploadFile, protocol "s3", parallelUploads 4, to one Garage node (the
+//            reference server signs, as the widget's backend would; its hooks run on the page)
+//   xhr      what tus-js-client does: POST, then one XMLHttpRequest PATCH per 8 MiB slice
+//   sha256   chunkup sha256File
+//   read     Blob.stream() read with a BYOB reader into one reused 1 MiB buffer, nothing else
+//   slices   file.slice(at, at + 1 MiB).arrayBuffer() for every MiB
+//   default  Blob.stream() read with a default reader
+// The machine is shared and noisy: run a job several times before quoting a figure.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { launchChromium } from "../tests/e2e/chromium.mjs";
+import {
+  childProcesses,
+  logDir,
+  processesMemory,
+  processRole,
+  processTree,
+  startReferenceServer,
+  startStoreStack,
+  stop,
+  writeRandomFile,
+} from "./lib.mjs";
+
+const MiB = 1024 * 1024;
+const mib = Number(process.env.ANATOMY_MIB ?? 256);
+const inWorker = process.env.ANATOMY_WORKER === "1";
+const tracing = process.env.ANATOMY_TRACE === "1";
+const JOBS = ["upload", "s3", "xhr", "sha256", "read", "slices", "default"];
+const jobs = process.argv.slice(2);
+if (!jobs.length || !jobs.every((job) => JOBS.includes(job)) || !(Number.isInteger(mib) && mib > 0)) {
+  console.error(`usage: [ANATOMY_MIB=256] [ANATOMY_WORKER=1] [ANATOMY_TRACE=1] node scripts/anatomy.mjs ${JOBS.join("|")}...`);
+  process.exit(2);
+}
+
+/** Runs in the page: one job on the picked file; the page-side figures. */
+async function runJob([job, worker, PIECE]) {
+  const file = document.getElementById("file").files[0];
+  const chunkup = window.chunkup;
+  const wasm = window.chunkupWasm;
+  const heapBefore = performance.memory.usedJSHeapSize;
+  const wasmBefore = wasm.memory.buffer.byteLength;
+  let heapPeak = heapBefore;
+  const heapTimer = setInterval(() => (heapPeak = Math.max(heapPeak, performance.memory.usedJSHeapSize)), 50);
+  const started = performance.now();
+  if (job === "upload") {
+    await chunkup.uploadFile(file, () => {}, { endpoint: "/files/", chunkSize: 8 * PIECE, worker });
+  } else if (job === "s3") {
+    const post = async (route, body) => {
+      const response = await fetch(route, { method: "POST", body: JSON.stringify(body) });
+      if (!response.ok) throw new Error(`${route} answered ${response.status}`);
+      return response.json();
+    };
+    await chunkup.uploadFile(file, () => {}, {
+      protocol: "s3",
+      chunkSize: 8 * PIECE,
+      parallelUploads: 4,
+      resume: false,
+      worker,
+      s3: {
+        createMultipartUpload: (args) => post("/s3/multipart", args),
+        signPart: (args) => post("/s3/multipart/sign", args),
+        listParts: (args) => post("/s3/multipart/list", args),
+        completeMultipartUpload: (args) => post("/s3/multipart/complete", args),
+        abortMultipartUpload: (args) => post("/s3/multipart/abort", args),
+      },
+    });
+  } else if (job === "sha256") {
+    await chunkup.sha256File(file, { worker });
+  } else if (job === "xhr") {
+    const created = await fetch("/files/", { method: "POST", headers: { "Tus-Resumable": "1.0.0", "Upload-Length": String(file.size) } });
+    const url = new URL(created.headers.get("Location"), location.href).href;
+    for (let at = 0; at < file.size; at += 8 * PIECE) {
+      await new Promise((resolve, reject) => {
+        const xhr = new XMLHttpRequest();
+        xhr.open("PATCH", url);
+        xhr.setRequestHeader("Tus-Resumable", "1.0.0");
+        xhr.setRequestHeader("Upload-Offset", String(at));
+        xhr.setRequestHeader("Content-Type", "application/offset+octet-stream");
+        xhr.upload.onprogress = () => {};
+        xhr.onload = () => (xhr.status === 204 ? resolve() : reject(new Error(`PATCH answered ${xhr.status}`)));
+        xhr.onerror = () => reject(new Error("PATCH failed"));
+        xhr.send(file.slice(at, at + 8 * PIECE));
+      });
+    }
+  } else if (job === "read") {
+    const reader = file.stream().getReader({ mode: "byob" });
+    let spare = new ArrayBuffer(PIECE);
+    for (;;) {
+      const { done, value } = await reader.read(new Uint8Array(spare, 0, PIECE));
+      if (done) break;
+      spare = value.buffer;
+    }
+  } else if (job === "slices") {
+    for (let at = 0; at < file.size; at += PIECE) await file.slice(at, at + PIECE).arrayBuffer();
+  } else if (job === "default") {
+    const reader = file.stream().getReader();
+    while (!(await reader.read()).done);
+  }
+  const ms = performance.now() - started;
+  clearInterval(heapTimer);
+  return { ms, heapGrowth: heapPeak - heapBefore, wasmGrowth: wasm.memory.buffer.byteLength - wasmBefore };
+}
+
+/** CPU seconds (user + system) of a process so far: /proc/PID/stat, in Linux's 1/100 s ticks. */
+function cpuSeconds(pid) {
+  try {
+    // After "pid (comm) ", fields from the third on: utime and stime are the 14th and 15th.
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** The page main thread's tasks in a Chromium trace: [{ wallMs, cpuMs }]. */
+function mainThreadTasks(tracePath) {
+  const trace = JSON.parse(readFileSync(tracePath, "utf8"));
+  const events = Array.isArray(trace) ? trace : trace.traceEvents;
+  const main = new Set(
+    events
+      .filter((e) => e.ph === "M" && e.name === "thread_name" && e.args?.name === "CrRendererMain")
+      .map((e) => `${e.pid}:${e.tid}`),
+  );
+  return events
+    .filter((e) => e.ph === "X" && e.name === "ThreadControllerImpl::RunTask" && main.has(`${e.pid}:${e.tid}`))
+    .map((e) => ({ wallMs: e.dur / 1000, cpuMs: (e.tdur ?? 0) / 1000 }));
+}
+
+const work = mkdtempSync(path.join(os.tmpdir(), "chunkup-anatomy-"));
+const file = path.join(work, `anatomy-${mib}MiB.bin`);
+let server;
+let store;
+let browser;
+try {
+  await writeRandomFile(file, mib * MiB);
+  if (jobs.includes("s3")) {
+    // The reference server with one Garage node as its object store (Garage: `npm run setup`).
+    store = await startStoreStack({ nodes: 1, logDir: path.join(logDir, "anatomy-store") });
+    server = store.server;
+  } else {
+    server = await startReferenceServer([], { log: path.join(logDir, "anatomy-server.log") });
+  }
+  browser = await launchChromium();
+  const browserPid = childProcesses(process.pid).find((p) => p.cmdline.includes("--remote-debugging-pipe")).pid;
+  console.log(`anatomy: ${mib} MiB, chunkup ${inWorker ? "in its Worker" : "on the page (worker: false)"}, ${os.cpus().length} cores (load ${os.loadavg()[0].toFixed(1)})`);
+  for (const job of jobs) {
+    const context = await browser.newContext();
+    try {
+      const page = await context.newPage();
+      await page.goto(server.url);
+      await page.evaluate(async () => {
+        document.body.append(Object.assign(document.createElement("input"), { type: "file", id: "file" }));
+        window.chunkup = await import("/pkg/chunkup.js");
+        window.chunkupWasm = await window.chunkup.default();
+      });
+      await page.setInputFiles("#file", file);
+      const cdp = await context.newCDPSession(page);
+      await cdp.send("HeapProfiler.collectGarbage");
+      await sleep(300);
+
+      const pids = processTree(browserPid);
+      const cpuBefore = new Map([...pids, server.child.pid].map((pid) => [pid, cpuSeconds(pid)]));
+      const rssBefore = new Map(pids.map((pid) => [pid, processesMemory([pid]).rss]));
+      const rssPeak = new Map(rssBefore);
+      const sampler = setInterval(() => {
+        for (const pid of pids) rssPeak.set(pid, Math.max(rssPeak.get(pid), processesMemory([pid]).rss));
+      }, 100);
+      const tracePath = path.join(work, "trace.json");
+      if (tracing) {
+        await browser.startTracing(page, {
+          path: tracePath,
+          categories: ["devtools.timeline", "disabled-by-default-devtools.timeline", "toplevel", "v8.wasm"],
+        });
+      }
+      let outcome;
+      try {
+        outcome = await page.evaluate(runJob, [job, inWorker, MiB]);
+      } finally {
+        clearInterval(sampler);
+        if (tracing) await browser.stopTracing();
+      }
+
+      console.log(
+        `\n${job}: ${((mib * MiB) / outcome.ms / 1000).toFixed(0)} MB/s; page JS heap +${(outcome.heapGrowth / MiB).toFixed(1)} MiB, ` +
+          `wasm memory +${(outcome.wasmGrowth / MiB).toFixed(1)} MiB`,
+      );
+      const cpu = new Map();
+      for (const [pid, before] of cpuBefore) {
+        const name = pid === server.child.pid ? "reference server" : processRole(pid);
+        cpu.set(name, (cpu.get(name) ?? 0) + cpuSeconds(pid) - before);
+      }
+      const cpuTotal = [...cpu.values()].reduce((a, b) => a + b, 0);
+      console.log(
+        `  CPU ${cpuTotal.toFixed(2)} s in ${(outcome.ms / 1000).toFixed(2)} s: ` +
+          [...cpu].filter(([, s]) => s >= 0.05).map(([name, s]) => `${name} ${s.toFixed(2)}`).join(", "),
+      );
+      const rss = new Map();
+      for (const [pid, before] of rssBefore) {
+        const name = processRole(pid);
+        rss.set(name, (rss.get(name) ?? 0) + (rssPeak.get(pid) - before) / 1024);
+      }
+      console.log(
+        `  peak RSS growth: ` +
+          [...rss].filter(([, m]) => m >= 0.5).map(([name, m]) => `${name} +${m.toFixed(1)} MiB`).join(", "),
+      );
+      if (tracing) {
+        const tasks = mainThreadTasks(tracePath);
+        const show = (list) => list.map((t) => `${t.cpuMs.toFixed(1)}/${t.wallMs.toFixed(1)}`).join(" ");
+        const long = tasks.filter((t) => t.wallMs > 50);
+        console.log(`  main-thread tasks: ${tasks.length}; CPU/wall ms of the 6 longest by CPU: ${show([...tasks].sort((a, b) => b.cpuMs - a.cpuMs).slice(0, 6))}`);
+        console.log(`  over 50 ms of wall time: ${long.length}${long.length ? ` (CPU/wall ms: ${show(long)})` : ""}`);
+      }
+    } finally {
+      await context.close();
+    }
+  }
+} finally {
+  await browser?.close();
+  if (store) await store.stop();
+  else await stop(server);
+  rmSync(work, { recursive: true, force: true });
+}
