@@ -27,7 +27,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { launchChromium } from "../tests/e2e/chromium.mjs";
 import {
-  childProcesses,
+  launchedBrowserPid,
   logDir,
   processesMemory,
   processRole,
@@ -50,7 +50,7 @@ if (!jobs.length || !jobs.every((job) => JOBS.includes(job)) || !(Number.isInteg
 }
 
 /** Runs in the page: one job on the picked file; the page-side figures. */
-async function runJob([job, worker, PIECE]) {
+async function runJob([job, worker, piece]) {
   const file = document.getElementById("file").files[0];
   const chunkup = window.chunkup;
   const wasm = window.chunkupWasm;
@@ -60,7 +60,7 @@ async function runJob([job, worker, PIECE]) {
   const heapTimer = setInterval(() => (heapPeak = Math.max(heapPeak, performance.memory.usedJSHeapSize)), 50);
   const started = performance.now();
   if (job === "upload") {
-    await chunkup.uploadFile(file, () => {}, { endpoint: "/files/", chunkSize: 8 * PIECE, worker });
+    await chunkup.uploadFile(file, () => {}, { endpoint: "/files/", chunkSize: 8 * piece, worker });
   } else if (job === "s3") {
     const post = async (route, body) => {
       const response = await fetch(route, { method: "POST", body: JSON.stringify(body) });
@@ -69,7 +69,7 @@ async function runJob([job, worker, PIECE]) {
     };
     await chunkup.uploadFile(file, () => {}, {
       protocol: "s3",
-      chunkSize: 8 * PIECE,
+      chunkSize: 8 * piece,
       parallelUploads: 4,
       resume: false,
       worker,
@@ -86,7 +86,7 @@ async function runJob([job, worker, PIECE]) {
   } else if (job === "xhr") {
     const created = await fetch("/files/", { method: "POST", headers: { "Tus-Resumable": "1.0.0", "Upload-Length": String(file.size) } });
     const url = new URL(created.headers.get("Location"), location.href).href;
-    for (let at = 0; at < file.size; at += 8 * PIECE) {
+    for (let at = 0; at < file.size; at += 8 * piece) {
       await new Promise((resolve, reject) => {
         const xhr = new XMLHttpRequest();
         xhr.open("PATCH", url);
@@ -96,19 +96,19 @@ async function runJob([job, worker, PIECE]) {
         xhr.upload.onprogress = () => {};
         xhr.onload = () => (xhr.status === 204 ? resolve() : reject(new Error(`PATCH answered ${xhr.status}`)));
         xhr.onerror = () => reject(new Error("PATCH failed"));
-        xhr.send(file.slice(at, at + 8 * PIECE));
+        xhr.send(file.slice(at, at + 8 * piece));
       });
     }
   } else if (job === "read") {
     const reader = file.stream().getReader({ mode: "byob" });
-    let spare = new ArrayBuffer(PIECE);
+    let spare = new ArrayBuffer(piece);
     for (;;) {
-      const { done, value } = await reader.read(new Uint8Array(spare, 0, PIECE));
+      const { done, value } = await reader.read(new Uint8Array(spare, 0, piece));
       if (done) break;
       spare = value.buffer;
     }
   } else if (job === "slices") {
-    for (let at = 0; at < file.size; at += PIECE) await file.slice(at, at + PIECE).arrayBuffer();
+    for (let at = 0; at < file.size; at += piece) await file.slice(at, at + piece).arrayBuffer();
   } else if (job === "default") {
     const reader = file.stream().getReader();
     while (!(await reader.read()).done);
@@ -158,7 +158,7 @@ try {
     server = await startReferenceServer([], { log: path.join(logDir, "anatomy-server.log") });
   }
   browser = await launchChromium();
-  const browserPid = childProcesses(process.pid).find((p) => p.cmdline.includes("--remote-debugging-pipe")).pid;
+  const browserPid = launchedBrowserPid();
   console.log(`anatomy: ${mib} MiB, chunkup ${inWorker ? "in its Worker" : "on the page (worker: false)"}, ${os.cpus().length} cores (load ${os.loadavg()[0].toFixed(1)})`);
   for (const job of jobs) {
     const context = await browser.newContext();

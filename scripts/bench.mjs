@@ -58,7 +58,7 @@ import { gzipSync } from "node:zlib";
 import { launchChromium } from "../tests/e2e/chromium.mjs";
 import {
   buildServer,
-  childProcesses,
+  launchedBrowserPid,
   processesMemory,
   processRole,
   processTree,
@@ -311,7 +311,7 @@ try {
   browser = await launchChromium();
   const lab = {
     browser,
-    browserPid: browserProcess(),
+    browserPid: launchedBrowserPid(),
     pageUrl: `http://127.0.0.1:${pageServer.address().port}/`,
   };
   const garageVersion = execFileSync(findGarage(), ["--version"], { encoding: "utf8" }).match(/\d+\.\d+\.\d+/)?.[0] ?? "?";
@@ -404,18 +404,6 @@ try {
   await stop(server);
   await garage?.stop();
   rmSync(work, { recursive: true, force: true });
-}
-
-/**
- * The browser's pid. playwright's Browser does not expose its process; it is the child of
- * this process that playwright started with --remote-debugging-pipe (Debian's
- * /usr/bin/chromium is a shell script running the real browser as its child: the tree below
- * holds every browser process either way).
- */
-function browserProcess() {
-  const launched = childProcesses(process.pid).filter((p) => p.cmdline.includes("--remote-debugging-pipe"));
-  if (launched.length !== 1) throw new Error(`expected one browser under this process, found ${launched.length}`);
-  return launched[0].pid;
 }
 
 /** One measurement in a fresh browser context: wall time, long tasks, memory growth. */

@@ -213,6 +213,18 @@ export function childProcesses(pid) {
 }
 
 /**
+ * The pid of the browser playwright launched from this process. playwright's Browser does
+ * not expose its process; it is the child of this process started with
+ * --remote-debugging-pipe (Debian's /usr/bin/chromium is a shell script running the real
+ * browser as its child: the tree below holds every browser process either way).
+ */
+export function launchedBrowserPid() {
+  const launched = childProcesses(process.pid).filter((p) => p.cmdline.includes("--remote-debugging-pipe"));
+  if (launched.length !== 1) throw new Error(`expected one browser under this process, found ${launched.length}`);
+  return launched[0].pid;
+}
+
+/**
  * A process's role, from its command line: Chromium's `--type` ("renderer", "utility
  * NetworkService"...), else its program's name; "exited" when it is gone.
  */
