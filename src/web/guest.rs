@@ -9,8 +9,6 @@
 //! `sessionResponse` body. Messages, rules and error codes are in `core::guest`.
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 
 use js_sys::Function;
@@ -36,7 +34,7 @@ use crate::web::options::{
 };
 use crate::web::source::{digest_whole_file, FileSource};
 use crate::web::transport::Transport;
-use crate::web::worker::{offload, Pacer};
+use crate::web::worker::{apart, offload, Pacer};
 
 const KNOWN_OPTIONS: [&str; 7] = [
     "worker",
@@ -287,8 +285,7 @@ pub async fn attach_file(
         return answer;
     }
     pacer.pace().await;
-    let attach: Pin<Box<dyn Future<Output = _>>> = Box::pin(attach_here(input));
-    attach.await.map_err(js_error)
+    apart(attach_here(input)).await.map_err(js_error)
 }
 
 /// The checked arguments of `attachFile`.

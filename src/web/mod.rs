@@ -18,8 +18,6 @@ pub mod source;
 pub mod transport;
 pub mod worker;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
@@ -53,13 +51,10 @@ pub async fn upload_file(
     if let Some(answer) = worker::offload(input.worker, "uploadFile", &args).await {
         return answer;
     }
-    // On the page, the checks above may have used the task's budget: on a first call V8
-    // compiles each wasm function as it is first called, on this thread. Boxed, the upload's
-    // state machine is a function of its own, compiled after this yield rather than before
-    // the checks ran.
     pacer.pace().await;
-    let upload: Pin<Box<dyn Future<Output = _>>> = Box::pin(upload_here(input));
-    upload.await.map_err(|e| error_to_js(&e))
+    worker::apart(upload_here(input))
+        .await
+        .map_err(|e| error_to_js(&e))
 }
 
 async fn upload_here(input: options::UploadInput) -> Result<JsValue, UploadError> {
@@ -166,8 +161,8 @@ pub async fn sha256_file(file: JsValue, options: JsValue) -> Result<JsValue, JsV
         return answer;
     }
     pacer.pace().await;
-    let hashing: Pin<Box<dyn Future<Output = _> + '_>> =
-        Box::pin(source::digest_whole_file(&blob, &signal, false));
-    let digest = hashing.await.map_err(|e| error_to_js(&e))?;
+    let digest = worker::apart(source::digest_whole_file(&blob, &signal, false))
+        .await
+        .map_err(|e| error_to_js(&e))?;
     Ok(JsValue::from_str(&hex(&digest.file_sha256())))
 }

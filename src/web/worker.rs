@@ -10,6 +10,8 @@
 //! `worker: false`, the work runs on the page and [`Pacer`] yields to the event loop.
 
 use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
 
 use js_sys::{Array, Promise};
 use wasm_bindgen::prelude::*;
@@ -60,9 +62,10 @@ pub async fn offload(
 /// a slice of hashing and the start of a request may follow the last check (measured in
 /// Chromium's traces; a busy machine can still keep the thread waiting for a core). The
 /// budget counts wall time since the last yield, waits included, so after a wait the next
-/// check yields at once: a cheap extra task, never a long one. In a Worker it is 50 ms, which only keeps the Worker's own messages (an abort,
-/// the answer of a `headers()` call) flowing. The yield is a macrotask
-/// (`nextTask` in src/js/bridge.js): a promise chain would not end the task.
+/// check yields at once: a cheap extra task, never a long one. In a Worker it is 50 ms,
+/// which only keeps the Worker's own messages (an abort, the answer of a `headers()` call)
+/// flowing. The yield is a macrotask (`nextTask` in src/js/bridge.js): a promise chain
+/// would not end the task.
 pub struct Pacer {
     budget_ms: f64,
     since: Cell<f64>,
@@ -92,4 +95,12 @@ impl Pacer {
         let _ = settle(next_task()).await;
         self.since.set(js_sys::Date::now());
     }
+}
+
+/// `work`, boxed. An export awaits its work boxed after its checks and a `pace()`: the
+/// work's state machine is then a function of its own, which V8 compiles (on a first call,
+/// on this thread) when it is first polled, after that yield, rather than as part of the
+/// export's own code before the checks ran.
+pub fn apart<'a, T>(work: impl Future<Output = T> + 'a) -> Pin<Box<dyn Future<Output = T> + 'a>> {
+    Box::pin(work)
 }
