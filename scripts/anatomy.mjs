@@ -6,8 +6,10 @@
 //   - MB/s (file bytes / the page's wall time);
 //   - CPU seconds of every process: the browser's, each by its role (browser, network
 //     service, renderers...), and the reference server's (not Garage's, for the s3 job);
-//   - peak RSS growth of each of the browser's processes there at the start, the page's
-//     JavaScript heap (performance.memory) and chunkup's wasm memory;
+//   - peak RSS growth of each of the browser's processes there at the start (measured once
+//     their RSS has settled: lib.mjs settleProcessTree), whole and by kind (anonymous,
+//     file-backed, shared), the page's JavaScript heap (performance.memory) and chunkup's
+//     wasm memory;
 //   - with ANATOMY_TRACE=1, a trace of the page's main thread: its longest tasks by CPU
 //     (thread time) and by wall time, each with both, which tells a task that worked long
 //     from one that waited for a core.
@@ -24,14 +26,13 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { launchChromium } from "../tests/e2e/chromium.mjs";
 import {
   launchedBrowserPid,
   logDir,
-  processesMemory,
   processRole,
   processTree,
+  settleProcessTree,
   startReferenceServer,
   startStoreStack,
   stop,
@@ -118,6 +119,26 @@ async function runJob([job, worker, piece]) {
   return { ms, heapGrowth: heapPeak - heapBefore, wasmGrowth: wasm.memory.buffer.byteLength - wasmBefore };
 }
 
+const RSS_PARTS = ["total", "anon", "file", "shmem"];
+
+/**
+ * A process's RSS in KiB, whole and in Linux's three parts: anonymous memory (heaps, wasm
+ * memory, compiled code), file-backed pages (Chromium's own program and libraries, paged in
+ * as code runs for the first time; the kernel may drop them at will) and shared memory
+ * (such as the data pipes that carry a file's bytes between processes, counted in each
+ * process that maps them). All 0 for a process that exited.
+ */
+function rssParts(pid) {
+  let status = "";
+  try {
+    status = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    // exited: it holds nothing
+  }
+  const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0);
+  return { total: field("VmRSS"), anon: field("RssAnon"), file: field("RssFile"), shmem: field("RssShmem") };
+}
+
 /** CPU seconds (user + system) of a process so far: /proc/PID/stat, in Linux's 1/100 s ticks. */
 function cpuSeconds(pid) {
   try {
@@ -173,14 +194,19 @@ try {
       await page.setInputFiles("#file", file);
       const cdp = await context.newCDPSession(page);
       await cdp.send("HeapProfiler.collectGarbage");
-      await sleep(300);
+      const settle = await settleProcessTree(browserPid);
+      if (!settle.settled) console.log(`(the browser's memory was still moving after ${settle.ms} ms: measuring anyway)`);
 
       const pids = processTree(browserPid);
       const cpuBefore = new Map([...pids, server.child.pid].map((pid) => [pid, cpuSeconds(pid)]));
-      const rssBefore = new Map(pids.map((pid) => [pid, processesMemory([pid]).rss]));
-      const rssPeak = new Map(rssBefore);
+      const rssBefore = new Map(pids.map((pid) => [pid, rssParts(pid)]));
+      const rssPeak = new Map(pids.map((pid) => [pid, { ...rssBefore.get(pid) }]));
       const sampler = setInterval(() => {
-        for (const pid of pids) rssPeak.set(pid, Math.max(rssPeak.get(pid), processesMemory([pid]).rss));
+        for (const pid of pids) {
+          const now = rssParts(pid);
+          const peak = rssPeak.get(pid);
+          for (const part of RSS_PARTS) peak[part] = Math.max(peak[part], now[part]);
+        }
       }, 100);
       const tracePath = path.join(work, "trace.json");
       if (tracing) {
@@ -211,14 +237,17 @@ try {
         `  CPU ${cpuTotal.toFixed(2)} s in ${(outcome.ms / 1000).toFixed(2)} s: ` +
           [...cpu].filter(([, s]) => s >= 0.05).map(([name, s]) => `${name} ${s.toFixed(2)}`).join(", "),
       );
-      const rss = new Map();
+      const rss = new Map(); // role → growth of each part's peak, MiB
       for (const [pid, before] of rssBefore) {
         const name = processRole(pid);
-        rss.set(name, (rss.get(name) ?? 0) + (rssPeak.get(pid) - before) / 1024);
+        const sum = rss.get(name) ?? { total: 0, anon: 0, file: 0, shmem: 0 };
+        for (const part of RSS_PARTS) sum[part] += (rssPeak.get(pid)[part] - before[part]) / 1024;
+        rss.set(name, sum);
       }
+      const parts = (m) => RSS_PARTS.slice(1).map((part) => `${part} +${m[part].toFixed(1)}`).join(", ");
       console.log(
         `  peak RSS growth: ` +
-          [...rss].filter(([, m]) => m >= 0.5).map(([name, m]) => `${name} +${m.toFixed(1)} MiB`).join(", "),
+          [...rss].filter(([, m]) => m.total >= 0.5).map(([name, m]) => `${name} +${m.total.toFixed(1)} MiB (${parts(m)})`).join(", "),
       );
       if (tracing) {
         const tasks = mainThreadTasks(tracePath);

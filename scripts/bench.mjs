@@ -18,6 +18,9 @@
 //     parts each with a signed x-amz-checksum-sha256 that Garage verifies, parallelUploads
 //     1 and 4; every object read back and hashed by the server;
 //
+//   control: nothing but a 3 s wait in the page, measured like the rest: the memory the
+//   tree gains on its own (it should be about 0: see the wait below);
+//
 //   hashing on the page: chunkup sha256File; hash-wasm createSHA256() fed every piece of
 //   file.stream() on the main thread (the peer); WebCrypto digest per 8 MiB slice (chunk
 //   digests only: WebCrypto has no incremental API, so it gives no whole-file digest).
@@ -29,7 +32,9 @@
 // Each figure runs BENCH_RUNS times (default 2), in interleaved rounds so that drift on the
 // shared machine hits every row alike. All in one browser, but every measurement in a fresh
 // browser context (its own renderer process, closed afterwards) after a forced GC, so one
-// measurement's garbage and caches do not land in the next. Per measurement:
+// measurement's garbage and caches do not land in the next, and only once the RSS of the
+// browser's processes has stopped moving (lib.mjs settleProcessTree: Chromium warms a new
+// context's processes up for a few seconds, by up to 29 MiB). Per measurement:
 //   MB/s        file bytes / the page's wall time (performance.now() around the call),
 //               1 MB = 10^6 B; the ratio compares medians with the block's peer;
 //   long tasks  main-thread long tasks (PerformanceObserver "longtask", each > 50 ms) that
@@ -43,7 +48,8 @@
 //               counted. RSS counts a page shared between Chromium's processes once per
 //               process; PSS splits it between them. File-backed pages are left out of the
 //               PSS because other Chromiums on a shared machine share them and move it
-//               (they hardly grow during a measurement anyway).
+//               (the RSS counts them: some 9 MiB of Chromium's own program that chunkup's
+//               jobs run for the first time in a fresh renderer, per `npm run anatomy`).
 // Then the package's size (raw and gzip -9) beside the peers' minified browser bundles.
 // The same figures go to target/bench/bench-<timestamp>.json, rewritten after each file size.
 // The machine is shared and noisy: quote the ratios within one run, not absolute figures.
@@ -63,6 +69,7 @@ import {
   processRole,
   processTree,
   root,
+  settleProcessTree,
   startReferenceServer,
   startTusNodeServer,
   stop,
@@ -241,6 +248,10 @@ async function installKit() {
       if (!done.ok) throw new Error(`PUT answered ${done.status}`);
       return { key };
     },
+    async idle() {
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      return {};
+    },
     async sha256File() {
       return { sha256: await chunkup.sha256File(file) };
     },
@@ -330,7 +341,7 @@ try {
       chunkSize: CHUNK,
       rssSampleMs: SAMPLE_MS,
       pssSampleMs: PSS_SAMPLE_MS,
-      isolation: "fresh browser context (own renderer) per measurement, full GC before it",
+      isolation: "fresh browser context (own renderer) per measurement, full GC before it, then a wait until the process tree's RSS settles",
     },
     peers: { "tus-js-client": tusJs.version, "hash-wasm": hashWasm.version, "@tus/server": tusServerVersion, garage: garageVersion },
     files: [],
@@ -368,7 +379,7 @@ try {
         await check(row, m.outcome, { sha256, bytes });
         const result = {
           ms: round1(m.ms),
-          mbps: round1(bytes / m.ms / 1000),
+          mbps: row.control ? null : round1(bytes / m.ms / 1000),
           longTasks: { count: m.longTasks.length, longestMs: round1(Math.max(0, ...m.longTasks)) },
           rssGrowthMiB: round1(m.memory.rss),
           pssAnonShmemGrowthMiB: m.memory.pssAnonShmem == null ? null : round1(m.memory.pssAnonShmem),
@@ -378,7 +389,7 @@ try {
         };
         row.runs.push(result);
         console.log(
-          `${label}: ${result.mbps.toFixed(0)} MB/s, ${result.longTasks.count} long tasks, ` +
+          `${label}: ${result.mbps == null ? "–" : result.mbps.toFixed(0)} MB/s, ${result.longTasks.count} long tasks, ` +
             `+${result.rssGrowthMiB.toFixed(0)} MiB RSS`,
         );
       }
@@ -415,16 +426,19 @@ async function measure({ browser, browserPid, pageUrl }, row, file) {
     await page.setInputFiles("#file", file);
     await page.evaluate(installKit);
     // A full GC through the DevTools protocol (what window.gc() does under --expose-gc,
-    // without another launch flag), then a moment for the heap and the tree to settle.
+    // without another launch flag), then a wait until Chromium has finished warming up the
+    // new context's processes (see settleProcessTree).
     const cdp = await context.newCDPSession(page);
     await cdp.send("HeapProfiler.collectGarbage");
-    await sleep(300);
+    const settle = await settleProcessTree(browserPid);
 
     const sampler = startMemorySampler(browserPid);
     let memory;
     const result = await page
       .evaluate(([job, args]) => window.kit.run(job, args), [row.job, row.args])
       .finally(() => { memory = sampler.stop(); });
+    memory.detail.settleMs = settle.ms;
+    memory.detail.settled = settle.settled;
     // What is left after a GC of the page (JSON only): a leak stays, garbage that the page's
     // GC had not yet collected goes (a Worker's heap is not collected by this).
     if (!result.error) {
@@ -546,6 +560,8 @@ function rowsFor(endpoints) {
       add(block, `chunkup s3, parallelUploads ${parallelUploads}`, "chunkupS3", { ...args, parallelUploads }, { object: true });
     }
   }
+  // Nothing but a wait, measured like the rest: what the tree grows by on its own.
+  add("control", "nothing: a 3 s wait in the page", "idle", {}, { control: true, note: "no file work" });
   const hashing = "hashing on the page";
   add(hashing, "chunkup sha256File", "sha256File", {}, { hash: true });
   add(hashing, `hash-wasm ${hashWasm.version}, file.stream(), main thread`, "hashWasm", {}, { hash: true, peer: true });
@@ -610,12 +626,14 @@ function summarise(rows) {
     return {
       ...base,
       note: row.note ?? (row.job === "chunkup" || row.job === "chunkupS3" ? (checksum ? `checksum ${checksum} per chunk` : "hashes chunks, sends no checksum") : null),
-      bestMBps: Math.max(...rates),
-      medianMBps: round1(median(rates)),
+      bestMBps: row.control ? null : Math.max(...rates),
+      medianMBps: row.control ? null : round1(median(rates)),
       longTasksPerRun: row.runs.map((r) => r.longTasks.count),
       longestLongTaskMs: Math.max(...row.runs.map((r) => r.longTasks.longestMs)),
       maxRssGrowthMiB: Math.max(...row.runs.map((r) => r.rssGrowthMiB)),
       maxPssAnonShmemGrowthMiB: pss.includes(null) ? null : Math.max(...pss),
+      // Runs measured although the tree was still moving after settleProcessTree's limit.
+      unsettledRuns: row.runs.filter((r) => r.memory.settled === false).length,
       // Processes Chromium started during a run: listed, not counted (see startMemorySampler).
       processesStarted: row.runs.flatMap((r) => r.memory.processesStarted ?? []),
       runs: row.runs,
@@ -662,7 +680,7 @@ function printTable(mib, rows) {
     if (row.block !== block) {
       block = row.block;
       const peer = rows.find((r) => r.block === block && r.peer);
-      lines.push(`${block} — ratio to ${peer?.name.split(",")[0] ?? "?"}`);
+      lines.push(peer ? `${block} — ratio to ${peer.name.split(",")[0]}` : block);
     }
     const name = `  ${row.name}`;
     if (row.unsupported) {
@@ -678,7 +696,7 @@ function printTable(mib, rows) {
       fixed(row.longestLongTaskMs),
       fixed(row.maxRssGrowthMiB),
       fixed(row.maxPssAnonShmemGrowthMiB),
-      [row.note, ...row.processesStarted.map((p) => `not counted: a ${p.kind} process started meanwhile (${fixed(p.peakRssMiB)} MiB RSS)`)]
+      [row.note, row.unsettledRuns ? `the tree had not settled before ${row.unsettledRuns} run(s)` : null, ...row.processesStarted.map((p) => `not counted: a ${p.kind} process started meanwhile (${fixed(p.peakRssMiB)} MiB RSS)`)]
         .filter(Boolean)
         .join("; "),
     ]);

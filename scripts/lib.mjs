@@ -291,6 +291,29 @@ export function processesMemory(pids, { pss: withPss = false } = {}) {
 }
 
 /**
+ * Waits until the RSS of the process tree under `pid` has stopped moving: sampled every
+ * 250 ms, settled once the last 2 s of samples lie within 1 MiB of each other; gives up
+ * after `limitMs`. Resolves to { ms, settled }.
+ *
+ * Why: after a page loads, Chromium keeps warming up processes for a few seconds (a new
+ * renderer grew by 8 to 29 MiB of RSS over 3 s in which the page did nothing, measured
+ * with no wait here; with it, by 0.1 to 0.5 MiB). Memory growth measured from before that
+ * ends would be Chromium's, not the measured job's.
+ */
+export async function settleProcessTree(pid, { limitMs = 20_000 } = {}) {
+  const started = Date.now();
+  const window = [];
+  for (;;) {
+    window.push(processesMemory(processTree(pid)).rss);
+    if (window.length > 9) window.shift();
+    const spreadKiB = Math.max(...window) - Math.min(...window);
+    if (window.length === 9 && spreadKiB < 1024) return { ms: Date.now() - started, settled: true };
+    if (Date.now() - started >= limitMs) return { ms: Date.now() - started, settled: false };
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+/**
  * Runs a command with its stdout and stderr going to the file `log` (for jobs that run side
  * by side, whose output would interleave). Resolves to its exit code, or to the signal's
  * name; `onSpawn` receives the child (to end it on an interruption).
