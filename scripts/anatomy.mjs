@@ -7,9 +7,9 @@
 //   - CPU seconds of every process: the browser's, each by its role (browser, network
 //     service, renderers...), and the reference server's (not Garage's, for the s3 job);
 //   - peak RSS growth of each of the browser's processes there at the start (measured once
-//     their RSS has settled: lib.mjs settleProcessTree), whole and by kind (anonymous,
-//     file-backed, shared), the page's JavaScript heap (performance.memory) and chunkup's
-//     wasm memory;
+//     their RSS has settled: lib.mjs settleProcessTree), whole and of each kind (anonymous,
+//     file-backed, shared), each at its own peak, so the kinds need not add up to the
+//     whole; the page's JavaScript heap (performance.memory) and chunkup's wasm memory;
 //   - with ANATOMY_TRACE=1, a trace of the page's main thread: its longest tasks by CPU
 //     (thread time) and by wall time, each with both, which tells a task that worked long
 //     from one that waited for a core.

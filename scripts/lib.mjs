@@ -298,7 +298,8 @@ export function processesMemory(pids, { pss: withPss = false } = {}) {
  * Why: after a page loads, Chromium keeps warming up processes for a few seconds (a new
  * renderer grew by 8 to 29 MiB of RSS over 3 s in which the page did nothing, measured
  * with no wait here; with it, by 0.1 to 0.5 MiB). Memory growth measured from before that
- * ends would be Chromium's, not the measured job's.
+ * ends would be Chromium's, not the measured job's: the bench's control row shows what
+ * is left.
  */
 export async function settleProcessTree(pid, { limitMs = 20_000 } = {}) {
   const started = Date.now();
