@@ -88,15 +88,18 @@ const PIECE = 1024 * 1024;
  * Rust (src/web/source.rs) makes one per (re)start of the file stream, and copies each
  * piece into wasm memory before it asks for the next.
  *
- * Memory stays flat because the pieces live in one buffer, reused: where the file's stream
- * is a byte stream (Chromium, Firefox), it is read with a BYOB reader into that buffer, and
- * the piece Rust copied last is handed back to be filled again. A default reader would
- * allocate a new buffer per piece, and a 1 GiB upload would leave a gigabyte of garbage for
- * the collector to catch up with (100 MiB and more of growth, measured). Where BYOB is not
- * offered (WebKit: `Blob.stream()` is not a byte stream there), the default reader is the
- * fallback, and its chunks are handed on in pieces of at most PIECE bytes: WebKit gives a
- * file on disk in 512 KiB chunks but an in-memory Blob as one chunk of its whole size, and
- * Rust's copy buffer (wasm memory, which never shrinks) would grow to the largest piece.
+ * The pieces live in one buffer, reused: where the file's stream is a byte stream
+ * (Chromium, Firefox), it is read with a BYOB reader into that buffer, and the piece Rust
+ * copied last is handed back to be filled again. A default reader would allocate a new
+ * buffer per piece, and a 1 GiB upload would leave a gigabyte of garbage for the collector
+ * to catch up with (196 MiB of growth, measured). Even so, Chromium's own objects behind
+ * each read are garbage that its collector takes late: a bare BYOB read grew the renderer's
+ * anonymous memory by 13 MiB for 1 GiB, 4 MiB for 256 MiB (`npm run anatomy -- read`).
+ * Where BYOB is not offered (WebKit: `Blob.stream()` is not a byte stream there), the
+ * default reader is the fallback, and its chunks are handed on in pieces of at most PIECE
+ * bytes: WebKit gives a file on disk in 512 KiB chunks but an in-memory Blob as one chunk
+ * of its whole size, and Rust's copy buffer (wasm memory, which never shrinks) would grow
+ * to the largest piece.
  */
 export class CountingReader {
   constructor(blob, offset, signal) {
