@@ -24,6 +24,7 @@ pub mod conn;
 pub mod control;
 pub mod faults;
 pub mod guest;
+pub mod ids;
 pub mod logging;
 pub mod multipart;
 pub mod proxy;

@@ -8,9 +8,7 @@
 //! the sidecar JSON, so no request can make the server touch a path outside
 //! the data directory.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hasher as _};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::checksum::{self, Algo};
 use crate::faults::{derive_seed, FaultCounters, FaultKind, FaultSpec, Prng};
+use crate::ids::random_hex;
 
 /// What the sidecar stores. `metadata_header` keeps the client's original
 /// `Upload-Metadata` so HEAD can echo it verbatim, as tus requires.
@@ -122,10 +121,6 @@ fn corrupt_stream(seed: u64) -> Prng {
 pub struct Store {
     dir: PathBuf,
     uploads: Mutex<HashMap<String, Arc<Upload>>>,
-    /// Keyed from OS randomness by std; makes ids unguessable without a
-    /// dependency on `rand`, while fault decisions stay seeded.
-    id_keys: RandomState,
-    id_counter: AtomicU64,
 }
 
 /// Ids are exactly 16 lowercase hex characters; anything else in a URL is an
@@ -143,8 +138,6 @@ impl Store {
         let store = Store {
             dir: dir.to_path_buf(),
             uploads: Mutex::new(HashMap::new()),
-            id_keys: RandomState::new(),
-            id_counter: AtomicU64::new(0),
         };
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
@@ -210,17 +203,6 @@ impl Store {
         lock_std(&self.uploads).get(id).cloned()
     }
 
-    fn fresh_id(&self) -> String {
-        let mut h = self.id_keys.build_hasher();
-        h.write_u64(self.id_counter.fetch_add(1, Ordering::Relaxed));
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        h.write_u128(nanos);
-        format!("{:016x}", h.finish())
-    }
-
     /// Creates a new upload with an empty data file and its sidecar.
     pub async fn create(
         &self,
@@ -232,7 +214,7 @@ impl Store {
         // `create_new` makes an id collision (or a stale file from an
         // earlier run) impossible to overwrite; just pick another id.
         let (id, bin) = loop {
-            let id = self.fresh_id();
+            let id = random_hex::<8>(); // 16 hex characters: see is_valid_id
             let bin = self.dir.join(format!("{id}.bin"));
             match tokio::fs::OpenOptions::new()
                 .write(true)

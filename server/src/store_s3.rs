@@ -25,11 +25,8 @@
 //! [`Secret`]; errors name the operation and the store's status, code and message, never a
 //! URL (a presigned URL carries a signature) or a header value.
 
-use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher as _};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, HOST};
@@ -49,6 +46,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use url::Url;
+
+use crate::ids::random_hex;
 
 /// The longest lifetime S3 (and Garage) accept for a presigned URL: 7 days.
 pub const MAX_EXPIRES_SECS: u64 = 7 * 24 * 3600;
@@ -324,8 +323,6 @@ pub struct ObjectStore {
     connect_host: String,
     connect_port: u16,
     host_header: String,
-    key_hasher: RandomState,
-    counter: AtomicU64,
 }
 
 /// Keys this server makes: exactly 32 lowercase hex characters (never derived from a file
@@ -398,8 +395,6 @@ impl ObjectStore {
             ),
             connect_host,
             connect_port,
-            key_hasher: RandomState::new(),
-            counter: AtomicU64::new(0),
         })
     }
 
@@ -407,23 +402,9 @@ impl ObjectStore {
         self.internal.name()
     }
 
-    /// A fresh random key (32 lowercase hex characters).
+    /// A fresh random key (32 lowercase hex characters: see is_valid_key).
     pub fn fresh_key(&self) -> String {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut out = String::with_capacity(32);
-        for half in 0u8..2 {
-            // Keyed from OS randomness by std: unguessable without a `rand` dependency.
-            let mut h = self.key_hasher.build_hasher();
-            h.write_u8(half);
-            h.write_u64(n);
-            h.write_u128(nanos);
-            out.push_str(&format!("{:016x}", h.finish()));
-        }
-        out
+        random_hex::<16>()
     }
 
     /// The object's public URL, without query (what a browser is told it uploaded to).

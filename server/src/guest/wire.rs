@@ -7,13 +7,13 @@
 //! Kept apart from the WebSocket loop so the rules can be unit-tested and
 //! `config.rs` can parse the `--guest-*` flags without touching sockets.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher as _};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+
+use crate::checksum::hex;
+use crate::ids::random_bytes;
 
 /// Guest API error codes (the `code` of a `string` response, or the
 /// `errorCode` of a `GenerateUrlError` / `UploadFailureEvent`).
@@ -393,26 +393,12 @@ pub fn encode_segment(text: &str) -> String {
     out
 }
 
-/// A random version-4 UUID, from std's OS-seeded hasher keys (no `rand`
-/// or `uuid` dependency for message ids).
+/// A random version-4 UUID (no `rand` or `uuid` dependency for message ids).
 pub fn new_uuid() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let mut bytes = [0u8; 16];
-    for (half, chunk) in bytes.chunks_mut(8).enumerate() {
-        let mut h = RandomState::new().build_hasher();
-        h.write_usize(half);
-        h.write_u64(n);
-        h.write_u128(nanos);
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
-    }
+    let mut bytes = random_bytes::<16>();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex(&bytes);
     format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],
