@@ -18,6 +18,13 @@
 //     parts each with a signed x-amz-checksum-sha256 that Garage verifies, parallelUploads
 //     1 and 4; every object read back and hashed by the server;
 //
+//   the web-messaging attachment flow, against the reference server's emulator of the
+//     Genesys guest API (its size and type limits opened up): chunkup attachFile in both
+//     modes, from a session over the guest WebSocket that the page opens first (inside the
+//     timing, a few ms) to the UploadSuccessEvent, which the server sends once it has read
+//     the stored file back and hashed it; no peer (no other library does this flow), so
+//     only long tasks and memory compare; the server's attachment record is checked;
+//
 //   control: nothing but a 10 s wait in the page (as long as the longer jobs), measured
 //   like the rest: the memory the tree gains on its own (about 0: see the wait below);
 //
@@ -252,6 +259,37 @@ async function installKit() {
       await new Promise((resolve) => setTimeout(resolve, 10_000));
       return {};
     },
+    async attachFile({ base, extra }) {
+      // A widget's session over the guest API's WebSocket, as tests/e2e/guest.test.mjs
+      // opens it: configureSession, then the SessionResponse with the attachment rules.
+      const socket = new WebSocket(`${base.replace(/^http/, "ws")}guest/v1?deploymentId=bench`);
+      const listeners = new Set();
+      const session = {
+        token: crypto.randomUUID(),
+        send: (message) => socket.send(JSON.stringify(message)),
+        subscribe(listener) {
+          listeners.add(listener);
+          return () => listeners.delete(listener);
+        },
+      };
+      await new Promise((resolve, reject) => {
+        socket.onerror = () => reject(new Error("the guest WebSocket failed"));
+        socket.onopen = () => session.send({ action: "configureSession", token: session.token, deploymentId: "bench" });
+        socket.onmessage = (event) => {
+          const message = JSON.parse(event.data);
+          if (message.class === "SessionResponse") session.sessionResponse ??= message.body;
+          if (session.sessionResponse) resolve();
+          for (const listener of listeners) listener(message);
+        };
+      });
+      try {
+        let calls = 0;
+        const result = await chunkup.attachFile(session, file, () => { calls += 1; }, extra);
+        return { attachmentId: result.attachmentId, sha256: result.sha256, progressCalls: calls };
+      } finally {
+        socket.close();
+      }
+    },
     async sha256File() {
       return { sha256: await chunkup.sha256File(file) };
     },
@@ -313,7 +351,10 @@ let garage;
 try {
   // One Garage node (Garage installed: `npm run setup`) is the reference server's object store.
   garage = await startGarage({ nodes: 1, logDir: work });
-  server = await startReferenceServer(["--data-dir", referenceDir, ...garage.serverArgs()], {
+  // The guest API emulator's limits opened up for the bench's files (Genesys itself takes
+  // at most 50 MB: the bench measures the engine, not that limit).
+  const guestArgs = ["--guest-max-kb", String(4 * 1024 * 1024), "--guest-file-types", "*/*"];
+  server = await startReferenceServer(["--data-dir", referenceDir, ...garage.serverArgs(), ...guestArgs], {
     log: path.join(work, "reference.log"),
     env: { ...process.env, ...garage.serverEnv },
   });
@@ -330,6 +371,7 @@ try {
     tus: tusServer.url,
     reference: new URL("/files/", server.url).href,
     store: { base: server.url, version: garageVersion },
+    guest: server.url,
   };
 
   const report = {
@@ -560,6 +602,13 @@ function rowsFor(endpoints) {
       add(block, `chunkup s3, parallelUploads ${parallelUploads}`, "chunkupS3", { ...args, parallelUploads }, { object: true });
     }
   }
+  if (endpoints.guest) {
+    // No peer: what matters here is that the page stays free (long tasks) and memory.
+    const block = "Genesys guest API emulator (reference server): attachFile, one presigned PUT";
+    const args = { base: endpoints.guest };
+    add(block, "chunkup attachFile (default)", "attachFile", { ...args, extra: {} }, { attachment: true });
+    add(block, "chunkup attachFile, worker: false", "attachFile", { ...args, extra: { worker: false } }, { attachment: true, optional: true });
+  }
   // Nothing but a wait, measured like the rest: what the tree grows by on its own.
   add("control", "nothing: a 10 s wait in the page", "idle", {}, { control: true, note: "no file work" });
   const hashing = "hashing on the page";
@@ -596,6 +645,12 @@ async function check(row, outcome, { sha256, bytes }) {
       // whole work directory goes at the end anyway.
       await fetch(url, { method: "DELETE", headers: { "Tus-Resumable": "1.0.0" } }).catch(() => {});
     }
+  } else if (row.attachment) {
+    const info = await (await fetch(new URL(`guest/attachments/${outcome.attachmentId}`, row.args.base))).json();
+    if (info.sha256 !== sha256 || info.size !== bytes) {
+      throw new Error(`${row.block} · ${row.name}: the server holds something else (${JSON.stringify(info).slice(0, 200)})`);
+    }
+    if (outcome.sha256 !== sha256) throw new Error(`${row.block} · ${row.name}: result.sha256 is not the file's`);
   } else if (row.hash && outcome.sha256 !== sha256) {
     throw new Error(`${row.name}: got ${outcome.sha256}, the file's is ${sha256}`);
   } else if (row.job === "webCrypto" && outcome.digests !== Math.ceil(bytes / CHUNK)) {
