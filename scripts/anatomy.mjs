@@ -31,6 +31,7 @@ import {
   launchedBrowserPid,
   logDir,
   processRole,
+  processRss,
   processTree,
   settleProcessTree,
   startReferenceServer,
@@ -119,25 +120,8 @@ async function runJob([job, worker, piece]) {
   return { ms, heapGrowth: heapPeak - heapBefore, wasmGrowth: wasm.memory.buffer.byteLength - wasmBefore };
 }
 
+/** The parts of lib.mjs's processRss, the whole first. */
 const RSS_PARTS = ["total", "anon", "file", "shmem"];
-
-/**
- * A process's RSS in KiB, whole and in Linux's three parts: anonymous memory (heaps, wasm
- * memory, compiled code), file-backed pages (Chromium's own program and libraries, paged in
- * as code runs for the first time; the kernel may drop them at will) and shared memory
- * (such as the data pipes that carry a file's bytes between processes, counted in each
- * process that maps them). All 0 for a process that exited.
- */
-function rssParts(pid) {
-  let status = "";
-  try {
-    status = readFileSync(`/proc/${pid}/status`, "utf8");
-  } catch {
-    // exited: it holds nothing
-  }
-  const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0);
-  return { total: field("VmRSS"), anon: field("RssAnon"), file: field("RssFile"), shmem: field("RssShmem") };
-}
 
 /** CPU seconds (user + system) of a process so far: /proc/PID/stat, in Linux's 1/100 s ticks. */
 function cpuSeconds(pid) {
@@ -199,12 +183,13 @@ try {
 
       const pids = processTree(browserPid);
       const cpuBefore = new Map([...pids, server.child.pid].map((pid) => [pid, cpuSeconds(pid)]));
-      const rssBefore = new Map(pids.map((pid) => [pid, rssParts(pid)]));
-      const rssPeak = new Map(pids.map((pid) => [pid, { ...rssBefore.get(pid) }]));
+      // A process that exits keeps the peak it had.
+      const rssBefore = new Map(pids.map((pid) => [pid, processRss(pid)]).filter(([, rss]) => rss));
+      const rssPeak = new Map([...rssBefore].map(([pid, rss]) => [pid, { ...rss }]));
       const sampler = setInterval(() => {
-        for (const pid of pids) {
-          const now = rssParts(pid);
-          const peak = rssPeak.get(pid);
+        for (const [pid, peak] of rssPeak) {
+          const now = processRss(pid);
+          if (!now) continue;
           for (const part of RSS_PARTS) peak[part] = Math.max(peak[part], now[part]);
         }
       }, 100);

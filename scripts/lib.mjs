@@ -257,6 +257,34 @@ export function processTree(pid) {
   return tree;
 }
 
+/** A "Name:   123 kB" line's number, from /proc's status or smaps_rollup text; 0 if absent. */
+function kiBField(text, name) {
+  return Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0);
+}
+
+/**
+ * A process's RSS in KiB, whole (`total`, VmRSS) and in Linux's three parts: anonymous
+ * memory (`anon`: heaps, wasm memory, compiled code), file-backed pages (`file`: Chromium's
+ * own program and libraries, paged in as code runs for the first time; the kernel may drop
+ * them at will) and shared memory (`shmem`: such as the data pipes that carry a file's bytes
+ * between processes, counted in each process that maps them). Null for a process that has
+ * exited.
+ */
+export function processRss(pid) {
+  let status;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return null;
+  }
+  return {
+    total: kiBField(status, "VmRSS"),
+    anon: kiBField(status, "RssAnon"),
+    file: kiBField(status, "RssFile"),
+    shmem: kiBField(status, "RssShmem"),
+  };
+}
+
 /**
  * Memory of processes in KiB. `rss` sums VmRSS: a page shared between processes counts once
  * per process. With `pss`, also from smaps_rollup: `pss` sums Pss, which splits a shared page
@@ -271,18 +299,15 @@ export function processesMemory(pids, { pss: withPss = false } = {}) {
   let rss = 0;
   let pss = withPss ? 0 : null;
   let pssAnonShmem = withPss ? 0 : null;
-  const field = (text, name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0);
   for (const pid of pids) {
-    try {
-      rss += field(readFileSync(`/proc/${pid}/status`, "utf8"), "VmRSS");
-    } catch {
-      continue; // exited: it holds no memory any more
-    }
+    const resident = processRss(pid);
+    if (!resident) continue; // exited: it holds no memory any more
+    rss += resident.total;
     if (pss === null) continue;
     try {
       const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
-      pss += field(rollup, "Pss");
-      pssAnonShmem += field(rollup, "Pss_Anon") + field(rollup, "Pss_Shmem");
+      pss += kiBField(rollup, "Pss");
+      pssAnonShmem += kiBField(rollup, "Pss_Anon") + kiBField(rollup, "Pss_Shmem");
     } catch (error) {
       if (error.code !== "ENOENT" && error.code !== "ESRCH") pss = pssAnonShmem = null;
     }
