@@ -5,34 +5,42 @@
 // browser context on a page of the reference server:
 //   - MB/s (file bytes / the page's wall time);
 //   - CPU seconds of every process: the browser's, each by its role (browser, network
-//     service, renderers...), and the reference server's (not Garage's, for the s3 job);
+//     service, renderers...), and the reference server's (not Garage's, for s3 and attach);
 //   - peak RSS growth of each of the browser's processes there at the start (measured once
 //     their RSS has settled: lib.mjs settleProcessTree), whole and of each kind (anonymous,
 //     file-backed, shared), each at its own peak, so the kinds need not add up to the
 //     whole; the page's JavaScript heap (performance.memory) and chunkup's wasm memory;
 //   - with ANATOMY_TRACE=1, a trace of the page's main thread: its longest tasks by CPU
 //     (thread time) and by wall time, each with both, which tells a task that worked long
-//     from one that waited for a core.
+//     from one that waited for a core; and for each task over 50 ms, how long the kernel
+//     kept that thread runnable but not running (its runqueue wait, from
+//     /proc/PID/task/TID/schedstat sampled every 25 ms, so the window is a little wider
+//     than the task), and which threads of the machine ran most in that window (this
+//     script's own sampling among them: node/node).
 // Jobs (ANATOMY_WORKER=1 runs chunkup's in its Worker, else `worker: false`):
 //   upload   chunkup uploadFile to the reference server's /files/ (tus), 8 MiB chunks
 //   s3       chunkup uploadFile, protocol "s3", parallelUploads 4, to one Garage node (the
 //            reference server signs, as the widget's backend would; its hooks run on the page)
+//   attach   chunkup attachFile over a session with the reference server's guest API
+//            emulator (one presigned PUT, then the server's verdict)
 //   xhr      what tus-js-client does: POST, then one XMLHttpRequest PATCH per 8 MiB slice
 //   sha256   chunkup sha256File
 //   read     Blob.stream() read with a BYOB reader into one reused 1 MiB buffer, nothing else
 //   slices   file.slice(at, at + 1 MiB).arrayBuffer() for every MiB
 //   default  Blob.stream() read with a default reader
 // The machine is shared and noisy: run a job several times before quoting a figure.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { launchChromium } from "../tests/e2e/chromium.mjs";
 import {
   launchedBrowserPid,
   logDir,
+  openGuestLimits,
   processRole,
   processRss,
   processTree,
+  root,
   settleProcessTree,
   startReferenceServer,
   startStoreStack,
@@ -44,7 +52,7 @@ const MiB = 1024 * 1024;
 const mib = Number(process.env.ANATOMY_MIB ?? 256);
 const inWorker = process.env.ANATOMY_WORKER === "1";
 const tracing = process.env.ANATOMY_TRACE === "1";
-const JOBS = ["upload", "s3", "xhr", "sha256", "read", "slices", "default"];
+const JOBS = ["upload", "s3", "attach", "xhr", "sha256", "read", "slices", "default"];
 const jobs = process.argv.slice(2);
 if (!jobs.length || !jobs.every((job) => JOBS.includes(job)) || !(Number.isInteger(mib) && mib > 0)) {
   console.error(`usage: [ANATOMY_MIB=256] [ANATOMY_WORKER=1] [ANATOMY_TRACE=1] node scripts/anatomy.mjs ${JOBS.join("|")}...`);
@@ -64,25 +72,15 @@ async function runJob([job, worker, piece]) {
   if (job === "upload") {
     await chunkup.uploadFile(file, () => {}, { endpoint: "/files/", chunkSize: 8 * piece, worker });
   } else if (job === "s3") {
-    const post = async (route, body) => {
-      const response = await fetch(route, { method: "POST", body: JSON.stringify(body) });
-      if (!response.ok) throw new Error(`${route} answered ${response.status}`);
-      return response.json();
-    };
-    await chunkup.uploadFile(file, () => {}, {
-      protocol: "s3",
-      chunkSize: 8 * piece,
-      parallelUploads: 4,
-      resume: false,
-      worker,
-      s3: {
-        createMultipartUpload: (args) => post("/s3/multipart", args),
-        signPart: (args) => post("/s3/multipart/sign", args),
-        listParts: (args) => post("/s3/multipart/list", args),
-        completeMultipartUpload: (args) => post("/s3/multipart/complete", args),
-        abortMultipartUpload: (args) => post("/s3/multipart/abort", args),
-      },
-    });
+    const backend = window.chunkupPageKit.s3Hooks(location.href);
+    await chunkup.uploadFile(file, () => {}, { protocol: "s3", chunkSize: 8 * piece, parallelUploads: 4, resume: false, worker, s3: backend.hooks });
+  } else if (job === "attach") {
+    const { session, close } = await window.chunkupPageKit.openGuestSession(location.href, "anatomy");
+    try {
+      await chunkup.attachFile(session, file, () => {}, { worker });
+    } finally {
+      close();
+    }
   } else if (job === "sha256") {
     await chunkup.sha256File(file, { worker });
   } else if (job === "xhr") {
@@ -134,7 +132,11 @@ function cpuSeconds(pid) {
   }
 }
 
-/** The page main thread's tasks in a Chromium trace: [{ wallMs, cpuMs }]. */
+/**
+ * The page main thread's tasks in a Chromium trace: [{ wallMs, cpuMs, startUs, endUs, tid }],
+ * the times in microseconds of CLOCK_MONOTONIC (Chromium's trace clock on Linux, and
+ * process.hrtime's), the thread's Linux id.
+ */
 function mainThreadTasks(tracePath) {
   const trace = JSON.parse(readFileSync(tracePath, "utf8"));
   const events = Array.isArray(trace) ? trace : trace.traceEvents;
@@ -145,7 +147,71 @@ function mainThreadTasks(tracePath) {
   );
   return events
     .filter((e) => e.ph === "X" && e.name === "ThreadControllerImpl::RunTask" && main.has(`${e.pid}:${e.tid}`))
-    .map((e) => ({ wallMs: e.dur / 1000, cpuMs: (e.tdur ?? 0) / 1000 }));
+    .map((e) => ({ wallMs: e.dur / 1000, cpuMs: (e.tdur ?? 0) / 1000, startUs: e.ts, endUs: e.ts + e.dur, tid: e.tid }));
+}
+
+/**
+ * Samples, every 25 ms, the scheduler's account of every thread on the machine
+ * (/proc/PID/task/TID/schedstat: nanoseconds run, nanoseconds runnable but waiting), with
+ * the CLOCK_MONOTONIC time in microseconds. `stop()` returns the samples and thread names.
+ */
+function sampleScheduler() {
+  const samples = [];
+  const names = new Map();
+  const sample = () => {
+    const threads = new Map();
+    for (const pid of readdirSync("/proc").filter((entry) => /^\d+$/.test(entry))) {
+      let tids;
+      try {
+        tids = readdirSync(`/proc/${pid}/task`);
+      } catch {
+        continue; // exited
+      }
+      for (const tid of tids) {
+        try {
+          const [run, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ").map(Number);
+          if (run === 0) continue;
+          threads.set(Number(tid), { run, wait });
+          if (!names.has(Number(tid))) {
+            const comm = (file) => readFileSync(file, "utf8").trim();
+            names.set(Number(tid), `${comm(`/proc/${pid}/comm`)}/${comm(`/proc/${pid}/task/${tid}/comm`)}`);
+          }
+        } catch {
+          // exited meanwhile
+        }
+      }
+    }
+    samples.push({ us: Number(process.hrtime.bigint() / 1000n), threads });
+  };
+  sample();
+  const timer = setInterval(sample, 25);
+  return {
+    stop() {
+      clearInterval(timer);
+      sample();
+      return { samples, names };
+    },
+  };
+}
+
+/**
+ * For a task: the samples just around it, its thread's runqueue wait and run time in that
+ * window (ms), and the threads that ran most in it.
+ */
+function schedulerWindow({ samples, names }, task) {
+  const before = samples.findLast((s) => s.us <= task.startUs) ?? samples[0];
+  const after = samples.find((s) => s.us >= task.endUs) ?? samples.at(-1);
+  const delta = (tid, field) => ((after.threads.get(tid)?.[field] ?? 0) - (before.threads.get(tid)?.[field] ?? 0)) / 1e6;
+  const busiest = [...after.threads.keys()]
+    .map((tid) => ({ name: names.get(tid) ?? String(tid), ms: delta(tid, "run") }))
+    .filter((t) => t.ms >= 1)
+    .sort((a, b) => b.ms - a.ms);
+  return {
+    windowMs: (after.us - before.us) / 1000,
+    waitMs: delta(task.tid, "wait"),
+    runMs: delta(task.tid, "run"),
+    busiest,
+  };
 }
 
 const work = mkdtempSync(path.join(os.tmpdir(), "chunkup-anatomy-"));
@@ -155,12 +221,13 @@ let store;
 let browser;
 try {
   await writeRandomFile(file, mib * MiB);
-  if (jobs.includes("s3")) {
-    // The reference server with one Garage node as its object store (Garage: `npm run setup`).
-    store = await startStoreStack({ nodes: 1, logDir: path.join(logDir, "anatomy-store") });
+  if (jobs.includes("s3") || jobs.includes("attach")) {
+    // The reference server with one Garage node as its object store (Garage: `npm run setup`),
+    // which the guest API emulator's attachments go to as well.
+    store = await startStoreStack({ nodes: 1, serverArgs: openGuestLimits, logDir: path.join(logDir, "anatomy-store") });
     server = store.server;
   } else {
-    server = await startReferenceServer([], { log: path.join(logDir, "anatomy-server.log") });
+    server = await startReferenceServer(openGuestLimits, { log: path.join(logDir, "anatomy-server.log") });
   }
   browser = await launchChromium();
   const browserPid = launchedBrowserPid();
@@ -175,6 +242,7 @@ try {
         window.chunkup = await import("/pkg/chunkup.js");
         window.chunkupWasm = await window.chunkup.default();
       });
+      await page.addScriptTag({ path: path.join(root, "scripts", "page-kit.js") });
       await page.setInputFiles("#file", file);
       const cdp = await context.newCDPSession(page);
       await cdp.send("HeapProfiler.collectGarbage");
@@ -194,7 +262,9 @@ try {
         }
       }, 100);
       const tracePath = path.join(work, "trace.json");
+      let scheduler;
       if (tracing) {
+        scheduler = sampleScheduler();
         await browser.startTracing(page, {
           path: tracePath,
           categories: ["devtools.timeline", "disabled-by-default-devtools.timeline", "toplevel", "v8.wasm"],
@@ -205,7 +275,10 @@ try {
         outcome = await page.evaluate(runJob, [job, inWorker, MiB]);
       } finally {
         clearInterval(sampler);
-        if (tracing) await browser.stopTracing();
+        if (tracing) {
+          await browser.stopTracing();
+          scheduler = scheduler.stop();
+        }
       }
 
       console.log(
@@ -240,6 +313,15 @@ try {
         const long = tasks.filter((t) => t.wallMs > 50);
         console.log(`  main-thread tasks: ${tasks.length}; CPU/wall ms of the 6 longest by CPU: ${show([...tasks].sort((a, b) => b.cpuMs - a.cpuMs).slice(0, 6))}`);
         console.log(`  over 50 ms of wall time: ${long.length}${long.length ? ` (CPU/wall ms: ${show(long)})` : ""}`);
+        for (const task of long) {
+          const w = schedulerWindow(scheduler, task);
+          const top = w.busiest.slice(0, 5).map((t) => `${t.name} ${t.ms.toFixed(0)}`).join(", ");
+          // What is neither run nor runqueue wait, the thread spent blocked (a lock, I/O).
+          console.log(
+            `    ${task.cpuMs.toFixed(1)}/${task.wallMs.toFixed(1)} ms: in the ${w.windowMs.toFixed(0)} ms around it the thread ` +
+              `ran ${w.runMs.toFixed(0)} ms, waited for a core ${w.waitMs.toFixed(0)} ms; ran most: ${top}`,
+          );
+        }
       }
     } finally {
       await context.close();

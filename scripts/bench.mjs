@@ -72,6 +72,7 @@ import { launchChromium } from "../tests/e2e/chromium.mjs";
 import {
   buildServer,
   launchedBrowserPid,
+  openGuestLimits,
   processesMemory,
   processRole,
   processTree,
@@ -113,11 +114,13 @@ const tusServerVersion = JSON.parse(
   readFileSync(path.join(root, "node_modules", "@tus", "server", "package.json"), "utf8"),
 ).version;
 
-// The page is blank but for the file input and the peers' bundles (UMD: classic scripts that
-// define the globals `tus` and `hashwasm`), so nothing of the demo runs beside a measurement.
+// The page is blank but for the file input, the peers' bundles (UMD: classic scripts that
+// define the globals `tus` and `hashwasm`) and page-kit.js (the s3 hooks and the guest
+// session a widget's page would have), so nothing of the demo runs beside a measurement.
 const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>chunkup bench</title>
 <script src="/peers/${tusJs.file}"></script>
 <script src="/peers/${hashWasm.file}"></script>
+<script src="/page-kit.js"></script>
 <input type="file" id="file">`;
 
 const TYPES = { ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json" };
@@ -132,6 +135,7 @@ function startStaticServer() {
   const files = new Map([
     [`/peers/${tusJs.file}`, tusJs.path],
     [`/peers/${hashWasm.file}`, hashWasm.path],
+    ["/page-kit.js", path.join(root, "scripts", "page-kit.js")],
   ]);
   const pkg = path.join(root, "pkg");
   const server = http.createServer((req, res) => {
@@ -217,32 +221,16 @@ async function installKit() {
       return { url };
     },
     async chunkupS3({ base, parallelUploads }) {
-      // The reference server plays the widget's backend (it signs with rusty-s3).
-      const post = async (route, body) => {
-        const response = await fetch(new URL(route, base), { method: "POST", body: JSON.stringify(body) });
-        if (!response.ok) throw new Error(`${route} answered ${response.status}`);
-        return response.json();
-      };
-      let key;
+      const backend = window.chunkupPageKit.s3Hooks(base);
       let calls = 0;
       const result = await chunkup.uploadFile(file, () => { calls += 1; }, {
         protocol: "s3",
         chunkSize: 8 * 1024 * 1024,
         parallelUploads,
         resume: false,
-        s3: {
-          createMultipartUpload: async (args) => {
-            const upload = await post("s3/multipart", args);
-            key = upload.key;
-            return upload;
-          },
-          signPart: (args) => post("s3/multipart/sign", args),
-          listParts: (args) => post("s3/multipart/list", args),
-          completeMultipartUpload: (args) => post("s3/multipart/complete", args),
-          abortMultipartUpload: (args) => post("s3/multipart/abort", args),
-        },
+        s3: backend.hooks,
       });
-      return { key, sha256: result.sha256, checksum: result.checksum, progressCalls: calls };
+      return { key: backend.created(), sha256: result.sha256, checksum: result.checksum, progressCalls: calls };
     },
     async plainPut({ base }) {
       const presigned = await fetch(new URL("presign", base), {
@@ -260,34 +248,13 @@ async function installKit() {
       return {};
     },
     async attachFile({ base, extra }) {
-      // A widget's session over the guest API's WebSocket, as tests/e2e/guest.test.mjs
-      // opens it: configureSession, then the SessionResponse with the attachment rules.
-      const socket = new WebSocket(`${base.replace(/^http/, "ws")}guest/v1?deploymentId=bench`);
-      const listeners = new Set();
-      const session = {
-        token: crypto.randomUUID(),
-        send: (message) => socket.send(JSON.stringify(message)),
-        subscribe(listener) {
-          listeners.add(listener);
-          return () => listeners.delete(listener);
-        },
-      };
-      await new Promise((resolve, reject) => {
-        socket.onerror = () => reject(new Error("the guest WebSocket failed"));
-        socket.onopen = () => session.send({ action: "configureSession", token: session.token, deploymentId: "bench" });
-        socket.onmessage = (event) => {
-          const message = JSON.parse(event.data);
-          if (message.class === "SessionResponse") session.sessionResponse ??= message.body;
-          if (session.sessionResponse) resolve();
-          for (const listener of listeners) listener(message);
-        };
-      });
+      const { session, close } = await window.chunkupPageKit.openGuestSession(base, "bench");
       try {
         let calls = 0;
         const result = await chunkup.attachFile(session, file, () => { calls += 1; }, extra);
         return { attachmentId: result.attachmentId, sha256: result.sha256, progressCalls: calls };
       } finally {
-        socket.close();
+        close();
       }
     },
     async sha256File() {
@@ -351,10 +318,7 @@ let garage;
 try {
   // One Garage node (Garage installed: `npm run setup`) is the reference server's object store.
   garage = await startGarage({ nodes: 1, logDir: work });
-  // The guest API emulator's limits opened up for the bench's files (Genesys itself takes
-  // at most 50 MB: the bench measures the engine, not that limit).
-  const guestArgs = ["--guest-max-kb", String(4 * 1024 * 1024), "--guest-file-types", "*/*"];
-  server = await startReferenceServer(["--data-dir", referenceDir, ...garage.serverArgs(), ...guestArgs], {
+  server = await startReferenceServer(["--data-dir", referenceDir, ...garage.serverArgs(), ...openGuestLimits], {
     log: path.join(work, "reference.log"),
     env: { ...process.env, ...garage.serverEnv },
   });

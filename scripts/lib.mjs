@@ -112,6 +112,13 @@ const handedOut = new Set();
 /** Where the tests leave the servers' logs. */
 export const logDir = path.join(root, "target", "test-logs");
 
+/**
+ * Reference-server flags that open the guest API emulator's limits up to any file a
+ * measurement uses (Genesys itself takes at most 50 MB: the bench and anatomy measure the
+ * engine, not that limit).
+ */
+export const openGuestLimits = ["--guest-max-kb", String(4 * 1024 * 1024), "--guest-file-types", "*/*"];
+
 /** Starts the reference server on a free port. */
 export function startReferenceServer(extraArgs = [], options = {}) {
   return startServer(
