@@ -11,7 +11,8 @@
 //                       target/server/chunkup-server itself with --widget widget/dist.
 //   CHUNKUP_ENGINE      chromium (default), firefox or webkit.
 //
-// Writes test-results/widget-<engine>.png (after the upload) and widget-blocked-<engine>.png.
+// Writes test-results/widget-<engine>.png (after the upload) and widget-blocked-<engine>.png,
+// and in Chromium widget-unavailable-chromium.png (chunkup failed to load).
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -72,8 +73,8 @@ async function openWidget() {
     const state = await page.evaluate(() => [document.body.dataset.session, document.querySelector("#chat-connection-text")?.textContent]);
     throw new Error(`no SessionResponse: body[data-session="${state[0]}"], status "${state[1]}"`, { cause: error });
   }
-  // The paperclip is enabled once chunkup's wasm has loaded too: only then can a person pick
-  // a file (the tests put files straight into the hidden <input>).
+  // The paperclip is enabled once the SessionResponse allows attachments (the tests put files
+  // straight into the hidden <input>; chunkup itself loads when a file comes).
   await page.waitFor(() => !document.querySelector("#attach").disabled, null, { message: "the paperclip stayed disabled" });
   const token = await page.evaluate((key) => sessionStorage.getItem(key), `chunkup-widget:token:${deploymentId}`);
   assert.ok(token, "the widget keeps its guest token in sessionStorage");
@@ -82,6 +83,18 @@ async function openWidget() {
     assert.equal(res.status, 200, "GET /guest/sessions/{token}");
     return (await res.json()).requests;
   };
+}
+
+/** chunkup's files as Vite names them in widget/dist: its glue, its wasm, its Worker. */
+const CHUNKUP_FILE = /\/chunkup[-_][^/]*$/;
+
+/** The path of every resource the page has fetched since it loaded, in order. */
+function pathsFetched() {
+  return page.evaluate(() => performance.getEntriesByType("resource").map((entry) => new URL(entry.name).pathname));
+}
+
+async function chunkupFilesFetched() {
+  return (await pathsFetched()).filter((pathname) => CHUNKUP_FILE.test(pathname));
 }
 
 before(async () => {
@@ -128,6 +141,8 @@ describe("chat widget", () => {
   test("a 20 MB PDF is uploaded, sent, and the server holds exactly its bytes", { timeout: UPLOAD_TIMEOUT_MS + 60_000 }, async (t) => {
     const sentActions = await openWidget();
     assert.match(await page.evaluate(() => document.querySelector("#attach-input").accept), /application\/pdf/, "accept of #attach-input");
+    // A visitor who attaches nothing downloads nothing of chunkup.
+    assert.deepEqual(await chunkupFilesFetched(), [], "chunkup's files fetched before a file was attached");
 
     await page.setInputFiles("#attach-input", report.path);
     await page.waitFor(() => document.querySelector("#chat-log .upload progress"), null, { timeout: 10_000, message: "no upload bubble" });
@@ -177,13 +192,18 @@ describe("chat widget", () => {
     assert.equal(record.fileName, "report.pdf");
     assert.equal(record.fileType, "application/pdf");
     assert.equal(record.state, "uploaded");
+    // The attachment brought chunkup in: its glue and its wasm (the Worker's script too,
+    // where the engine starts a Worker).
+    const fetched = await chunkupFilesFetched();
+    assert.ok(fetched.some((file) => /\/chunkup-[^/]*\.js$/.test(file)), `chunkup's glue among ${JSON.stringify(fetched)}`);
+    assert.ok(fetched.some((file) => file.endsWith(".wasm")), `chunkup's wasm among ${JSON.stringify(fetched)}`);
 
     await page.screenshot(path.join(RESULTS, `widget-${engine}.png`));
   });
 
   test("a .exe file is refused in the bubble and nothing is uploaded", { timeout: 60_000 }, async () => {
     const sentActions = await openWidget();
-    const requestsBefore = await page.evaluate(() => performance.getEntriesByType("resource").length);
+    const requestsBefore = (await pathsFetched()).length;
 
     // Claims to be a PDF, so that only the extension (not the type) can refuse it. A file
     // picked through WebDriver gets its type from its name, so this one is made in the page.
@@ -221,8 +241,13 @@ describe("chat widget", () => {
 
     await new Promise((resolve) => setTimeout(resolve, 500)); // anything the widget would send goes out by then
     assert.deepEqual(await sentActions(), ["configureSession"], "no onAttachment request");
-    const requestsAfter = await page.evaluate(() => performance.getEntriesByType("resource").map((entry) => entry.name));
-    assert.deepEqual(requestsAfter.slice(requestsBefore), [], "no HTTP request after picking the file");
+    // Picking the file loaded chunkup (to check it): nothing else went out.
+    const requestsAfter = await pathsFetched();
+    assert.deepEqual(
+      requestsAfter.slice(requestsBefore).filter((pathname) => !CHUNKUP_FILE.test(pathname)),
+      [],
+      "no HTTP request after picking the file but for chunkup's own files",
+    );
     assert.equal(await page.evaluate(() => document.querySelectorAll("#chat-log a.attachment-link").length), 0, "no attachment link");
 
     // Dismiss removes the bubble and gives the focus back to the paperclip.
@@ -230,4 +255,47 @@ describe("chat widget", () => {
     assert.equal(await page.evaluate(() => document.querySelectorAll("#chat-log .upload").length), 0);
     assert.equal(await page.evaluate(() => document.activeElement?.id), "attach");
   });
+
+  // Only playwright (Chromium) can make a request fail on purpose; the widget's code for it
+  // is the same in every engine.
+  if (engine === "chromium") {
+    test("chunkup that fails to load: the bubble says so, and Try again loads it and sends the file", { timeout: 120_000 }, async () => {
+      const sentActions = await openWidget();
+      const small = path.join(tmpDir, "small.pdf");
+      const bytes = pdfLikeBytes(200_000, 0xbad);
+      writeFileSync(small, bytes);
+      const glue = /\/chunkup-[^/]*\.js$/;
+      await page.page.route(glue, (route) => route.abort("connectionreset"));
+
+      await page.setInputFiles("#attach-input", small);
+      await page.waitFor(() => document.querySelector('#chat-log .upload[data-state="error"]'), null, {
+        timeout: 15_000,
+        message: "no error bubble within 15 s",
+      });
+      const failed = await page.evaluate(() => {
+        const el = document.querySelector('#chat-log .upload[data-state="error"]');
+        return {
+          code: el.querySelector(".upload-error-code")?.textContent.trim(),
+          message: el.querySelector(".upload-error")?.textContent.trim(),
+          retry: el.querySelectorAll(".upload-retry").length,
+        };
+      });
+      assert.equal(failed.code, "unavailable");
+      assert.match(failed.message, /could not be loaded/);
+      assert.equal(failed.retry, 1, "a Try again button");
+      assert.deepEqual(await sentActions(), ["configureSession"], "nothing was asked of the server");
+      await page.screenshot(path.join(RESULTS, "widget-unavailable-chromium.png"));
+
+      await page.page.unroute(glue);
+      await page.click('#chat-log .upload[data-state="error"] .upload-retry');
+      await page.waitFor(() => document.querySelector('#chat-log .upload[data-state="done"] a.attachment-link'), null, {
+        timeout: 60_000,
+        message: "Try again did not upload the file within 60 s",
+      });
+      const attachmentId = await page.evaluate(() => document.querySelector("#chat-log .upload a.attachment-link").dataset.attachmentId);
+      const res = await fetch(new URL(`guest/attachments/${encodeURIComponent(attachmentId)}`, base), { cache: "no-store" });
+      assert.equal(res.status, 200);
+      assert.equal((await res.json()).sha256, createHash("sha256").update(bytes).digest("hex"));
+    });
+  }
 });

@@ -1,10 +1,9 @@
 // The chat widget: a guest session over the WebSocket, the message list, the composer, and
-// attachments through chunkup (validate, upload with progress, send the message).
+// attachments through chunkup (validate, upload with progress, send the message), which
+// the widget loads only when a customer reaches for the paperclip or drags a file in.
 //
 // Query parameters: ?deploymentId=<id> (default "chunkup-demo"), ?ws=<WebSocket URL>
 // (default ws(s)://<this host>/guest/v1).
-
-import init, { attachFile, buildAttachmentMessage, validateAttachment } from "chunkup";
 
 import { formatBytes } from "./format.js";
 import { ChatLog, messageElement, messageTime } from "./log.js";
@@ -38,18 +37,25 @@ const session = new GuestSession({
 const awaitingEcho = new Map();
 const seenMessageIds = new Set();
 
-// chunkup's WebAssembly loads while the socket connects; text chat works without it.
-let libraryReady = false;
-const library = init().then(
-  () => {
-    libraryReady = true;
-    render();
-  },
-  (error) => {
-    console.error("chat: attachments are unavailable, chunkup did not load", error);
-    throw error;
-  },
-);
+// chunkup (its JavaScript and WebAssembly) loads only when a customer reaches for the
+// paperclip or drags a file over the panel: most visitors never attach anything, and they
+// download none of it. The load starts before the file picker opens, so it has usually
+// ended by the time a file is picked. A load that failed (a dropped connection) is tried
+// again at the next reach, or with the bubble's Try again.
+let library = null;
+function loadLibrary() {
+  library ??= import("chunkup")
+    .then(async (chunkup) => {
+      await chunkup.default();
+      return chunkup;
+    })
+    .catch((error) => {
+      console.error("chat: attachments are unavailable, chunkup did not load", error);
+      library = null;
+      throw error;
+    });
+  return library;
+}
 
 // ------------------------------------------------------------------ session
 
@@ -76,8 +82,8 @@ function render() {
   sendButton.disabled = !live;
 
   const media = allowedMedia();
-  attachButton.hidden = live && libraryReady && session.sessionResponse !== undefined && media.types.length === 0;
-  attachButton.disabled = !(live && libraryReady && media.types.length > 0);
+  attachButton.hidden = live && session.sessionResponse !== undefined && media.types.length === 0;
+  attachButton.disabled = !(live && media.types.length > 0);
   if (media.types.length) fileInput.accept = media.types.join(",");
   attachHint.textContent = media.summary;
   attachButton.title = media.summary ? `Attach a file (${media.summary})` : "Attach a file";
@@ -161,17 +167,23 @@ function autosize() {
 
 // ------------------------------------------------------------------ attachments
 
+// Loading starts as the pointer or focus reaches the paperclip, a moment before the click.
+for (const type of ["pointerenter", "focus", "click"]) {
+  attachButton.addEventListener(type, () => loadLibrary().catch(() => {}));
+}
 attachButton.addEventListener("click", () => fileInput.click());
 fileInput.addEventListener("change", () => {
   const files = [...(fileInput.files ?? [])];
   fileInput.value = ""; // so that picking the same file again fires `change` again
-  // A file picked while chunkup still loads waits for it.
+  // A file picked while chunkup still loads waits for it in its bubble ("Preparing…").
   for (const file of files) attach(file);
 });
 
 // Files dropped on the panel are attached too.
 chat.addEventListener("dragover", (event) => {
-  if (!attachButton.disabled && event.dataTransfer?.types.includes("Files")) event.preventDefault();
+  if (attachButton.disabled || !event.dataTransfer?.types.includes("Files")) return;
+  event.preventDefault();
+  loadLibrary().catch(() => {});
 });
 chat.addEventListener("drop", (event) => {
   if (attachButton.disabled || !event.dataTransfer?.files.length) return;
@@ -179,49 +191,67 @@ chat.addEventListener("drop", (event) => {
   for (const file of event.dataTransfer.files) attach(file);
 });
 
-async function attach(file) {
-  try {
-    await library;
-  } catch {
-    announce(`${file.name} cannot be attached: attachments are unavailable.`);
-    return;
-  }
+/** What the bubble says when chunkup could not be loaded (a dropped connection). */
+const UNAVAILABLE = {
+  code: "unavailable",
+  message: "Attachments could not be loaded. Check your connection and try again.",
+};
+
+function attach(file) {
   let controller = null;
   const bubble = new UploadBubble(file, {
     onCancel: () => controller?.abort(),
-    onRetry: () => upload(),
+    onRetry: () => start(),
     onDismiss: () => {
       bubble.remove();
       attachButton.focus();
     },
   });
   log.add(bubble.el, { follow: true });
+  start();
 
-  let problem;
-  try {
-    problem = validateAttachment(session.sessionResponse, file);
-  } catch (error) {
-    problem = error;
-  }
-  if (problem) {
-    bubble.fail(problem);
-    announce(`${file.name} cannot be attached. ${problem.message ?? ""}`);
-    return;
-  }
-  upload();
-
-  async function upload() {
+  // One attempt: chunkup (the bubble says "Preparing…" while it loads, if it has not yet),
+  // the file's check, the upload, the message that carries the file.
+  async function start() {
     controller = new AbortController();
     const { signal } = controller;
     bubble.uploading();
+    let chunkup;
+    try {
+      chunkup = await loadLibrary();
+    } catch {
+      if (signal.aborted) {
+        cancelled();
+        return;
+      }
+      bubble.fail(UNAVAILABLE);
+      announce(`${file.name} cannot be attached: attachments are unavailable.`);
+      return;
+    }
+    if (signal.aborted) {
+      cancelled();
+      return;
+    }
+
+    let problem;
+    try {
+      problem = chunkup.validateAttachment(session.sessionResponse, file);
+    } catch (error) {
+      problem = error;
+    }
+    if (problem) {
+      bubble.fail(problem);
+      announce(`${file.name} cannot be attached. ${problem.message ?? ""}`);
+      return;
+    }
+
     announce(`Uploading ${file.name}`);
     let result;
     try {
-      result = await attachFile(session, file, (p) => bubble.progress(p), { signal });
+      result = await chunkup.attachFile(session, file, (p) => bubble.progress(p), { signal });
     } catch (error) {
       if (signal.aborted || error?.code === "aborted") {
-        bubble.cancelled();
-        announce("Upload cancelled");
+        cancelled();
       } else {
         console.error("chat: upload failed", error);
         bubble.fail(error);
@@ -236,14 +266,13 @@ async function attach(file) {
       } catch {
         // disconnected; the server expires unsent attachments
       }
-      bubble.cancelled();
-      announce("Upload cancelled");
+      cancelled();
       return;
     }
     bubble.done(result);
     awaitingEcho.set(result.attachmentId, bubble);
     try {
-      session.send(buildAttachmentMessage(session.token, input.value.trim(), [result.attachmentId]));
+      session.send(chunkup.buildAttachmentMessage(session.token, input.value.trim(), [result.attachmentId]));
     } catch (error) {
       console.error("chat: could not send the attachment message", error);
       bubble.notSent();
@@ -252,6 +281,11 @@ async function attach(file) {
     input.value = "";
     autosize();
     announce(`${file.name} sent`);
+  }
+
+  function cancelled() {
+    bubble.cancelled();
+    announce("Upload cancelled");
   }
 }
 
