@@ -9,6 +9,9 @@
 //! discards anything unsent, and the IO wrapper refuses all further reads and
 //! writes so not a byte of a response can leave after the kill.
 //!
+//! The client side is here too: [`send_on_new_connection`], the one way the
+//! proxy and the S3 store client send a request upstream.
+//!
 //! Connections are served `with_upgrades()`, so a `101 Switching Protocols`
 //! answer (the guest API's WebSocket, `guest.rs`) hands the socket to the
 //! upgraded stream: the connection future then finishes and the WebSocket
@@ -205,4 +208,51 @@ async fn serve_connection(stream: TcpStream, _peer: SocketAddr, app: Router) {
     }
     // Dropping `conn` drops the KillableIo; after a kill that closes the
     // socket with RST.
+}
+
+/// Why [`send_on_new_connection`] got no answer: the step that failed, and
+/// the error (for logs; it holds no header value).
+#[derive(Debug)]
+pub struct UpstreamError {
+    /// `"unreachable"`, `"handshake"` or `"request failed"`.
+    pub step: &'static str,
+    pub error: String,
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.step, self.error)
+    }
+}
+
+/// Sends `request` to `host:port` over a connection of its own (HTTP/1.1,
+/// no Nagle) and returns the answer with its body still to read; the
+/// connection lives until that body is read to the end or dropped. No pool:
+/// nothing waits behind another request, and a request whose body breaks
+/// breaks exactly its own connection, as a real dropped connection would.
+pub async fn send_on_new_connection<B>(
+    host: &str,
+    port: u16,
+    request: Request<B>,
+) -> Result<hyper::Response<Incoming>, UpstreamError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let failed = |step: &'static str, error: String| UpstreamError { step, error };
+    let stream = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| failed("unreachable", e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed("handshake", e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| failed("request failed", e.to_string()))
 }

@@ -49,14 +49,13 @@ use axum::routing::get;
 use axum::{middleware, Extension, Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Either, Empty};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::body::{self, Pacer};
-use crate::conn::ConnKill;
+use crate::conn::{send_on_new_connection, ConnKill};
 use crate::faults::{CounterSnapshot, FaultEngine, FaultKind, FaultSpec};
 use crate::logging::LogNote;
 use crate::tus::{self, parse_tus_u64, H_TUS_RESUMABLE, TUS_VERSION};
@@ -442,12 +441,8 @@ fn bad_gateway(request: &HeaderMap, why: &str, e: &dyn std::fmt::Display) -> Res
     )
 }
 
-/// Forwards one request and streams the answer back. One upstream
-/// connection per request, through hyper's low-level client connection
-/// (hyper is already here through axum): no pool means no request ever
-/// waits behind another on a shared connection, and a broken client body
-/// breaks exactly its own upstream connection, as a real dropped
-/// connection would.
+/// Forwards one request and streams the answer back, over an upstream
+/// connection of its own ([`send_on_new_connection`]).
 async fn pass(
     p: &ProxyState,
     parts: &Parts,
@@ -472,22 +467,7 @@ async fn pass(
         Err(e) => return bad_gateway(&parts.headers, "bad request target", &e),
     };
     *request.headers_mut() = headers;
-    let stream = match TcpStream::connect((p.upstream.host.as_str(), p.upstream.port)).await {
-        Ok(s) => s,
-        Err(e) => return bad_gateway(&parts.headers, "upstream unreachable", &e),
-    };
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    {
-        Ok(pair) => pair,
-        Err(e) => return bad_gateway(&parts.headers, "upstream handshake", &e),
-    };
-    // Drives the connection until the answer's body is read to the end (or
-    // either side gives up).
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    match sender.send_request(request).await {
+    match send_on_new_connection(&p.upstream.host, p.upstream.port, request).await {
         Ok(answer) => {
             let (mut head, incoming) = answer.into_parts();
             strip_hop_by_hop(&mut head.headers);
@@ -495,7 +475,7 @@ async fn pass(
             // `460 Checksum Mismatch`), which our server side writes back.
             Response::from_parts(head, Body::new(incoming))
         }
-        Err(e) => bad_gateway(&parts.headers, "upstream request failed", &e),
+        Err(e) => bad_gateway(&parts.headers, &format!("upstream {}", e.step), &e.error),
     }
 }
 

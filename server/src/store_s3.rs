@@ -34,7 +34,6 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use jiff::{SignedDuration, Timestamp};
 use md5::Md5;
 use rusty_s3::actions::{
@@ -44,9 +43,9 @@ use rusty_s3::actions::{
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpStream;
 use url::Url;
 
+use crate::conn::send_on_new_connection;
 use crate::ids::random_hex;
 
 /// The longest lifetime S3 (and Garage) accept for a presigned URL: 7 days.
@@ -506,25 +505,11 @@ impl ObjectStore {
         if !body.is_empty() || matches!(method, Method::POST | Method::PUT) {
             h.insert(CONTENT_LENGTH, body.len().into());
         }
-        let work = async {
-            let stream = TcpStream::connect((self.connect_host.as_str(), self.connect_port))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let _ = stream.set_nodelay(true);
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            sender
-                .send_request(request)
-                .await
-                .map_err(|e| unreachable(e.to_string()))
-        };
+        let work = send_on_new_connection(&self.connect_host, self.connect_port, request);
         tokio::time::timeout(TIMEOUT, work)
             .await
             .map_err(|_| unreachable(format!("no answer within {} s", TIMEOUT.as_secs())))?
+            .map_err(|e| unreachable(e.error))
     }
 
     /// [`send`](Self::send), then the whole body (at most [`MAX_XML`] bytes); an error
