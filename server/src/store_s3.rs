@@ -291,14 +291,6 @@ pub struct UploadList {
     pub truncated: bool,
 }
 
-/// An object's head.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectHead {
-    pub size: u64,
-    pub etag: Option<String>,
-    pub content_type: Option<String>,
-}
-
 /// A stored object read back in full and hashed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ObjectDigest {
@@ -779,33 +771,6 @@ impl ObjectStore {
         )
         .await
         .map(drop)
-    }
-
-    /// HeadObject; `None` when there is no such object.
-    pub async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StoreError> {
-        const OP: &str = "HeadObject";
-        let action = HeadObject::new(&self.internal, Some(&self.credentials), key);
-        let res = self
-            .send(OP, Method::HEAD, &self.own(&action), &[], Bytes::new())
-            .await?;
-        let status = res.status();
-        if status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(status_error(OP, status, ""));
-        }
-        let h = res.headers();
-        Ok(Some(ObjectHead {
-            size: header(h, &CONTENT_LENGTH)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| StoreError::BadAnswer {
-                    op: OP,
-                    why: "no Content-Length".into(),
-                })?,
-            etag: header(h, &ETAG),
-            content_type: header(h, &CONTENT_TYPE),
-        }))
     }
 
     /// GetObject as a stream (`range` forwarded; `head` sends a HEAD instead), for

@@ -7,7 +7,7 @@
 //! rules); `onAttachment` → `PresignedUrlResponse` whose URL is a presigned
 //! PUT to the object store (`s3.rs`, `store_s3.rs`: Garage in the tests); the
 //! client PUTs the file to the store; a watcher sees the object appear (the
-//! store has no upload notifications, so it polls with HeadObject), reads it
+//! store has no upload notifications, so it polls with GetObject), reads it
 //! back, checks size and MD5, and sends `UploadSuccessEvent` (or
 //! `UploadFailureEvent`) on the session's socket; `onMessage` referencing the
 //! attachment is echoed as a `StructuredMessage`, followed by a canned agent
@@ -510,8 +510,8 @@ fn md5_matches(declared: &str, stored_hex: &str) -> bool {
 }
 
 /// Watches the store for the object of a key just handed out for an attachment: the
-/// store sends no notification, so this asks (HeadObject) every [`WATCH_INTERVAL`] until
-/// the object is there, then reads it back, hashes it and turns it into the guest event.
+/// store sends no notification, so this asks for it (GetObject) every [`WATCH_INTERVAL`]
+/// until it is there, reading it back and hashing it, and turns it into the guest event.
 /// It stops when the attachment no longer waits for it (uploaded through another URL,
 /// deleted), [`WATCH_GRACE_SECS`] after `expires`, or when the server stops.
 pub(crate) fn watch_upload(app: AppState, key: String, expires: u64) {
@@ -521,12 +521,9 @@ pub(crate) fn watch_upload(app: AppState, key: String, expires: u64) {
         };
         let mut complained = false;
         while app.guest.watching(&key) && now_unix() <= expires + WATCH_GRACE_SECS {
-            let found = match store.head_object(&key).await {
-                Ok(Some(_)) => store.digest_object(&key).await,
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            };
-            match found {
+            // A GetObject of a missing key is as cheap as a HeadObject, and one that
+            // finds the object reads it at once.
+            match store.digest_object(&key).await {
                 Ok(Some(stored)) => {
                     deliver(&app, &key, stored);
                     return;
