@@ -639,14 +639,15 @@ function summarise(rows) {
   const out = rows.map((row) => {
     const base = { block: row.block, name: row.name, note: row.note ?? null, peer: !!row.peer, control: !!row.control };
     if (row.unsupported) return { ...base, unsupported: row.unsupported, runs: [] };
-    const rates = row.runs.map((r) => r.mbps);
+    // No rate where there is no file work (the control): its runs carry mbps null.
+    const rates = row.runs.map((r) => r.mbps).filter((mbps) => mbps != null);
     const pss = row.runs.map((r) => r.pssAnonShmemGrowthMiB);
     const checksum = row.runs[0]?.checksum;
     return {
       ...base,
       note: row.note ?? (row.job === "chunkup" || row.job === "chunkupS3" ? (checksum ? `checksum ${checksum} per chunk` : "hashes chunks, sends no checksum") : null),
-      bestMBps: row.control ? null : Math.max(...rates),
-      medianMBps: row.control ? null : round1(median(rates)),
+      bestMBps: rates.length ? Math.max(...rates) : null,
+      medianMBps: rates.length ? round1(median(rates)) : null,
       longTasksPerRun: row.runs.map((r) => r.longTasks.count),
       longestLongTaskMs: Math.max(...row.runs.map((r) => r.longTasks.longestMs)),
       maxRssGrowthMiB: Math.max(...row.runs.map((r) => r.rssGrowthMiB)),
