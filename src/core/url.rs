@@ -11,14 +11,9 @@ pub fn resolve(base: &str, reference: &str) -> Option<String> {
     let reference = reference.trim();
     let (scheme, rest) = split_scheme(base)?;
     let rest = rest.strip_prefix("//")?;
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let base_path_and_more = &rest[authority_end..];
+    let (authority, base_path_and_more) = split_before(rest, &['/', '?', '#']);
     let base_no_fragment = base_path_and_more.split('#').next().unwrap_or("");
-    let (base_path, base_query) = match base_no_fragment.find('?') {
-        Some(i) => (&base_no_fragment[..i], &base_no_fragment[i..]),
-        None => (base_no_fragment, ""),
-    };
+    let (base_path, base_query) = split_before(base_no_fragment, &['?']);
 
     if split_scheme(reference).is_some() {
         return Some(reference.to_owned());
@@ -26,10 +21,7 @@ pub fn resolve(base: &str, reference: &str) -> Option<String> {
     if let Some(net) = reference.strip_prefix("//") {
         return Some(format!("{scheme}://{net}"));
     }
-    let (ref_path, ref_tail) = match reference.find(['?', '#']) {
-        Some(i) => (&reference[..i], &reference[i..]),
-        None => (reference, ""),
-    };
+    let (ref_path, ref_tail) = split_before(reference, &['?', '#']);
     let path = if ref_path.is_empty() {
         let tail = if ref_tail.starts_with('#') {
             format!("{base_query}{ref_tail}")
@@ -40,9 +32,9 @@ pub fn resolve(base: &str, reference: &str) -> Option<String> {
     } else if ref_path.starts_with('/') {
         remove_dot_segments(ref_path)
     } else {
-        let dir = match base_path.rfind('/') {
-            Some(i) => &base_path[..=i],
-            None => "/",
+        let dir = match base_path.rsplit_once('/') {
+            Some((before, _)) => format!("{before}/"),
+            None => "/".to_owned(),
         };
         remove_dot_segments(&format!("{dir}{ref_path}"))
     };
@@ -51,12 +43,20 @@ pub fn resolve(base: &str, reference: &str) -> Option<String> {
 
 /// Splits `scheme:rest` when the string starts with a valid scheme.
 fn split_scheme(s: &str) -> Option<(&str, &str)> {
-    let colon = s.find(':')?;
-    let scheme = &s[..colon];
+    let (scheme, rest) = s.split_once(':')?;
     let mut chars = scheme.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    (first_ok && rest_ok).then(|| (scheme, &s[colon + 1..]))
+    (first_ok && rest_ok).then_some((scheme, rest))
+}
+
+/// `s` split before the first of `delimiters`, the delimiter starting the second part;
+/// `(s, "")` when there is none. (Not `&s[..i]`: a slice by index keeps std's panic
+/// message code, with its Unicode tables, in the wasm.)
+fn split_before<'a>(s: &'a str, delimiters: &[char]) -> (&'a str, &'a str) {
+    s.find(delimiters)
+        .and_then(|i| s.split_at_checked(i))
+        .unwrap_or((s, ""))
 }
 
 /// RFC 3986 §5.2.4 for an absolute path.
@@ -122,6 +122,27 @@ mod tests {
         assert_eq!(
             resolve("http://127.0.0.1:8080/files", "a/./b/../c").as_deref(),
             Some("http://127.0.0.1:8080/a/c")
+        );
+    }
+
+    #[test]
+    fn non_ascii_paths_and_queries() {
+        let base = "https://h.example/dossiers/été/upload?ü=1";
+        assert_eq!(
+            resolve(base, "ñ").as_deref(),
+            Some("https://h.example/dossiers/été/ñ")
+        );
+        assert_eq!(
+            resolve(base, "?é=2").as_deref(),
+            Some("https://h.example/dossiers/été/upload?é=2")
+        );
+        assert_eq!(
+            resolve(base, "#à").as_deref(),
+            Some("https://h.example/dossiers/été/upload?ü=1#à")
+        );
+        assert_eq!(
+            resolve("https://h.example", "ö/x").as_deref(),
+            Some("https://h.example/ö/x")
         );
     }
 

@@ -144,6 +144,11 @@ impl<T: Into<Value>> From<Vec<T>> for Value {
 
 /// Builds an object from `(key, value)` pairs: `object([("a", 1u32.into())])`.
 pub fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    // One copy of the building code, not one per size of object (wasm bytes).
+    object_from(Vec::from(entries))
+}
+
+fn object_from(entries: Vec<(&str, Value)>) -> Value {
     Value::Object(
         entries
             .into_iter()

@@ -251,13 +251,10 @@ fn only_for(
     if is_absent(&get(options, key)) || allowed.contains(&protocol) {
         return Ok(());
     }
-    let names: Vec<String> = allowed
-        .iter()
-        .map(|p| format!("\"{}\"", p.name()))
-        .collect();
+    let names: Vec<&str> = allowed.iter().map(|p| p.name()).collect();
     Err(UploadError::invalid(format!(
-        "options.{key} applies to protocol {} only, not \"{}\"",
-        names.join(" and "),
+        "options.{key} applies to protocol \"{}\" only, not \"{}\"",
+        names.join("\" and \""),
         protocol.name()
     )))
 }

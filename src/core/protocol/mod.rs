@@ -173,7 +173,7 @@ pub fn presigned_status_error(
 pub fn is_expired_presigned_url(response: &HttpResponse) -> bool {
     let says_expired = || {
         let body = response.body.to_ascii_lowercase();
-        body.contains("expired") || body.contains("too old")
+        find(&body, "expired").is_some() || find(&body, "too old").is_some()
     };
     response.status == 403
         || (response.status == 400
@@ -183,9 +183,21 @@ pub fn is_expired_presigned_url(response: &HttpResponse) -> bool {
 
 /// The `<Code>` of an S3 error document, if `body` is one.
 pub fn s3_error_code(body: &str) -> Option<&str> {
-    let start = body.find("<Code>")? + "<Code>".len();
-    let end = body[start..].find("</Code>")? + start;
-    Some(body[start..end].trim())
+    let start = find(body, "<Code>")? + "<Code>".len();
+    let rest = body.get(start..)?;
+    Some(rest.get(..find(rest, "</Code>")?)?.trim())
+}
+
+/// Where `needle` first occurs in `haystack`. For the few short searches in error bodies:
+/// std's `str::find` with a `&str` pattern brings its two-way searcher into the wasm.
+fn find(haystack: &str, needle: &str) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .position(|window| window == needle.as_bytes())
 }
 
 /// A URL without its query and fragment: presigned URLs and session URIs carry their
@@ -204,4 +216,37 @@ pub fn answered<T>(in_flight: &mut Option<T>) -> Result<T, UploadError> {
 /// A protocol error naming the request whose response was wrong.
 pub fn bad_response(method: Method, purpose: &str, what: &str) -> UploadError {
     UploadError::protocol(format!("the response to {method} ({purpose}) {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_is_str_find_for_the_searches_made() {
+        for (haystack, needle) in [
+            ("bad request: date is too old", "too old"),
+            ("token expired", "expired"),
+            ("expire", "expired"),
+            ("", "x"),
+            ("abc", ""),
+            ("ünïcödé <Code>X</Code>", "<Code>"),
+            ("<Code><Code>", "<Code>"),
+        ] {
+            assert_eq!(
+                find(haystack, needle),
+                haystack.find(needle),
+                "{haystack:?} / {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn s3_error_code_reads_the_code_or_nothing() {
+        let doc = "<?xml?><Error><Code> InvalidDigest </Code><Message>é</Message></Error>";
+        assert_eq!(s3_error_code(doc), Some("InvalidDigest"));
+        assert_eq!(s3_error_code("<Error><Code>Open"), None);
+        assert_eq!(s3_error_code("not xml at all"), None);
+        assert_eq!(s3_error_code("</Code><Code>Late</Code>"), Some("Late"));
+    }
 }
