@@ -297,5 +297,31 @@ describe("chat widget", () => {
       assert.equal(res.status, 200);
       assert.equal((await res.json()).sha256, createHash("sha256").update(bytes).digest("hex"));
     });
+
+    test("Cancel while chunkup is still loading cancels at once", { timeout: 60_000 }, async () => {
+      const sentActions = await openWidget();
+      const small = path.join(tmpDir, "small.pdf");
+      writeFileSync(small, pdfLikeBytes(200_000, 0xca));
+      const glue = /\/chunkup-[^/]*\.js$/;
+      const held = [];
+      await page.page.route(glue, (route) => held.push(route)); // never answered while held
+      try {
+        await page.setInputFiles("#attach-input", small);
+        await page.waitFor(() => document.querySelector('#chat-log .upload[data-state="uploading"] .upload-cancel'), null, {
+          timeout: 15_000,
+          message: "no Cancel button while chunkup loads",
+        });
+        await page.click('#chat-log .upload[data-state="uploading"] .upload-cancel');
+        await page.waitFor(() => document.querySelector('#chat-log .upload[data-state="cancelled"]'), null, {
+          timeout: 5_000,
+          message: "the bubble was not cancelled while the load hung",
+        });
+        assert.equal(held.length, 1, "the glue's request was held, unanswered");
+        assert.deepEqual(await sentActions(), ["configureSession"], "nothing was asked of the server");
+      } finally {
+        await page.page.unroute(glue);
+        for (const route of held) await route.abort().catch(() => {});
+      }
+    });
   }
 });

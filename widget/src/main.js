@@ -41,7 +41,9 @@ const seenMessageIds = new Set();
 // paperclip or drags a file over the panel: most visitors never attach anything, and they
 // download none of it. The load starts before the file picker opens, so it has usually
 // ended by the time a file is picked. A load that failed (a dropped connection) is tried
-// again at the next reach, or with the bubble's Try again.
+// again at the next reach, or with the bubble's Try again: the wasm always, the script
+// where the browser fetches again a module that failed (Chromium does; an engine that
+// keeps the failure needs the page reloaded, which the bubble's message says).
 let library = null;
 function loadLibrary() {
   library ??= import("chunkup")
@@ -194,8 +196,16 @@ chat.addEventListener("drop", (event) => {
 /** What the bubble says when chunkup could not be loaded (a dropped connection). */
 const UNAVAILABLE = {
   code: "unavailable",
-  message: "Attachments could not be loaded. Check your connection and try again.",
+  message: "Attachments could not be loaded. Check your connection, then try again or reload the page.",
 };
+
+/** `promise`, or a rejection as soon as `signal` aborts (a load cannot be stopped, only left). */
+function unlessAborted(promise, signal) {
+  return new Promise((resolve, reject) => {
+    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+    promise.then(resolve, reject);
+  });
+}
 
 function attach(file) {
   let controller = null;
@@ -218,7 +228,7 @@ function attach(file) {
     bubble.uploading();
     let chunkup;
     try {
-      chunkup = await loadLibrary();
+      chunkup = await unlessAborted(loadLibrary(), signal);
     } catch {
       if (signal.aborted) {
         cancelled();

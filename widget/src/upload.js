@@ -3,7 +3,7 @@
 //   done       the file as a link to its download URL; becomes the delivered message when
 //              the server echoes the message that carries it (see deliver())
 //   error      what went wrong in the customer's words, the error code in small print,
-//              Try again (upload failures only) and Dismiss
+//              Try again (unless trying again cannot help) and Dismiss
 //   cancelled  "Upload cancelled", Dismiss
 
 import { h, icon, safeUrl } from "./dom.js";
@@ -130,7 +130,10 @@ export class UploadBubble {
     this.#show(this.statusEl, "Uploaded, but not sent: the chat is disconnected.");
   }
 
-  /** A validation or upload error (a ChunkupError: customer-readable message, code). */
+  /**
+   * A validation or upload error (a ChunkupError), or the widget's own `unavailable`:
+   * `{ code, message }`, the message readable by the customer.
+   */
   fail(error) {
     const code = typeof error?.code === "string" ? error.code : "error";
     const message =
