@@ -72,10 +72,10 @@ async function runJob([job, worker, piece]) {
   if (job === "upload") {
     await chunkup.uploadFile(file, () => {}, { endpoint: "/files/", chunkSize: 8 * piece, worker });
   } else if (job === "s3") {
-    const backend = window.chunkupPageKit.s3Hooks(location.href);
+    const backend = window.chunkupPageKit.s3Hooks(`${location.origin}/`);
     await chunkup.uploadFile(file, () => {}, { protocol: "s3", chunkSize: 8 * piece, parallelUploads: 4, resume: false, worker, s3: backend.hooks });
   } else if (job === "attach") {
-    const { session, close } = await window.chunkupPageKit.openGuestSession(location.href, "anatomy");
+    const { session, close } = await window.chunkupPageKit.openGuestSession(`${location.origin}/`, "anatomy");
     try {
       await chunkup.attachFile(session, file, () => {}, { worker });
     } finally {
@@ -153,12 +153,15 @@ function mainThreadTasks(tracePath) {
 /**
  * Samples, every 25 ms, the scheduler's account of every thread on the machine
  * (/proc/PID/task/TID/schedstat: nanoseconds run, nanoseconds runnable but waiting), with
- * the CLOCK_MONOTONIC time in microseconds. `stop()` returns the samples and thread names.
+ * the CLOCK_MONOTONIC times in microseconds at which the scan of /proc began and ended.
+ * `stop()` returns the samples and thread names.
  */
 function sampleScheduler() {
   const samples = [];
   const names = new Map();
+  const nowUs = () => Number(process.hrtime.bigint() / 1000n);
   const sample = () => {
+    const startUs = nowUs();
     const threads = new Map();
     for (const pid of readdirSync("/proc").filter((entry) => /^\d+$/.test(entry))) {
       let tids;
@@ -181,7 +184,7 @@ function sampleScheduler() {
         }
       }
     }
-    samples.push({ us: Number(process.hrtime.bigint() / 1000n), threads });
+    samples.push({ startUs, endUs: nowUs(), threads });
   };
   sample();
   const timer = setInterval(sample, 25);
@@ -199,15 +202,16 @@ function sampleScheduler() {
  * window (ms), and the threads that ran most in it.
  */
 function schedulerWindow({ samples, names }, task) {
-  const before = samples.findLast((s) => s.us <= task.startUs) ?? samples[0];
-  const after = samples.find((s) => s.us >= task.endUs) ?? samples.at(-1);
+  // Read wholly before the task began, and wholly after it ended.
+  const before = samples.findLast((s) => s.endUs <= task.startUs) ?? samples[0];
+  const after = samples.find((s) => s.startUs >= task.endUs) ?? samples.at(-1);
   const delta = (tid, field) => ((after.threads.get(tid)?.[field] ?? 0) - (before.threads.get(tid)?.[field] ?? 0)) / 1e6;
   const busiest = [...after.threads.keys()]
     .map((tid) => ({ name: names.get(tid) ?? String(tid), ms: delta(tid, "run") }))
     .filter((t) => t.ms >= 1)
     .sort((a, b) => b.ms - a.ms);
   return {
-    windowMs: (after.us - before.us) / 1000,
+    windowMs: (after.endUs - before.startUs) / 1000,
     waitMs: delta(task.tid, "wait"),
     runMs: delta(task.tid, "run"),
     busiest,

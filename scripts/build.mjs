@@ -21,7 +21,7 @@ const stampPath = path.join(root, "target", "pkg.stamp");
 const wasm = path.join(pkg, "chunkup_bg.wasm");
 rmSync(staging, { recursive: true, force: true });
 await run("wasm-pack", ["build", "--target", "web", "--release", "--out-dir", staging, "--out-name", "chunkup"], {
-  env: { ...process.env, CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS: releaseRustflags() },
+  env: { ...process.env, CARGO_ENCODED_RUSTFLAGS: releaseRustflags().join("\x1f") },
 });
 
 const widgetDist = path.join(root, "widget", "dist");
@@ -96,14 +96,24 @@ console.log("build: widget/dist (the chat-widget demo)");
 writeFileSync(stampPath, `${inputs}\n${outputsDigest()}`);
 
 /**
- * The wasm's rustflags: .cargo/config.toml's (SIMD), and the crates' paths on this machine
- * (`$CARGO_HOME/registry/src/<index>/`, in every panic location of a dependency) cut to
- * `<crate>-<version>/...`: nothing of the build machine in the package (and 0.4 KB less wasm).
+ * The package's rustflags: those of .cargo/config.toml for wasm32 (SIMD), and the paths of
+ * the dependencies' sources on this machine (`$CARGO_HOME/registry/src/<index>/`, in every
+ * panic location of a dependency) cut to `<crate>-<version>/...`: nothing of the build
+ * machine in the package (and 0.4 KB less wasm). Given as CARGO_ENCODED_RUSTFLAGS, which
+ * replaces the config's list (hence read from it here) and takes paths with spaces.
  */
 function releaseRustflags() {
-  const registry = path.join(process.env.CARGO_HOME ?? path.join(os.homedir(), ".cargo"), "registry", "src");
-  const indexes = existsSync(registry) ? readdirSync(registry).map((index) => path.join(registry, index)) : [];
-  return ["-C target-feature=+simd128", ...indexes.map((dir) => `--remap-path-prefix=${dir}${path.sep}=`)].join(" ");
+  const config = readFileSync(path.join(root, ".cargo", "config.toml"), "utf8");
+  const section = config.split(/^\[/m).find((part) => part.startsWith("target.wasm32-unknown-unknown]"));
+  const list = section?.match(/^rustflags\s*=\s*\[([^\]]*)\]/m)?.[1];
+  if (list === undefined) throw new Error("build: no rustflags for wasm32 in .cargo/config.toml");
+  const configured = [...list.matchAll(/"([^"]*)"/g)].map((m) => m[1]);
+  const cargoHome = process.env.CARGO_HOME ?? path.join(os.homedir(), ".cargo");
+  const sources = [path.join(cargoHome, "registry", "src"), path.join(cargoHome, "git", "checkouts")];
+  const remaps = sources
+    .filter((dir) => existsSync(dir))
+    .flatMap((dir) => readdirSync(dir).map((entry) => `--remap-path-prefix=${path.join(dir, entry)}${path.sep}=`));
+  return [...configured, ...remaps];
 }
 
 /** What this script leaves: pkg/ and widget/dist (none if either is missing). */

@@ -219,12 +219,6 @@ pub struct UpstreamError {
     pub error: String,
 }
 
-impl std::fmt::Display for UpstreamError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.step, self.error)
-    }
-}
-
 /// Sends `request` to `host:port` over a connection of its own (HTTP/1.1,
 /// no Nagle) and returns the answer with its body still to read; the
 /// connection lives until that body is read to the end or dropped. No pool:

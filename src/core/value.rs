@@ -144,7 +144,8 @@ impl<T: Into<Value>> From<Vec<T>> for Value {
 
 /// Builds an object from `(key, value)` pairs: `object([("a", 1u32.into())])`.
 pub fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
-    // One copy of the building code, not one per size of object (wasm bytes).
+    // The building code once, not once per object size: only the move of the array into a
+    // Vec is per size (wasm bytes).
     object_from(Vec::from(entries))
 }
 

@@ -173,7 +173,7 @@ pub fn presigned_status_error(
 pub fn is_expired_presigned_url(response: &HttpResponse) -> bool {
     let says_expired = || {
         let body = response.body.to_ascii_lowercase();
-        find(&body, "expired").is_some() || find(&body, "too old").is_some()
+        find_bytes(&body, "expired").is_some() || find_bytes(&body, "too old").is_some()
     };
     response.status == 403
         || (response.status == 400
@@ -183,14 +183,14 @@ pub fn is_expired_presigned_url(response: &HttpResponse) -> bool {
 
 /// The `<Code>` of an S3 error document, if `body` is one.
 pub fn s3_error_code(body: &str) -> Option<&str> {
-    let start = find(body, "<Code>")? + "<Code>".len();
+    let start = find_bytes(body, "<Code>")? + "<Code>".len();
     let rest = body.get(start..)?;
-    Some(rest.get(..find(rest, "</Code>")?)?.trim())
+    Some(rest.get(..find_bytes(rest, "</Code>")?)?.trim())
 }
 
 /// Where `needle` first occurs in `haystack`. For the few short searches in error bodies:
 /// std's `str::find` with a `&str` pattern brings its two-way searcher into the wasm.
-fn find(haystack: &str, needle: &str) -> Option<usize> {
+fn find_bytes(haystack: &str, needle: &str) -> Option<usize> {
     if needle.is_empty() {
         return Some(0);
     }
@@ -223,7 +223,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn find_is_str_find_for_the_searches_made() {
+    fn find_bytes_is_str_find_for_the_searches_made() {
         for (haystack, needle) in [
             ("bad request: date is too old", "too old"),
             ("token expired", "expired"),
@@ -234,7 +234,7 @@ mod tests {
             ("<Code><Code>", "<Code>"),
         ] {
             assert_eq!(
-                find(haystack, needle),
+                find_bytes(haystack, needle),
                 haystack.find(needle),
                 "{haystack:?} / {needle:?}"
             );
