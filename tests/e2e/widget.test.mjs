@@ -87,6 +87,8 @@ async function openWidget() {
 
 /** chunkup's files as Vite names them in widget/dist: its glue, its wasm, its Worker. */
 const CHUNKUP_FILE = /\/chunkup[-_][^/]*$/;
+/** chunkup's glue alone (the module the widget imports). */
+const CHUNKUP_GLUE = /\/chunkup-[^/]*\.js$/;
 
 /** The path of every resource the page has fetched since it loaded, in order. */
 function pathsFetched() {
@@ -195,7 +197,7 @@ describe("chat widget", () => {
     // The attachment brought chunkup in: its glue and its wasm (the Worker's script too,
     // where the engine starts a Worker).
     const fetched = await chunkupFilesFetched();
-    assert.ok(fetched.some((file) => /\/chunkup-[^/]*\.js$/.test(file)), `chunkup's glue among ${JSON.stringify(fetched)}`);
+    assert.ok(fetched.some((file) => CHUNKUP_GLUE.test(file)), `chunkup's glue among ${JSON.stringify(fetched)}`);
     assert.ok(fetched.some((file) => file.endsWith(".wasm")), `chunkup's wasm among ${JSON.stringify(fetched)}`);
 
     await page.screenshot(path.join(RESULTS, `widget-${engine}.png`));
@@ -264,8 +266,7 @@ describe("chat widget", () => {
       const small = path.join(tmpDir, "small.pdf");
       const bytes = pdfLikeBytes(200_000, 0xbad);
       writeFileSync(small, bytes);
-      const glue = /\/chunkup-[^/]*\.js$/;
-      await page.page.route(glue, (route) => route.abort("connectionreset"));
+      await page.page.route(CHUNKUP_GLUE, (route) => route.abort("connectionreset"));
 
       await page.setInputFiles("#attach-input", small);
       await page.waitFor(() => document.querySelector('#chat-log .upload[data-state="error"]'), null, {
@@ -286,7 +287,7 @@ describe("chat widget", () => {
       assert.deepEqual(await sentActions(), ["configureSession"], "nothing was asked of the server");
       await page.screenshot(path.join(RESULTS, "widget-unavailable-chromium.png"));
 
-      await page.page.unroute(glue);
+      await page.page.unroute(CHUNKUP_GLUE);
       await page.click('#chat-log .upload[data-state="error"] .upload-retry');
       await page.waitFor(() => document.querySelector('#chat-log .upload[data-state="done"] a.attachment-link'), null, {
         timeout: 60_000,
@@ -302,9 +303,8 @@ describe("chat widget", () => {
       const sentActions = await openWidget();
       const small = path.join(tmpDir, "small.pdf");
       writeFileSync(small, pdfLikeBytes(200_000, 0xca));
-      const glue = /\/chunkup-[^/]*\.js$/;
       const held = [];
-      await page.page.route(glue, (route) => held.push(route)); // never answered while held
+      await page.page.route(CHUNKUP_GLUE, (route) => held.push(route)); // never answered while held
       try {
         await page.setInputFiles("#attach-input", small);
         await page.waitFor(() => document.querySelector('#chat-log .upload[data-state="uploading"] .upload-cancel'), null, {
@@ -319,7 +319,7 @@ describe("chat widget", () => {
         assert.equal(held.length, 1, "the glue's request was held, unanswered");
         assert.deepEqual(await sentActions(), ["configureSession"], "nothing was asked of the server");
       } finally {
-        await page.page.unroute(glue);
+        await page.page.unroute(CHUNKUP_GLUE);
         for (const route of held) await route.abort().catch(() => {});
       }
     });

@@ -226,20 +226,19 @@ function attach(file) {
     controller = new AbortController();
     const { signal } = controller;
     bubble.uploading();
-    let chunkup;
+    let chunkup = null;
     try {
       chunkup = await unlessAborted(loadLibrary(), signal);
     } catch {
-      if (signal.aborted) {
-        cancelled();
-        return;
-      }
-      bubble.fail(UNAVAILABLE);
-      announce(`${file.name} cannot be attached: attachments are unavailable.`);
-      return;
+      // Cancelled, or the load failed: told apart below.
     }
     if (signal.aborted) {
       cancelled();
+      return;
+    }
+    if (!chunkup) {
+      bubble.fail(UNAVAILABLE);
+      announce(`${file.name} cannot be attached: attachments are unavailable.`);
       return;
     }
 
