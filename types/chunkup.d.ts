@@ -60,8 +60,11 @@ export interface S3Hooks {
    * `InvalidRequest` "Date is too old") makes chunkup ask again, as does every retry of a part.
    */
   signPart(part: MultipartUpload & { partNumber: number; size: number; checksumSHA256: string }): Promise<{ url: string; headers?: Record<string, string> }>;
-  /** The parts the store holds (for resuming). */
-  listParts(upload: MultipartUpload): Promise<{ partNumber: number; size: number; etag: string }[]>;
+  /**
+   * The parts the store holds (for resuming), or null when the store no longer knows the
+   * upload (S3's `NoSuchUpload`): chunkup then aborts it and creates a new one at once.
+   */
+  listParts(upload: MultipartUpload): Promise<{ partNumber: number; size: number; etag: string }[] | null>;
   /** Completes the upload from its parts, in order; `location` is the object's URL. */
   completeMultipartUpload(upload: MultipartUpload & { parts: { partNumber: number; etag: string; checksumSHA256: string }[] }): Promise<{ location: string }>;
   /** Aborts the upload (called after `signal` aborted it). */
@@ -171,7 +174,7 @@ export interface UploadProgress {
   bytesRead: number;
   /** Bytes the server acknowledged. Never decreases. */
   bytesUploaded: number;
-  /** Bytes handed to the network: byte by byte for `put`, else equal to `bytesUploaded`. Goes back when a `put` restarts. */
+  /** Bytes handed to the network: byte by byte for `put` and each `s3` part, else equal to `bytesUploaded`. Goes back when a `put` restarts or an `s3` part's PUT fails. */
   bytesSent: number;
   bytesTotal: number;
   /** `max(bytesUploaded, bytesSent) / bytesTotal * 100`; never decreases; below 100 until confirmed, exactly 100 on the final call. */
@@ -198,7 +201,7 @@ export interface UploadProgress {
 
 /** What {@link uploadFile} resolves to. */
 export interface UploadResult {
-  /** The upload's URL on the server (s3: the object's `location`), without its query (which may hold credentials). */
+  /** The upload's URL on the server (s3: the object's `location`): for `put`, `range` and `s3` without its query (which may hold credentials); for `tus` the `Location` as the server gave it (continuing it with `uploadUrl` needs all of it). */
   url: string;
   size: number;
   /** Lower-case hex SHA-256 of the whole file. */
@@ -211,7 +214,7 @@ export interface UploadResult {
   retries: number;
   durationMs: number;
   protocol: UploadProtocol;
-  /** The algorithm the server verified every chunk with (tus `Upload-Checksum`; s3: every part signed with `x-amz-checksum-sha256`), or `null`. */
+  /** The algorithm the server verified every chunk with (tus `Upload-Checksum`; s3: every part sent signed with `x-amz-checksum-sha256`, and at least one sent), or `null`. */
   checksum: "sha256" | null;
   /** Bytes the server already held when this upload continued an earlier one (0 when it started afresh); they were re-read and hashed, not sent again. */
   resumedFrom: number;
@@ -231,6 +234,7 @@ export interface UploadResult {
  * - `hook_failed`: an `s3` hook answered with something unusable (as `cause` of `retries_exhausted`: one that kept throwing, rejecting or not answering within `timeoutMs`).
  * - `unauthorized`: the server refused the credentials (401; tus and range also 403) twice in a row for the same request, the second time right after `headers({ refresh: true })`; or at once when `headers` is fixed.
  * - `protocol`: the server broke the upload protocol (a missing header, an impossible offset, a success that kept nothing).
+ * - `worker_failed`: chunkup's Worker stopped during the call (it crashed); retryable: the next call starts a new Worker, and an upload continues from its resume record.
  */
 export type UploadErrorCode =
   | AttachmentErrorCode
@@ -245,7 +249,8 @@ export type UploadErrorCode =
   | "headers_failed"
   | "hook_failed"
   | "unauthorized"
-  | "protocol";
+  | "protocol"
+  | "worker_failed";
 
 /**
  * Web-messaging attachment refusals ({@link attachFile}, {@link validateAttachment}); their

@@ -276,7 +276,7 @@ const backend = (path) => async (body) => {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body),
   });
-  if (!res.ok) throw new Error(`the backend answered ${res.status} to ${path || "create"}`);
+  if (!res.ok) throw Object.assign(new Error(`the backend answered ${res.status} to ${path || "create"}`), { status: res.status });
   return res.json();
 };
 const s3Hooks = {
@@ -288,7 +288,12 @@ const s3Hooks = {
   signPart: backend("/sign"),
   listParts: async (upload) => {
     lastKey = upload.key;
-    return backend("/list")(upload);
+    // A store that no longer knows the upload (404 NoSuchUpload): null, and chunkup starts
+    // a new one at once.
+    return backend("/list")(upload).catch((error) => {
+      if (error.status === 404) return null;
+      throw error;
+    });
   },
   completeMultipartUpload: backend("/complete"),
   abortMultipartUpload: backend("/abort"),

@@ -568,8 +568,18 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
             .prepared
             .take()
             .filter(|c| c.offset == checkpoint && c.offset + c.length == acknowledged);
+        // Bytes the server held from before this session (its answer to a resumed upload's
+        // first request): uploaded, but no part of this session's speed.
+        let held_from_before = !self.caught_up
+            && self
+                .protocol
+                .resumed_from()
+                .is_some_and(|held| acknowledged <= held);
         match whole_chunk {
             Some(chunk) if self.reader.digest.commit_to(acknowledged) => self.record(chunk),
+            _ if held_from_before => self
+                .reporter
+                .with(|model| model.resumed(acknowledged, self.env.now_ms())),
             // Part of a chunk: the digest catches up when the next step aligns to it.
             _ => self
                 .reporter

@@ -779,6 +779,36 @@ fn a_resumed_upload_sends_only_the_rest_and_hashes_everything() {
 }
 
 #[test]
+fn the_bytes_held_from_before_are_never_reported_as_speed() {
+    // Requests slow enough that the progress throttle lets a call out between the server's
+    // answer (HEAD: 4000 bytes held) and the re-hashing of those bytes.
+    let o = run_upload_with(
+        5500,
+        300,
+        server_holding(4000, 5500, ALL, "sha256"),
+        no_faults(),
+        0,
+        Some("http://127.0.0.1:9/files/u0"),
+        |state| state.request_ms = 200.0,
+    );
+    let s = assert_uploaded(&o);
+    assert_eq!(s.resumed_from, 4000);
+    let resuming = o
+        .env
+        .reports
+        .iter()
+        .position(|p| p.phase == crate::core::progress::Phase::Resuming)
+        .expect("a resuming phase");
+    for report in &o.env.reports[..=resuming] {
+        assert_eq!(
+            (report.bytes_per_second, report.eta_seconds),
+            (0.0, None),
+            "{report:?}"
+        );
+    }
+}
+
+#[test]
 fn an_upload_the_server_lost_is_started_afresh() {
     let o = run_upload_with(
         2500,

@@ -122,6 +122,11 @@ pub enum UploadError {
     #[error("protocol error: {0}")]
     Protocol(String),
 
+    /// chunkup's Worker stopped while it ran the call (it crashed, or could not answer).
+    /// The next call starts a new one; an upload continues from its resume record.
+    #[error("chunkup's Worker stopped: {0}")]
+    WorkerFailed(String),
+
     /// A web-messaging attachment was refused, by the session's rules or by the server;
     /// the message is written for the customer.
     #[error("{message}")]
@@ -151,6 +156,7 @@ impl UploadError {
             UploadError::HookFailed { .. } => "hook_failed",
             UploadError::Unauthorized { .. } => "unauthorized",
             UploadError::Protocol(_) => "protocol",
+            UploadError::WorkerFailed(_) => "worker_failed",
             UploadError::Attachment { code, .. } => code,
         }
     }
@@ -182,7 +188,8 @@ impl UploadError {
             | UploadError::HookFailed { retryable, .. } => *retryable,
             UploadError::ChecksumMismatch { .. }
             | UploadError::Network { .. }
-            | UploadError::Timeout { .. } => true,
+            | UploadError::Timeout { .. }
+            | UploadError::WorkerFailed(_) => true,
             // Worth another go later (the words say so); the flow itself already retried.
             UploadError::Attachment { code, .. } => matches!(
                 *code,
@@ -251,6 +258,13 @@ mod tests {
         assert_eq!(UploadError::Aborted.code(), "aborted");
         assert_eq!(UploadError::invalid("x").code(), "invalid_input");
         assert_eq!(UploadError::protocol("x").code(), "protocol");
+        let stopped = UploadError::WorkerFailed("out of memory".into());
+        assert_eq!(stopped.code(), "worker_failed");
+        assert!(stopped.is_retryable());
+        assert_eq!(
+            stopped.to_string(),
+            "chunkup's Worker stopped: out of memory"
+        );
         assert_eq!(UploadError::ReadFailed("x".into()).code(), "read_failed");
         assert_eq!(
             UploadError::HeadersFailed("x".into()).code(),

@@ -78,6 +78,8 @@ pub async fn upload_parts<E: Environment, S: ByteSource>(
     let hooks = Hooks {
         env,
         retry: config.retry,
+        reporter: &reporter,
+        retries: Cell::new(0),
     };
     env.pause().await;
     let (id, stored) = hooks.begin(&config).await?;
@@ -97,8 +99,7 @@ pub async fn upload_parts<E: Environment, S: ByteSource>(
         stored,
         sending: RefCell::default(),
         queue: RefCell::default(),
-        retries: Cell::new(0),
-        all_verified: Cell::new(true),
+        verified: Cell::new(None),
     };
     let parts = run.transfer(&mut reader).await;
     reader.close();
@@ -112,7 +113,11 @@ pub async fn upload_parts<E: Environment, S: ByteSource>(
         }
     };
     let answer = hooks
-        .call(Hook::Complete, &complete_arg(&id, &finished))
+        .call(
+            Hook::Complete,
+            &complete_arg(&id, &finished),
+            Phase::Uploading,
+        )
         .await?;
     let url = location(&answer)?;
     reporter.with(|model| model.set_upload_url(&url));
@@ -124,23 +129,39 @@ pub async fn upload_parts<E: Environment, S: ByteSource>(
         sha256: reader.digest.file_sha256(),
         md5: reader.digest.file_md5(),
         chunks,
-        retries: run.retries.get(),
+        retries: hooks.retries.get(),
         duration_ms: now - started_ms,
         protocol: "s3",
-        checksum: run.all_verified.get().then_some("sha256"),
+        checksum: (run.verified.get() == Some(true)).then_some("sha256"),
         resumed_from,
     })
 }
 
 /// The caller's hooks, with retries for the ones that may fail on the way (they call the
-/// widget's backend over the network).
+/// widget's backend over the network), and the retry waits of the whole upload.
 struct Hooks<'a, E> {
     env: &'a E,
     retry: RetryPolicy,
+    reporter: &'a Reporter<'a, E>,
+    /// Retries over the whole upload: of every part and every hook.
+    retries: Cell<u32>,
 }
 
 impl<E: Environment> Hooks<'_, E> {
-    async fn call(&self, hook: Hook, arg: &Value) -> Result<Value, UploadError> {
+    /// Calls `hook`, retrying a failure that may pass (as `retry` allows); `back_to` is the
+    /// phase progress returns to after a retry's wait.
+    async fn call(&self, hook: Hook, arg: &Value, back_to: Phase) -> Result<Value, UploadError> {
+        self.call_counting(hook, arg, back_to, &mut 0).await
+    }
+
+    /// [`Hooks::call`], adding the retries it spent to `spent`.
+    async fn call_counting(
+        &self,
+        hook: Hook,
+        arg: &Value,
+        back_to: Phase,
+        spent: &mut u32,
+    ) -> Result<Value, UploadError> {
         let mut failures = 0;
         loop {
             let error = match self.env.call_hook(hook, arg).await {
@@ -151,8 +172,28 @@ impl<E: Environment> Hooks<'_, E> {
                 self.retry
                     .delay_or_fail(error, failures, self.env.random(), self.env.now_ms())?;
             failures += 1;
-            self.env.sleep(ms).await?;
+            *spent += 1;
+            self.wait_to_retry(failures + 1, ms, back_to).await?;
         }
+    }
+
+    /// Counts a retry, reports the wait (phase `retrying`, `retryInMs`), waits, and puts the
+    /// phase back to `back_to` unless something else changed it meanwhile.
+    async fn wait_to_retry(
+        &self,
+        attempt: u32,
+        ms: u32,
+        back_to: Phase,
+    ) -> Result<(), UploadError> {
+        let retries = self.retries.get() + 1;
+        self.retries.set(retries);
+        self.reporter
+            .emit(|model, now| Some(model.retrying(attempt, retries, ms, now)));
+        self.env.sleep(ms).await?;
+        self.reporter.emit(|model, now| {
+            (model.current().phase == Phase::Retrying).then(|| model.phase(back_to, now))
+        });
+        Ok(())
     }
 
     /// The multipart upload to send to, and the parts it already holds: the one to
@@ -162,14 +203,24 @@ impl<E: Environment> Hooks<'_, E> {
         config: &PartsConfig,
     ) -> Result<(MultipartId, Vec<StoredPart>), UploadError> {
         if let Some(id) = &config.resume {
-            // A store that no longer knows the upload makes listParts fail: start afresh.
-            match self.call(Hook::ListParts, &id.to_value()).await {
+            // A store that no longer knows the upload: listParts answers null (S3's
+            // NoSuchUpload), or keeps failing. Either way, start afresh.
+            match self
+                .call(Hook::ListParts, &id.to_value(), Phase::Starting)
+                .await
+            {
+                Ok(Value::Null) => {}
                 Ok(answer) => return Ok((id.clone(), stored_parts(&answer)?)),
                 Err(UploadError::Aborted) => return Err(UploadError::Aborted),
                 Err(_) => {}
             }
+            // Nothing will complete that upload now: free whatever the store still holds
+            // of it (its parts are billed until then).
+            self.env.call_hook_detached(Hook::Abort, id.to_value());
         }
-        let answer = self.call(Hook::Create, &config.create).await?;
+        let answer = self
+            .call(Hook::Create, &config.create, Phase::Starting)
+            .await?;
         Ok((MultipartId::from_value(&answer)?, Vec::new()))
     }
 }
@@ -190,9 +241,9 @@ struct PartsRun<'a, E> {
     sending: RefCell<Vec<(u32, u64)>>,
     /// Parts read and hashed, waiting to be sent; and how many more may be read now.
     queue: RefCell<ReadAhead>,
-    retries: Cell<u32>,
-    /// Every part so far went with a checksum the store verified.
-    all_verified: Cell<bool>,
+    /// Whether every part sent in this session went with a checksum the store verified;
+    /// None while none was sent (parts held from before say nothing about theirs).
+    verified: Cell<Option<bool>>,
 }
 
 #[derive(Default)]
@@ -340,30 +391,46 @@ impl<'a, E: Environment> PartsRun<'a, E> {
         let env = self.reporter.env;
         let hooks = self.hooks;
         let sign = sign_arg(self.id, number, digest.length, &digest.sha256);
+        // Failed PUTs in a row, and the retries spent on this part's signatures.
         let mut failures = 0u32;
+        let mut signing_retries = 0u32;
         self.reporter.emit(|model, now| {
             (model.current().phase != Phase::Uploading).then(|| model.phase(Phase::Uploading, now))
         });
         loop {
             // As before each step of the single-stream engine: a chance to yield.
             env.pause().await;
-            let signed = SignedPart::from_value(&hooks.call(Hook::SignPart, &sign).await?)?;
+            let signed = SignedPart::from_value(
+                &hooks
+                    .call_counting(
+                        Hook::SignPart,
+                        &sign,
+                        Phase::Uploading,
+                        &mut signing_retries,
+                    )
+                    .await?,
+            )?;
             let request = signed.request(digest.offset, digest.length);
             let on_sent = |sent: u64| self.part_sent(number, sent);
             let outcome = match env.send(&request, &on_sent).await {
                 Ok(response) => part_response(&request, &response),
                 Err(error) => Err(error),
             };
-            self.part_sent(number, 0);
             let error = match outcome {
                 Ok(etag) => {
-                    if !signed.carries_checksum() {
-                        self.all_verified.set(false);
-                    }
-                    return Ok(self.finish(number, &digest, etag, failures, false));
+                    let carried = signed.carries_checksum();
+                    self.verified
+                        .set(Some(self.verified.get().unwrap_or(true) && carried));
+                    let retries = failures + signing_retries;
+                    // Acknowledged first, then no longer in flight: bytesSent never dips.
+                    let done = self.finish(number, &digest, etag, retries, false);
+                    self.part_sent(number, 0);
+                    return Ok(done);
                 }
                 Err(error) => error,
             };
+            // Its bytes go back to unsent (as a restarted `put`'s).
+            self.part_sent(number, 0);
             if matches!(
                 error,
                 UploadError::Network { .. } | UploadError::Timeout { .. }
@@ -385,11 +452,9 @@ impl<'a, E: Environment> PartsRun<'a, E> {
                     .retry
                     .delay_or_fail(error, failures, env.random(), env.now_ms())?;
             failures += 1;
-            self.retries.set(self.retries.get() + 1);
-            let retries = self.retries.get();
-            self.reporter
-                .emit(|model, now| Some(model.retrying(failures + 1, retries, ms, now)));
-            env.sleep(ms).await?;
+            hooks
+                .wait_to_retry(failures + 1, ms, Phase::Uploading)
+                .await?;
         }
     }
 
@@ -437,6 +502,9 @@ impl<'a, E: Environment> PartsRun<'a, E> {
             model.set_chunk_position(done.min(u64::from(self.count)), u64::from(self.count));
             if held {
                 model.resumed(acknowledged, now);
+            } else {
+                // The upload advanced: failures in a row start again.
+                model.set_attempt(1);
             }
             model.acknowledged(acknowledged, Some(chunk.clone()), now)
         });

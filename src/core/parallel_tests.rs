@@ -124,6 +124,11 @@ fn uploads_every_part_boundary_size_with_one_and_four_parts_in_flight() {
                 part_count(&ChunkPlan::new(size as u64, PART)) as usize
             );
             assert_eq!(o.env.resumable_at.len(), 1);
+            let sent: Vec<u64> = o.env.reports.iter().map(|p| p.bytes_sent).collect();
+            assert!(
+                sent.windows(2).all(|w| w[0] <= w[1]),
+                "bytesSent never dips without a failure: {sent:?}"
+            );
         }
     }
 }
@@ -199,6 +204,46 @@ fn an_expired_part_url_is_signed_afresh() {
 }
 
 #[test]
+fn hook_retries_are_counted_and_shown_like_part_retries() {
+    use crate::core::progress::Phase;
+    let o = run(3 * PART as usize, 1, no_faults(), None, |state| {
+        state.s3.hook_failures = vec![("createMultipartUpload", 1), ("signPart", 2)];
+    });
+    let s = assert_stored(&o);
+    assert_eq!(
+        s.retries, 3,
+        "one createMultipartUpload and two signPart retries"
+    );
+    assert_eq!(
+        s.chunks[0].retries, 2,
+        "part 1 waited for its signature twice"
+    );
+    let reports = &o.env.reports;
+    let waits: Vec<_> = reports
+        .iter()
+        .filter(|p| p.phase == Phase::Retrying)
+        .map(|p| (p.attempt, p.retries, p.retry_in_ms.is_some()))
+        .collect();
+    assert_eq!(waits, [(2, 1, true), (2, 2, true), (3, 3, true)]);
+    // After each wait the phase is back where it was: starting, then uploading.
+    let after_wait = |n: usize| {
+        let at = reports
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.phase == Phase::Retrying)
+            .nth(n)
+            .map(|(i, _)| i)
+            .unwrap();
+        (reports[at + 1].phase, reports[at + 1].retry_in_ms)
+    };
+    assert_eq!(after_wait(0), (Phase::Starting, None));
+    assert_eq!(after_wait(2), (Phase::Uploading, None));
+    // Once a part lands, failures in a row start again.
+    let landed = reports.iter().find(|p| p.chunk.is_some()).unwrap();
+    assert_eq!((landed.attempt, landed.retries), (1, 3));
+}
+
+#[test]
 fn persistent_failures_exhaust_the_retries() {
     let o = run(
         3 * PART as usize,
@@ -229,6 +274,38 @@ fn abort_stops_every_part_and_aborts_the_upload() {
 }
 
 #[test]
+fn parts_held_from_before_claim_no_checksum() {
+    let size = 3 * PART as usize;
+    let file = pseudo_random_bytes(size, size as u64 + 5);
+    let id = MultipartId {
+        upload_id: "mpu-old".into(),
+        key: "objects/old".into(),
+    };
+    let id_for_setup = id.clone();
+    let o = run(size, 2, no_faults(), Some(id), move |state| {
+        let parts = (1..=3)
+            .map(|n: usize| {
+                (
+                    n as u32,
+                    file[(n - 1) * PART as usize..n * PART as usize].to_vec(),
+                )
+            })
+            .collect();
+        state.s3.uploads.insert(
+            id_for_setup.upload_id.clone(),
+            (id_for_setup.key.clone(), parts),
+        );
+    });
+    let s = assert_stored(&o);
+    assert_eq!(s.resumed_from, size as u64);
+    assert!(!o.env.s3.hooks.contains(&"signPart"), "nothing was sent");
+    assert_eq!(
+        s.checksum, None,
+        "whether those parts were verified is not known"
+    );
+}
+
+#[test]
 fn a_resumed_upload_sends_only_the_missing_parts() {
     let size = 10 * PART as usize + 17;
     let file = pseudo_random_bytes(size, size as u64 + 5);
@@ -256,10 +333,25 @@ fn a_resumed_upload_sends_only_the_missing_parts() {
     let signs = o.env.s3.hooks.iter().filter(|h| **h == "signPart").count();
     assert_eq!(signs, 9, "parts 3 to 11");
     assert!(o.env.reports.iter().any(|p| p.phase == Phase::Resuming));
-    // An upload the store no longer knows: a new one.
-    let o = run(size, 4, no_faults(), Some(id), |_| {});
+    // An upload the store no longer knows (listParts answers null): a new one at once, and
+    // the old one is aborted, in case the store still holds parts of it.
+    let o = run(size, 4, no_faults(), Some(id.clone()), |_| {});
     let s = assert_stored(&o);
     assert_eq!(s.resumed_from, 0);
+    assert_eq!(
+        &o.env.s3.hooks[..3],
+        ["listParts", "abortMultipartUpload", "createMultipartUpload"]
+    );
+    assert_eq!(o.env.s3.aborted, ["mpu-old"]);
+    // A listParts that keeps throwing: the same, once its retries are spent.
+    let o = run(size, 4, no_faults(), Some(id), |state| {
+        state.s3.list_parts_throws = true;
+    });
+    let s = assert_stored(&o);
+    assert_eq!(s.resumed_from, 0);
+    let lists = o.env.s3.hooks.iter().filter(|h| **h == "listParts").count();
+    assert_eq!(lists, 5, "the first call and its 4 retries");
+    assert_eq!(o.env.s3.aborted, ["mpu-old"]);
     assert!(o.env.s3.hooks.contains(&"createMultipartUpload"));
 }
 

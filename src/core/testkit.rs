@@ -290,6 +290,12 @@ pub struct FakeS3 {
     pub placement: &'static str,
     /// `signPart` calls that give an already expired URL (counted down).
     pub expired_urls: u32,
+    /// `listParts` of an upload the store does not know throws (retryably, as every throw
+    /// of a hook in the browser), instead of answering null.
+    pub list_parts_throws: bool,
+    /// Hooks that throw (retryably, as a backend that cannot be reached) before answering:
+    /// the hook's name, counted down per call.
+    pub hook_failures: Vec<(&'static str, u32)>,
     next_id: u32,
 }
 
@@ -315,6 +321,17 @@ impl FakeS3 {
         use crate::core::protocol::s3::Hook;
         use crate::core::value::{object, Value};
         self.hooks.push(hook.name());
+        if let Some((_, left)) = self
+            .hook_failures
+            .iter_mut()
+            .find(|(name, left)| *name == hook.name() && *left > 0)
+        {
+            *left -= 1;
+            return Err(UploadError::HookFailed {
+                message: format!("the s3.{} hook threw: backend unreachable", hook.name()),
+                retryable: true,
+            });
+        }
         let id = arg.str_at("uploadId").unwrap_or_default().to_owned();
         let failed = |message: &str| UploadError::HookFailed {
             message: message.to_owned(),
@@ -358,10 +375,16 @@ impl FakeS3 {
                 Ok(object([("url", url.as_str().into()), ("headers", headers)]))
             }
             Hook::ListParts => {
-                let (_, parts) = self
-                    .uploads
-                    .get(&id)
-                    .ok_or_else(|| failed("NoSuchUpload"))?;
+                let Some((_, parts)) = self.uploads.get(&id) else {
+                    return if self.list_parts_throws {
+                        Err(UploadError::HookFailed {
+                            message: "NoSuchUpload".into(),
+                            retryable: true,
+                        })
+                    } else {
+                        Ok(Value::Null)
+                    };
+                };
                 Ok(Value::Array(
                     parts
                         .iter()
@@ -488,6 +511,8 @@ pub struct FakeState {
     requests: usize,
     pub aborted: bool,
     pub clock_ms: f64,
+    /// How long a request takes on the virtual clock, besides its body's bytes.
+    pub request_ms: f64,
     rng: XorShift,
     pub sleeps: Vec<u32>,
     pub reports: Vec<Progress>,
@@ -513,6 +538,7 @@ impl FakeEnv {
             requests: 0,
             aborted: false,
             clock_ms: 1_700_000_000_000.0,
+            request_ms: 5.0,
             rng: XorShift::new(42),
             sleeps: Vec::new(),
             reports: Vec::new(),
@@ -578,7 +604,7 @@ impl Environment for FakeEnv {
             Body::FileRange { start, end } => end - start,
             Body::Empty => 0,
         };
-        state.clock_ms += 5.0 + bytes as f64 / 100_000.0;
+        state.clock_ms += state.request_ms + bytes as f64 / 100_000.0;
         let file = Rc::clone(&state.file);
         if request.url.starts_with("https://s3.test/") {
             return match fault {

@@ -71,7 +71,7 @@ class Job {
     this.callables = new Map(); // id → { fn, self }
     this.controllers = new Map(); // signal id → AbortController (the mirroring side)
     this.unwatch = []; // removes abort listeners (the watching side)
-    this.ended = false;
+    this.ended = false; // the page side: the job settled, its Worker functions are gone
   }
 }
 
@@ -169,8 +169,13 @@ class Side {
     this.port.postMessage(message);
   }
 
-  /** Calls the other side's function `id` of `job`; resolves to what it returned. */
+  /**
+   * Calls the other side's function `id` of `job`; resolves to what it returned. Once the
+   * job has ended, it resolves to undefined without asking: a widget that still calls the
+   * Worker's listener for its socket gets no answer to wait for, and nothing piles up.
+   */
   call(job, id, args) {
+    if (job.ended) return Promise.resolve(undefined);
     const call = this.nextCall++;
     return new Promise((resolve, reject) => {
       this.calls.set(call, { resolve, reject, job });
@@ -285,19 +290,25 @@ class Host extends Side {
     else running.reject(unpack(this, job, message.error));
   }
 
+  /**
+   * Posts the job; a promise of its outcome, or null when its arguments cannot be posted
+   * (something structured clone refuses, such as a Proxy among the options): the caller
+   * then runs it on the page, where they need no copy.
+   */
   run(name, args) {
     const job = new Job(nextJob++);
     this.jobs.set(job.id, job);
     clearTimeout(this.idleTimer);
-    return new Promise((resolve, reject) => {
-      this.running.set(job.id, { resolve, reject });
-      try {
-        this.post({ t: "run", job: job.id, name, args: pack(this, job, args, null) });
-      } catch (error) {
-        this.finish(job.id);
-        reject(error);
-      }
-    });
+    let settle;
+    const outcome = new Promise((resolve, reject) => (settle = { resolve, reject }));
+    this.running.set(job.id, settle);
+    try {
+      this.post({ t: "run", job: job.id, name, args: pack(this, job, args, null) });
+    } catch {
+      this.finish(job.id);
+      return null;
+    }
+    return outcome;
   }
 
   /** The job settled: stop watching its signal now, forget its callbacks a little later. */
@@ -305,6 +316,7 @@ class Host extends Side {
     this.running.delete(jobId);
     const job = this.jobs.get(jobId);
     if (job) {
+      job.ended = true;
       for (const unwatch of job.unwatch) unwatch();
       setTimeout(() => this.jobs.delete(jobId), LINGER_MS);
     }
@@ -320,12 +332,18 @@ class Host extends Side {
     if (host === this) host = null;
   }
 
-  /** The Worker died (a crash, not an upload error): fail what it was running. */
+  /**
+   * The Worker died (a crash, not an upload error): fail what it was running with an
+   * `Error` that has no `code`, which src/web/worker.rs turns into `worker_failed`, and
+   * end the calls into it that will never be answered.
+   */
   crashed(message) {
     for (const [jobId, running] of this.running) {
       this.finish(jobId);
-      running.reject(new Error(`chunkup's Worker stopped: ${message}`));
+      running.reject(new Error(message));
     }
+    for (const { resolve } of this.calls.values()) resolve(undefined);
+    this.calls.clear();
     this.worker.terminate();
     if (host === this) host = null;
   }
@@ -336,7 +354,7 @@ class Host extends Side {
  * module; resolves to false where a Worker cannot run (Content-Security-Policy, no module
  * Workers), and from then on without trying again.
  */
-export async function workerAvailable(module) {
+export async function workerAvailable(module, signal) {
   if (unavailable) return false;
   if (!host) {
     let worker;
@@ -345,25 +363,48 @@ export async function workerAvailable(module) {
         type: "module",
         name: "chunkup",
       });
+      host = new Host(worker);
+      worker.postMessage({ t: "init", module });
     } catch {
+      worker?.terminate();
+      host = null;
       unavailable = true;
       return false;
     }
-    host = new Host(worker);
-    worker.postMessage({ t: "init", module });
   }
   const current = host;
-  if (await current.ready) return true;
+  const ready = await unlessAborted(current.ready, signal);
+  // Aborted while the Worker starts: the caller sees its signal and rejects at once; the
+  // start goes on for the next call.
+  if (ready === undefined) return false;
+  if (ready) return true;
   unavailable = true;
   if (host === current) host = null;
   current.worker.terminate();
   return false;
 }
 
-/** Runs the export `name` with `args` in the Worker; settles as the export does there. */
+/** Settles as `promise`, or resolves to undefined as soon as `signal` fires. */
+function unlessAborted(promise, signal) {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    const onAbort = () => resolve(undefined);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then((value) => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(value);
+    });
+  });
+}
+
+/**
+ * Runs the export `name` with `args` in the Worker: a promise that settles as the export
+ * does there, or null when the job could not be handed over (the Worker ended meanwhile,
+ * or the arguments cannot be posted), to run it on the page instead.
+ */
 export function runInWorker(name, args) {
-  if (!host) return Promise.reject(new Error("chunkup's Worker is not running"));
-  return host.run(name, Array.from(args));
+  return host ? host.run(name, Array.from(args)) : null;
 }
 
 // ------------------------------------------------------------------ worker side
@@ -397,7 +438,12 @@ export function serveWorker(init, exports) {
     } catch (error) {
       outcome = { t: "fail", job: job.id, error: pack(side, job, error, null) };
     }
-    side.post(outcome);
+    try {
+      side.post(outcome);
+    } catch (error) {
+      // An outcome that cannot be posted still settles the page's promise.
+      side.post({ t: "fail", job: job.id, error: { [MARK]: "error", name: "Error", message: String(error?.message ?? error), props: {} } });
+    }
     setTimeout(() => side.jobs.delete(job.id), LINGER_MS);
   };
 }

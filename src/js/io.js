@@ -381,6 +381,24 @@ export class Inbox {
     };
   }
 
+  /**
+   * Calls the widget's `subscribe(listener)` and resolves to what it returned (the
+   * unsubscribe function, or a promise of it: the Worker's stand-in for the page's
+   * `subscribe` answers after a round trip). Rejects like `call`, or `aborted` at once when
+   * `signal` fires first; a subscription that still arrives after that is ended as soon as
+   * it does, so the widget's socket is never left feeding a listener nobody reads.
+   */
+  subscribeTo(subscribe, signal) {
+    const answer = call(subscribe, this.listener, 0, undefined);
+    answer.then(
+      (unsubscribe) => {
+        if (signal?.aborted && typeof unsubscribe === "function") unsubscribe();
+      },
+      () => {},
+    );
+    return bounded(answer, 0, signal);
+  }
+
   /** The next message; rejects `timeout` after `timeoutMs` (0 = never) or `aborted`. */
   next(timeoutMs, signal) {
     const next = this.queue.length > 0 ? Promise.resolve(this.queue.shift()) : new Promise((resolve) => (this.waiting = resolve));

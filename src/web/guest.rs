@@ -138,7 +138,8 @@ struct Subscription {
 
 impl Subscription {
     /// Subscribes to the session's messages. A `subscribe` that returns a promise of the
-    /// unsubscribe function (the Worker's stand-in for the page's `subscribe`) is awaited.
+    /// unsubscribe function (the Worker's stand-in for the page's `subscribe`) is awaited;
+    /// if the upload is aborted first, the subscription that arrives later is ended then.
     async fn new(
         session: &Session,
         signal: &Option<AbortSignal>,
@@ -146,19 +147,15 @@ impl Subscription {
         let inbox = Inbox::new();
         let threw =
             |detail: String| UploadError::invalid(format!("session.subscribe threw: {detail}"));
-        let returned = io::call(
-            &session.subscribe.bind0(&session.this),
-            &inbox.listener(),
-            0,
-            signal,
-        )
-        .await
-        .map_err(|failure| {
-            failure.into_error(|other| match other {
-                Failure::Threw(detail) | Failure::Rejected(detail) => threw(detail),
-                _ => threw("an unknown JavaScript error".into()),
-            })
-        })?;
+        let returned = inbox
+            .subscribe_to(&session.subscribe.bind0(&session.this), signal)
+            .await
+            .map_err(|failure| {
+                failure.into_error(|other| match other {
+                    Failure::Threw(detail) | Failure::Rejected(detail) => threw(detail),
+                    _ => threw("an unknown JavaScript error".into()),
+                })
+            })?;
         let unsubscribe = returned.dyn_into::<Function>().map_err(|_| {
             UploadError::invalid("session.subscribe must return an unsubscribe function")
         })?;
@@ -281,7 +278,14 @@ pub async fn attach_file(
     let session = input.session.portable();
     let options = portable(&options, &KNOWN_OPTIONS);
     let args = [&session, &file, &on_progress, &options];
-    if let Some(answer) = offload(input.settings.worker, "attachFile", &args).await {
+    if let Some(answer) = offload(
+        input.settings.worker,
+        "attachFile",
+        &args,
+        &input.settings.signal,
+    )
+    .await
+    {
         return answer;
     }
     pacer.pace().await;

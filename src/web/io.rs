@@ -58,6 +58,9 @@ extern "C" {
     #[wasm_bindgen(js_name = blobKind)]
     pub fn blob_kind(value: &JsValue) -> String;
 
+    /// The message of a thrown value: "Name: message" for errors, the text of a string.
+    pub fn describe(thrown: &JsValue) -> String;
+
     /// Whether the browser says it is offline.
     #[wasm_bindgen(js_name = isOffline)]
     pub fn is_offline() -> bool;
@@ -76,6 +79,9 @@ extern "C" {
 
     #[wasm_bindgen(method, getter)]
     pub fn listener(this: &Inbox) -> Function;
+
+    #[wasm_bindgen(method, js_name = subscribeTo)]
+    fn subscribe_to_js(this: &Inbox, subscribe: &Function, signal: &JsValue) -> Promise;
 
     #[wasm_bindgen(method, js_name = next)]
     pub fn next_message(this: &Inbox, timeout_ms: u32, signal: &JsValue) -> Promise;
@@ -171,4 +177,17 @@ pub async fn call(
     signal: &Option<AbortSignal>,
 ) -> Result<JsValue, Failure> {
     wait(call_js(function, arg, timeout_ms, &signal_arg(signal))).await
+}
+
+impl Inbox {
+    /// Calls the widget's `subscribe` with this inbox's listener and awaits the unsubscribe
+    /// function it returns (or a promise of it). On abort it fails at once; an answer that
+    /// comes later is unsubscribed by io.js when it comes.
+    pub async fn subscribe_to(
+        &self,
+        subscribe: &Function,
+        signal: &Option<AbortSignal>,
+    ) -> Result<JsValue, Failure> {
+        wait(self.subscribe_to_js(subscribe, &signal_arg(signal))).await
+    }
 }

@@ -48,7 +48,7 @@ pub async fn upload_file(
     }
     let portable = options::for_worker(&options, &input);
     let args = [&file, &on_progress, &portable];
-    if let Some(answer) = worker::offload(input.worker, "uploadFile", &args).await {
+    if let Some(answer) = worker::offload(input.worker, "uploadFile", &args, &input.signal).await {
         return answer;
     }
     pacer.pace().await;
@@ -157,7 +157,8 @@ pub async fn sha256_file(file: JsValue, options: JsValue) -> Result<JsValue, JsV
         return Err(error_to_js(&UploadError::Aborted));
     }
     let portable = options::portable(&options, &options::SHA256_OPTIONS);
-    if let Some(answer) = worker::offload(allowed, "sha256File", &[&file, &portable]).await {
+    if let Some(answer) = worker::offload(allowed, "sha256File", &[&file, &portable], &signal).await
+    {
         return answer;
     }
     pacer.pace().await;

@@ -15,16 +15,21 @@ use std::pin::Pin;
 
 use js_sys::{Array, Promise};
 use wasm_bindgen::prelude::*;
+use web_sys::AbortSignal;
 
-use crate::web::js::settle;
+use crate::core::error::UploadError;
+use crate::web::convert::error_to_js;
+use crate::web::io::{describe, fired, signal_arg};
+use crate::web::js::{get, settle};
 
 #[wasm_bindgen(module = "/src/js/bridge.js")]
 extern "C" {
     #[wasm_bindgen(js_name = workerAvailable)]
-    fn worker_available(module: &JsValue) -> Promise;
+    fn worker_available(module: &JsValue, signal: &JsValue) -> Promise;
 
+    /// A promise of the job's outcome, or null when it could not be handed over.
     #[wasm_bindgen(js_name = runInWorker)]
-    fn run_in_worker(name: &str, args: &Array) -> Promise;
+    fn run_in_worker(name: &str, args: &Array) -> JsValue;
 
     #[wasm_bindgen(js_name = onMainThread)]
     fn on_main_thread() -> bool;
@@ -34,25 +39,44 @@ extern "C" {
 }
 
 /// Runs the export `name` with `args` in chunkup's Worker, when `allowed` and called on a
-/// page's main thread with a Worker available; `None` means: run it here.
+/// page's main thread with a Worker available; `None` means: run it here (also when the
+/// arguments cannot be posted to a Worker).
 ///
 /// The Worker's answer is the export's own: its result, or its `ChunkupError` rebuilt on
-/// the page with the same `code`, `status`, `retryable` and `cause`.
+/// the page with the same `code`, `status`, `retryable` and `cause`. A Worker that dies
+/// meanwhile fails the call with `worker_failed`. `signal` firing while the Worker starts
+/// (its script loading, on a first call) fails the call with `aborted` at once.
 pub async fn offload(
     allowed: bool,
     name: &str,
     args: &[&JsValue],
+    signal: &Option<AbortSignal>,
 ) -> Option<Result<JsValue, JsValue>> {
     if !allowed || !on_main_thread() {
         return None;
     }
     // The page's compiled module goes along, so the Worker neither fetches nor compiles it.
-    let available = settle(worker_available(&wasm_bindgen::module())).await;
+    let available = settle(worker_available(
+        &wasm_bindgen::module(),
+        &signal_arg(signal),
+    ))
+    .await;
+    if fired(signal) {
+        return Some(Err(error_to_js(&UploadError::Aborted)));
+    }
     if available.ok()?.as_bool() != Some(true) {
         return None;
     }
     let args: Array = args.iter().copied().collect();
-    Some(settle(run_in_worker(name, &args)).await)
+    let outcome = run_in_worker(name, &args).dyn_into::<Promise>().ok()?;
+    Some(settle(outcome).await.map_err(|error| {
+        // The export's own errors are ChunkupErrors; one without a code is the Worker's end.
+        if get(&error, "code").is_string() {
+            error
+        } else {
+            error_to_js(&UploadError::WorkerFailed(describe(&error)))
+        }
+    }))
 }
 
 /// Hands the thread back to the event loop every few milliseconds of work.

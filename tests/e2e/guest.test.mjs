@@ -325,6 +325,39 @@ for (const worker of [true, false]) {
       }, worker);
       assert.deepEqual(outcome, { code: "network", message: "network error during POST (send a chat message): session.send threw: socket closed" });
     });
+    test("an abort while subscribing still unsubscribes the listener", async () => {
+      const outcome = await page.evaluate(async (worker) => {
+        const session = await window.openSession();
+        const file = window.fileOf(1000, "a.pdf", "application/pdf");
+        const controller = new AbortController();
+        let subscribed = 0;
+        let unsubscribed = 0;
+        const aborting = {
+          ...session,
+          subscribe(listener) {
+            subscribed += 1;
+            const unsubscribe = session.subscribe(listener);
+            // The abort comes before the answer (in the Worker, before it crosses back).
+            controller.abort();
+            return () => {
+              unsubscribed += 1;
+              unsubscribe();
+            };
+          },
+        };
+        try {
+          const code = await window.chunkup.attachFile(aborting, file, null, { worker, signal: controller.signal }).then(
+            () => "resolved",
+            (error) => error.code,
+          );
+          for (let i = 0; i < 100 && unsubscribed < subscribed; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+          return { code, subscribed, unsubscribed };
+        } finally {
+          session.close();
+        }
+      }, worker);
+      assert.deepEqual(outcome, { code: "aborted", subscribed: 1, unsubscribed: 1 });
+    });
     for (const name of PAGE_MODE_IN_EVERY_ENGINE) {
       if (!names.has(name)) throw new Error(`PAGE_MODE_IN_EVERY_ENGINE names no test: ${name}`);
     }

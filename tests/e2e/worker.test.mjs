@@ -413,6 +413,118 @@ if (engine !== "chromium") {
   });
 }
 
+/**
+ * Page-side: from now on, every Worker the page starts is recorded in `window.workersStarted`;
+ * with `holdInit`, the first message chunkup posts to it (the wasm module) is held back
+ * until `window.releaseInit()`, as if its script were still loading.
+ */
+function recordWorkers({ holdInit = false } = {}) {
+  window.workersStarted = [];
+  window.releaseInit = null;
+  window.Worker = class extends window.Worker {
+    constructor(url, options) {
+      super(url, options);
+      window.workersStarted.push(this);
+    }
+
+    postMessage(message, ...rest) {
+      if (holdInit && message?.t === "init") {
+        holdInit = false;
+        window.releaseInit = () => super.postMessage(message, ...rest);
+        return;
+      }
+      super.postMessage(message, ...rest);
+    }
+  };
+}
+
+/** Page-side: counts the file reads made on the page (in Worker mode, there are none). */
+function countPageReads() {
+  const original = Blob.prototype.stream;
+  window.pageReads = 0;
+  Blob.prototype.stream = function stream() {
+    window.pageReads += 1;
+    return original.call(this);
+  };
+}
+
+test("a Worker that dies mid-upload fails it with worker_failed; the next call starts a new one", async (t) => {
+  t.after(() => openPackage(base)); // a page without the recording, for later tests
+  await openPackage(base);
+  await page.evaluate(recordWorkers, {});
+  const outcome = await page.evaluate(async () => {
+    const file = window.fileOf(2 * 1024 * 1024, "big.bin");
+    const record = await window.observe((onProgress) =>
+      window.chunkup.uploadFile(
+        file,
+        (p) => {
+          onProgress(p);
+          // What the browser does when a Worker's script throws at top level or its
+          // memory runs out: an error event on the Worker object.
+          if (p.chunk?.index === 0) window.workersStarted[0].onerror(new ErrorEvent("error", { message: "simulated crash" }));
+        },
+        { endpoint: "/faults/latency:150/files/", chunkSize: 256 * 1024 },
+      ),
+    );
+    const again = await window.chunkup.uploadFile(file, null, { endpoint: "/files/", chunkSize: 256 * 1024 });
+    return { error: record.error, workers: window.workersStarted.length, sha256: again.sha256, expected: await window.sha256(file) };
+  });
+  assert.deepEqual(outcome.error, {
+    name: "ChunkupError",
+    code: "worker_failed",
+    message: "chunkup's Worker stopped: simulated crash",
+    retryable: true,
+  });
+  assert.equal(outcome.workers, 2, "a new Worker ran the next upload");
+  assert.equal(outcome.sha256, outcome.expected);
+});
+
+test("an abort while the Worker is still starting rejects at once, and the Worker starts for the next call", async (t) => {
+  t.after(() => openPackage(base));
+  await openPackage(base);
+  await page.evaluate(recordWorkers, { holdInit: true });
+  await page.evaluate(countPageReads);
+  const outcome = await page.evaluate(async () => {
+    const file = window.fileOf(300 * 1024, "a.bin");
+    const controller = new AbortController();
+    const upload = window.chunkup.uploadFile(file, null, { endpoint: "/files/", signal: controller.signal });
+    while (!window.releaseInit) await new Promise((resolve) => setTimeout(resolve, 10));
+    controller.abort();
+    // The Worker has not been given its wasm yet: only the abort can settle the call.
+    const code = await upload.then(() => "resolved", (error) => error.code);
+    window.releaseInit();
+    const result = await window.chunkup.uploadFile(file, null, { endpoint: "/files/" });
+    return { code, workers: window.workersStarted.length, pageReads: window.pageReads, sha256: result.sha256, expected: await window.sha256(file) };
+  });
+  assert.equal(outcome.code, "aborted");
+  assert.equal(outcome.workers, 1);
+  assert.equal(outcome.pageReads, 0, "the next upload ran in that Worker");
+  assert.equal(outcome.sha256, outcome.expected);
+});
+
+test("options that cannot be posted to the Worker run the upload on the page", async (t) => {
+  t.after(() => openPackage(base));
+  await openPackage(base);
+  await page.evaluate(countPageReads);
+  const outcome = await page.evaluate(async () => {
+    const file = window.fileOf(300 * 1024, "a.bin");
+    // A reactive wrapper (a Proxy) around a class instance: readable, but structured clone
+    // refuses it.
+    class Fields {
+      constructor() {
+        this.ticket = "42";
+      }
+    }
+    const metadata = new Proxy(new Fields(), {});
+    const result = await window.chunkup.uploadFile(file, null, { endpoint: "/files/", metadata });
+    return { pageReads: window.pageReads, sha256: result.sha256, expected: await window.sha256(file), url: result.url };
+  });
+  assert.ok(outcome.pageReads >= 1, "it ran on the page");
+  assert.equal(outcome.sha256, outcome.expected);
+  const stored = await info(outcome.url);
+  assert.equal(stored.metadata?.ticket, "42", "the Proxy's metadata was sent");
+});
+
 test("a page whose Content-Security-Policy forbids Workers still uploads, on the page", async (t) => {
   // The page comes with its policy from a proxy in front of the server, so that the package,
   // its Worker script and the uploads are all on the page's origin, as on a real site

@@ -74,10 +74,15 @@ pub fn part_plan(size: u64, requested: u64) -> Result<ChunkPlan, UploadError> {
     const MIB: u64 = 1024 * 1024;
     let needed = size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
     let part_size = requested.max(MIN_PART_SIZE).max(needed);
-    if part_size > MAX_PART_SIZE {
+    if needed > MAX_PART_SIZE {
         return Err(UploadError::invalid(format!(
             "the file is {size} bytes, more than S3 multipart holds (10,000 parts of 5 GiB)"
         )));
+    }
+    if part_size > MAX_PART_SIZE {
+        return Err(UploadError::invalid(
+            "options.chunkSize: an S3 part is at most 5 GiB",
+        ));
     }
     Ok(ChunkPlan::new(size, part_size))
 }
@@ -361,9 +366,14 @@ mod tests {
         let big = part_plan(100 * 1024 * MIB, 8 * MIB).unwrap();
         assert_eq!(big.chunk_size, 11 * MIB);
         assert!(big.chunks_from(0) <= MAX_PARTS);
+        let too_big = part_plan(60_000 * 1024 * MIB, 8 * MIB).unwrap_err();
+        assert_eq!(too_big.code(), "invalid_input");
+        assert!(too_big.to_string().contains("more than S3 multipart holds"));
+        // A small file with a part size beyond S3's: the option is named, not the file.
+        let part_too_big = part_plan(1000, 6 * 1024 * MIB).unwrap_err();
         assert_eq!(
-            part_plan(60_000 * 1024 * MIB, 8 * MIB).unwrap_err().code(),
-            "invalid_input"
+            part_too_big.to_string(),
+            "options.chunkSize: an S3 part is at most 5 GiB"
         );
         let plan = part_plan(10 * 5 * MIB + 17, 5 * MIB).unwrap();
         assert_eq!(part_count(&plan), 11);
