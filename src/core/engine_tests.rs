@@ -91,13 +91,14 @@ fn on_patches(mut plan: impl FnMut(usize) -> Option<Fault> + 'static) -> FaultPl
 /// What every successful upload must satisfy.
 fn assert_uploaded(o: &Outcome) -> &UploadSummary {
     let summary = o.result.as_ref().expect("upload succeeds");
+    // The upload the result names (a server may hold others: one given up on, say).
     let (id, stored) = o
         .env
         .server
         .uploads
         .iter()
-        .next()
-        .expect("one upload on the server");
+        .find(|(id, _)| summary.url.rsplit('/').next() == Some(id.as_str()))
+        .expect("the result's upload on the server");
     assert_eq!(stored.data, *o.file, "server holds the file");
     assert_eq!(
         summary.sha256,
@@ -822,6 +823,41 @@ fn an_upload_the_server_lost_is_started_afresh() {
     let s = assert_uploaded(&o);
     assert_eq!(s.resumed_from, 0);
     assert_eq!(o.env.resumable_at, ["http://127.0.0.1:9/files/u1"]);
+}
+
+#[test]
+fn a_stored_upload_the_server_refuses_is_started_afresh() {
+    // A 403 (another user's upload, say) or a 400 from a proxy: a new upload, not a
+    // failure on every attempt until the record expires. A 423 (locked) is retried.
+    for (status, fresh) in [(403, true), (400, true), (423, false)] {
+        let mut heads = 0;
+        let faults: FaultPlan = Box::new(move |request, _| {
+            (request.method == crate::core::http::Method::Head).then(|| {
+                heads += 1;
+                (heads == 1).then_some(Fault::Status(status, None))
+            })?
+        });
+        let o = run_upload_with(
+            2500,
+            300,
+            server_holding(1000, 2500, ALL, "sha256"),
+            faults,
+            3,
+            Some("http://127.0.0.1:9/files/u0"),
+            |_| {},
+        );
+        let s = assert_uploaded(&o);
+        if fresh {
+            assert_eq!((s.resumed_from, s.retries), (0, 0), "{status}");
+            assert_eq!(
+                o.env.resumable_at,
+                ["http://127.0.0.1:9/files/u1"],
+                "{status}"
+            );
+        } else {
+            assert_eq!((s.resumed_from, s.retries), (1000, 1), "{status}");
+        }
+    }
 }
 
 #[test]

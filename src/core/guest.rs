@@ -409,7 +409,15 @@ impl GuestEvent {
             .get("body")
             .filter(|b| b.as_object().is_some())
             .unwrap_or(&empty);
-        let code = |v: Option<f64>| v.filter(|c| *c >= 0.0).map(|c| c as u32);
+        // A whole number, or a text holding one ("4008": not every proxy keeps the type;
+        // parsed as an integer: a float parser would add 20 KB to the wasm).
+        let code = |v: Option<&Value>| match v? {
+            Value::String(text) => text.trim().parse::<u32>().ok(),
+            other => other
+                .as_f64()
+                .filter(|c| *c >= 0.0 && *c <= f64::from(u32::MAX) && c.fract() == 0.0)
+                .map(|c| c as u32),
+        };
         let text = |key| body.str_at(key).map(str::to_owned);
         let parsed = match envelope.str_at("class").unwrap_or_default() {
             "PresignedUrlResponse" => {
@@ -428,7 +436,7 @@ impl GuestEvent {
                     })
             }
             "GenerateUrlError" => {
-                code(body.f64_at("errorCode")).map(|error_code| GuestEvent::UrlError {
+                code(body.get("errorCode")).map(|error_code| GuestEvent::UrlError {
                     attachment_id: text("attachmentId"),
                     error_code,
                 })
@@ -439,19 +447,19 @@ impl GuestEvent {
                     download_url,
                 },
             ),
-            "UploadFailureEvent" => text("attachmentId")
-                .zip(code(body.f64_at("errorCode")))
-                .map(|(attachment_id, error_code)| GuestEvent::UploadFailed {
+            "UploadFailureEvent" => text("attachmentId").zip(code(body.get("errorCode"))).map(
+                |(attachment_id, error_code)| GuestEvent::UploadFailed {
                     attachment_id,
                     error_code,
-                }),
+                },
+            ),
             "TooManyRequestsErrorMessage" => Some(GuestEvent::TooManyRequests {
-                retry_after_secs: code(body.f64_at("retryAfter")).map_or(1, u64::from),
+                retry_after_secs: code(body.get("retryAfter")).map_or(1, u64::from),
             }),
             "AttachmentDeletedResponse" => {
                 text("attachmentId").map(|attachment_id| GuestEvent::Deleted { attachment_id })
             }
-            "string" => code(envelope.f64_at("code"))
+            "string" => code(envelope.get("code"))
                 .filter(|code| *code >= 400)
                 .map(|code| GuestEvent::Error { code }),
             _ => None,
@@ -961,6 +969,26 @@ mod tests {
                 Other,
             ),
             ("not json", Other),
+            // Codes sent as text are read as numbers; fractions and negatives are not codes.
+            (
+                r#"{"type":"message","class":"UploadFailureEvent","code":200,"body":{"attachmentId":"a","errorCode":"4008"}}"#,
+                UploadFailed {
+                    attachment_id: "a".into(),
+                    error_code: 4008,
+                },
+            ),
+            (
+                r#"{"type":"response","class":"string","code":"429","body":"slow down"}"#,
+                Error { code: 429 },
+            ),
+            (
+                r#"{"type":"message","class":"UploadFailureEvent","code":200,"body":{"attachmentId":"a","errorCode":4008.5}}"#,
+                Other,
+            ),
+            (
+                r#"{"type":"message","class":"UploadFailureEvent","code":200,"body":{"attachmentId":"a","errorCode":"-1"}}"#,
+                Other,
+            ),
         ];
         for (text, expected) in cases {
             let event = parse(text).map_or(Other, |v| GuestEvent::from_value(&v));

@@ -2,10 +2,12 @@
 //! that keep them safe and few.
 //!
 //! A record is stored under a key that is the SHA-256 of what identifies the file and the
-//! target (name, size, last modification, endpoint, protocol), so the browser's storage
+//! target (name, size, last modification, endpoint, protocol, and what decides where the
+//! file lands: tus metadata, s3's `createMultipartUpload` arguments), so the browser's storage
 //! never holds a file name in clear (shared computers, tus-js-client issues 97, 272, 315).
-//! It holds the upload's URL (tus) or session URI (range) and the file's size: never a
-//! header value or a token. Records expire after a while and are few ([`ResumePolicy`]);
+//! It holds the upload's URL (tus), the session URI without its query (range) or the
+//! multipart upload's id (s3), and the file's size: never a header value, nor the query of
+//! a signed session URI. Records expire after a while and are few ([`ResumePolicy`]);
 //! `crate::web` keeps them in IndexedDB and applies [`to_prune`] whenever it adds one.
 
 use crate::core::encoding::hex;
@@ -41,8 +43,12 @@ pub struct FileIdentity<'a> {
     pub last_modified: f64,
     /// The absolute endpoint the upload goes to.
     pub endpoint: &'a str,
-    /// `"tus"` or `"range"`.
+    /// `"tus"`, `"range"` or `"s3"`.
     pub protocol: &'a str,
+    /// What else decides where the file lands, as strings (tus: the `Upload-Metadata`
+    /// pairs; s3: `createMultipartUpload`'s name, type and metadata): the same file sent
+    /// with other metadata (to another conversation, say) is another upload.
+    pub destination: &'a [&'a str],
 }
 
 impl FileIdentity<'_> {
@@ -52,14 +58,17 @@ impl FileIdentity<'_> {
         let mut hash = Sha256::new();
         let modified = self.last_modified.to_bits().to_be_bytes();
         let size = self.size.to_be_bytes();
-        let fields: [&[u8]; 5] = [
+        let count = (self.destination.len() as u64).to_be_bytes();
+        let fields: [&[u8]; 6] = [
             self.name.as_bytes(),
             &size,
             &modified,
             self.endpoint.as_bytes(),
             self.protocol.as_bytes(),
+            &count,
         ];
-        for field in fields {
+        let destination = self.destination.iter().map(|part| part.as_bytes());
+        for field in fields.into_iter().chain(destination) {
             hash.update(&(field.len() as u64).to_be_bytes());
             hash.update(field);
         }
@@ -197,6 +206,7 @@ mod tests {
             last_modified: 1_700_000_000_000.0,
             endpoint: "https://up.example.com/files/",
             protocol: "tus",
+            destination: &["conversation", "A"],
         }
     }
 
@@ -226,6 +236,18 @@ mod tests {
             },
             FileIdentity {
                 protocol: "range",
+                ..identity()
+            },
+            FileIdentity {
+                destination: &["conversation", "B"],
+                ..identity()
+            },
+            FileIdentity {
+                destination: &[],
+                ..identity()
+            },
+            FileIdentity {
+                destination: &["conversationA"],
                 ..identity()
             },
             // Field boundaries matter: "ab" + "c" is not "a" + "bc".

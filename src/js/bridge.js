@@ -20,6 +20,8 @@
 //   worker → page   ready  failed {message}  call {job, id, call, args}  done {job, value}  fail {job, error}
 // and `call`/`reply` also go page → worker for functions the Worker passed to the page.
 
+import { kindOf } from "./io.js";
+
 const MARK = "__chunkup";
 /** The Worker is ended after this long without a job (it starts again on demand). */
 const IDLE_MS = 30_000;
@@ -89,14 +91,16 @@ function pack(side, job, value, self, seen = new Map()) {
   }
   if (value === null || typeof value !== "object") return value;
   if (seen.has(value)) return seen.get(value);
-  if (typeof AbortSignal === "function" && value instanceof AbortSignal) {
+  // By tag, not instanceof: a signal or Headers made in an iframe's realm counts too.
+  const kind = kindOf(value);
+  if (kind === "AbortSignal") {
     const id = job.nextId++;
     const onAbort = () => side.post({ t: "abort", job: job.id, id });
     value.addEventListener("abort", onAbort);
     job.unwatch.push(() => value.removeEventListener("abort", onAbort));
     return { [MARK]: "signal", id, aborted: value.aborted };
   }
-  if (typeof Headers === "function" && value instanceof Headers) return new Map(value);
+  if (kind === "Headers") return new Map(value);
   if (value instanceof Error) {
     const packed = { [MARK]: "error", name: value.name, message: value.message, props: {} };
     seen.set(value, packed);

@@ -12,13 +12,13 @@ const failure = (kind, detail = "") => ({ kind, detail });
 const aborted = () => failure("aborted");
 
 /**
- * What kind of Blob `value` is: "file", "blob", or "" for neither. By its tag rather than
- * `instanceof`, so that a File from another realm (a widget in an iframe hands the page's
- * files to chunkup loaded in the iframe, or the other way round) is accepted too.
+ * What built-in kind `value` is ("File", "Blob", "AbortSignal", "Headers", "Map", "Object"...),
+ * by its tag rather than `instanceof`, so that one from another realm counts too: a widget
+ * in an iframe hands its page's files, signals and headers to chunkup loaded in the iframe,
+ * or the other way round.
  */
-export function blobKind(value) {
-  const tag = Object.prototype.toString.call(value);
-  return tag === "[object File]" ? "file" : tag === "[object Blob]" ? "blob" : "";
+export function kindOf(value) {
+  return Object.prototype.toString.call(value).slice(8, -1);
 }
 
 /** The message of a thrown value: "Name: message" for errors, the text of a string. */
@@ -443,24 +443,46 @@ export function waitOnline(signal) {
 /**
  * The resume records, in IndexedDB (the same for the page and chunkup's Worker, which has
  * no localStorage): key → plain object. Rust decides what goes in (src/core/resume.rs).
- * Storage is a convenience, never a reason to fail: where it is unavailable (private
- * browsing, a full quota, a blocked database) every call answers as if nothing were stored.
+ * Storage is a convenience, never a reason to fail nor to wait: where it is unavailable
+ * (private browsing, a full quota, a blocked database) or does not answer within
+ * RECORDS_TIMEOUT_MS (a wedged store: some browsers' IndexedDB never fires any event
+ * then), every call answers as if nothing were stored.
  */
 const DB_NAME = "chunkup";
 const STORE = "resume";
+const RECORDS_TIMEOUT_MS = 3000;
 let database = null;
 
+/** Resolves as `promise`, or to `fallback` after RECORDS_TIMEOUT_MS. */
+function inTime(promise, fallback) {
+  let timer;
+  const late = new Promise((resolve) => (timer = setTimeout(() => resolve(fallback), RECORDS_TIMEOUT_MS)));
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 function openRecords() {
-  database ??= new Promise((resolve) => {
-    try {
-      const request = indexedDB.open(DB_NAME, 1);
-      request.onupgradeneeded = () => request.result.createObjectStore(STORE);
-      request.onsuccess = () => resolve(request.result);
-      request.onerror = request.onblocked = () => resolve(null);
-    } catch {
-      resolve(null);
-    }
-  });
+  database ??= inTime(
+    new Promise((resolve) => {
+      try {
+        const request = indexedDB.open(DB_NAME, 1);
+        request.onupgradeneeded = () => request.result.createObjectStore(STORE);
+        request.onsuccess = () => {
+          const db = request.result;
+          // Another tab with a newer chunkup upgrades the database: let it, and open it
+          // again next time.
+          db.onversionchange = () => {
+            db.close();
+            database = null;
+          };
+          resolve(db);
+        };
+        request.onerror = request.onblocked = () => resolve(null);
+      } catch {
+        resolve(null);
+      }
+    }),
+    null,
+  );
   return database;
 }
 
@@ -468,7 +490,7 @@ function openRecords() {
 async function withRecords(mode, use, fallback) {
   const db = await openRecords();
   if (!db) return fallback;
-  return new Promise((resolve) => {
+  const answer = new Promise((resolve) => {
     try {
       const request = use(db.transaction(STORE, mode).objectStore(STORE));
       request.onsuccess = () => resolve(request.result ?? fallback);
@@ -477,6 +499,7 @@ async function withRecords(mode, use, fallback) {
       resolve(fallback);
     }
   });
+  return inTime(answer, fallback);
 }
 
 /** The record under `key`, or null. */
@@ -498,8 +521,8 @@ export function recordDelete(key) {
 export async function recordList() {
   const db = await openRecords();
   if (!db) return [];
-  return new Promise((resolve) => {
-    const list = [];
+  const list = [];
+  const listed = new Promise((resolve) => {
     try {
       const cursor = db.transaction(STORE, "readonly").objectStore(STORE).openCursor();
       cursor.onsuccess = () => {
@@ -513,4 +536,5 @@ export async function recordList() {
       resolve(list);
     }
   });
+  return inTime(listed, list);
 }

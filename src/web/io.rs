@@ -55,8 +55,8 @@ extern "C" {
     fn sleep_js(ms: u32, signal: &JsValue) -> Promise;
 
     /// "file", "blob" or "" (by the value's tag, so a Blob from another realm counts).
-    #[wasm_bindgen(js_name = blobKind)]
-    pub fn blob_kind(value: &JsValue) -> String;
+    #[wasm_bindgen(js_name = kindOf)]
+    pub fn kind_of(value: &JsValue) -> String;
 
     /// The message of a thrown value: "Name: message" for errors, the text of a string.
     pub fn describe(thrown: &JsValue) -> String;

@@ -16,6 +16,7 @@ use crate::core::options::{
 use crate::core::protocol::s3::{Hook, MultipartId, MIN_PART_SIZE};
 use crate::core::resume::ResumePolicy;
 use crate::core::retry::RetryPolicy;
+use crate::web::io::kind_of;
 use crate::web::js::get;
 
 const KNOWN_OPTIONS: [&str; 19] = [
@@ -213,7 +214,7 @@ pub fn for_worker(options: &JsValue, input: &UploadInput) -> JsValue {
 /// The `file` argument: a `Blob` or a `File`.
 /// (Recognised by its tag rather than `instanceof`: a File from an iframe's realm counts.)
 pub(crate) fn blob_arg(file: &JsValue) -> Result<Blob, UploadError> {
-    if crate::web::io::blob_kind(file).is_empty() {
+    if !matches!(kind_of(file).as_str(), "File" | "Blob") {
         return Err(UploadError::invalid("file must be a Blob or a File"));
     }
     Ok(file.clone().unchecked_into())
@@ -221,7 +222,7 @@ pub(crate) fn blob_arg(file: &JsValue) -> Result<Blob, UploadError> {
 
 /// `blob` as a File, when it is one (of any realm).
 pub(crate) fn as_file(blob: &Blob) -> Option<&File> {
-    (crate::web::io::blob_kind(blob) == "file").then(|| blob.unchecked_ref::<File>())
+    (kind_of(blob) == "File").then(|| blob.unchecked_ref::<File>())
 }
 
 /// The `onProgress` argument: a function, or nothing.
@@ -438,16 +439,18 @@ pub fn parse_sha256(
     ))
 }
 
-/// `options.signal`, which must be an AbortSignal when given.
+/// `options.signal`, which must be an AbortSignal (of any realm) when given.
 pub(crate) fn optional_signal(options: &JsValue) -> Result<Option<AbortSignal>, UploadError> {
     let value = get(options, "signal");
     if is_absent(&value) {
         return Ok(None);
     }
-    value
-        .dyn_into::<AbortSignal>()
-        .map(Some)
-        .map_err(|_| UploadError::invalid("options.signal must be an AbortSignal"))
+    if kind_of(&value) != "AbortSignal" {
+        return Err(UploadError::invalid(
+            "options.signal must be an AbortSignal",
+        ));
+    }
+    Ok(Some(value.unchecked_into()))
 }
 
 /// A File's name and type; a plain Blob is called "blob", as in FormData.
@@ -462,9 +465,13 @@ pub(crate) fn describe(blob: &Blob) -> (String, String) {
     (name, kind)
 }
 
-/// Resolves a possibly relative URL (`options.<key>`) against the page's address.
+/// Resolves a possibly relative URL (`options.<key>`) as the page's links are: against its
+/// base URL (a `<base>` element, or an `about:srcdoc` iframe's parent), else its address.
 fn absolute_url(url: &str, key: &str) -> Result<String, UploadError> {
-    let base = get(&get(&js_sys::global(), "location"), "href").as_string();
+    let global = js_sys::global();
+    let base = get(&get(&global, "document"), "baseURI")
+        .as_string()
+        .or_else(|| get(&get(&global, "location"), "href").as_string());
     let parsed = match &base {
         Some(base) => web_sys::Url::new_with_base(url, base),
         None => web_sys::Url::new(url),
@@ -558,10 +565,16 @@ pub(crate) fn retry_policy(value: &JsValue) -> Result<RetryPolicy, UploadError> 
     let field = |key: &str, max: u64, default: u32| -> Result<u32, UploadError> {
         Ok(optional_number(value, "options.retry", key, 0, max)?.map_or(default, |n| n as u32))
     };
+    let max_delay_ms = field("maxDelayMs", 3_600_000, defaults.max_delay_ms)?;
     let policy = RetryPolicy {
         attempts: field("attempts", 1000, defaults.attempts)?,
-        base_delay_ms: field("baseDelayMs", 3_600_000, defaults.base_delay_ms)?,
-        max_delay_ms: field("maxDelayMs", 3_600_000, defaults.max_delay_ms)?,
+        // A maximum below the default base, given alone, lowers the base with it.
+        base_delay_ms: field(
+            "baseDelayMs",
+            3_600_000,
+            defaults.base_delay_ms.min(max_delay_ms),
+        )?,
+        max_delay_ms,
     };
     if policy.max_delay_ms < policy.base_delay_ms {
         return Err(UploadError::invalid(
@@ -579,19 +592,19 @@ pub fn string_map(value: &JsValue, what: &str) -> Result<Vec<(String, String)>, 
             "{what} must be an object of strings"
         )));
     }
-    // Map and Headers keep their entries behind an iterator, not as properties.
-    let entries: Vec<JsValue> =
-        if value.is_instance_of::<js_sys::Map>() || value.is_instance_of::<web_sys::Headers>() {
-            js_sys::try_iter(value)
-                .ok()
-                .flatten()
-                .map(|entries| entries.flatten().collect())
-                .unwrap_or_default()
-        } else {
-            Object::entries(value.unchecked_ref::<Object>())
-                .iter()
-                .collect()
-        };
+    // Map and Headers (of any realm) keep their entries behind an iterator, not as
+    // properties: read as an object, they would look empty.
+    let entries: Vec<JsValue> = if matches!(kind_of(value).as_str(), "Map" | "Headers") {
+        js_sys::try_iter(value)
+            .ok()
+            .flatten()
+            .map(|entries| entries.flatten().collect())
+            .unwrap_or_default()
+    } else {
+        Object::entries(value.unchecked_ref::<Object>())
+            .iter()
+            .collect()
+    };
     entries
         .into_iter()
         .map(|entry| {

@@ -107,6 +107,39 @@ test("a page reloaded mid-upload continues where the server stood, sending fewer
   assert.ok(sentTwice >= 0 && sentTwice < 2 * CHUNK, `${sentTwice} bytes were sent twice`);
 });
 
+test("the same file sent with other metadata (another conversation) is a new upload, not the earlier one continued", async () => {
+  const endpoint = new URL("faults/latency:120/files/", base).href;
+  await openPage(base);
+  await startUpload(endpoint, { metadata: { conversation: "A" } });
+  await page.waitFor(() => window.progress.some((p) => p.uploaded >= 2 * 1024 * 1024), null, {
+    timeout: 120_000,
+    message: "two chunks were never acknowledged",
+  });
+  const first = await page.evaluate(() => window.progress.find((p) => p.url).url);
+  await openPage(base);
+  await startUpload(endpoint, { metadata: { conversation: "B" } });
+  const outcome = await page.evaluate(() => window.upload);
+  assert.equal(outcome.error, undefined, JSON.stringify(outcome.error));
+  assert.equal(outcome.result.resumedFrom, 0);
+  assert.notEqual(outcome.result.url, first);
+  const stored = await info(outcome.result.url);
+  assert.equal(stored.metadata.conversation, "B");
+  assert.equal(stored.sha256, file.sha256);
+});
+
+test("an IndexedDB that never answers holds no upload up", { timeout: 120_000 }, async () => {
+  await openPage(base);
+  // A wedged store: open() returns a request that never fires an event.
+  await page.evaluate(() => {
+    indexedDB.open = () => ({});
+  });
+  await startUpload(new URL("files/", base).href, { worker: false });
+  const outcome = await page.evaluate(() => window.upload);
+  assert.equal(outcome.error, undefined, JSON.stringify(outcome.error));
+  assert.equal(outcome.result.sha256, file.sha256);
+  assert.equal(outcome.result.resumedFrom, 0);
+});
+
 test("the demo page says where a reloaded upload continued", async () => {
   const demo = async () => {
     await page.goto(base);

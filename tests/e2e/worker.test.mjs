@@ -502,6 +502,31 @@ test("an abort while the Worker is still starting rejects at once, and the Worke
   assert.equal(outcome.sha256, outcome.expected);
 });
 
+test("an AbortSignal and Headers made in an iframe's realm work as the page's own, in both modes", async () => {
+  const { worker, onPage } = await inBothModes(async ({ worker }) => {
+    const frame = document.createElement("iframe");
+    document.body.append(frame);
+    try {
+      const { AbortController: FrameAbortController, Headers: FrameHeaders } = frame.contentWindow;
+      const file = window.fileOf(300 * 1024, "a.bin");
+      // token:100: every request must carry a bearer token, so the Headers must be read.
+      const headers = new FrameHeaders({ Authorization: `Bearer ${crypto.randomUUID()}` });
+      const result = await window.chunkup.uploadFile(file, null, { worker, endpoint: "/faults/token:100/files/", headers, signal: new FrameAbortController().signal });
+      const stopped = new FrameAbortController();
+      stopped.abort();
+      const aborted = await window.chunkup.uploadFile(file, null, { worker, endpoint: "/files/", signal: stopped.signal }).then(
+        () => "resolved",
+        (error) => error.code,
+      );
+      return { ok: result.sha256 === (await window.sha256(file)), aborted };
+    } finally {
+      frame.remove();
+    }
+  });
+  assert.deepEqual(worker, { ok: true, aborted: "aborted" });
+  assert.deepEqual(onPage, worker);
+});
+
 test("options that cannot be posted to the Worker run the upload on the page", async (t) => {
   t.after(() => openPackage(base));
   await openPackage(base);

@@ -242,8 +242,10 @@ impl Protocol for RangeUpload {
     }
 
     fn resume_url(&self) -> Option<&str> {
-        // The session URI itself, query included: it is what continues the upload.
-        (self.plan.size > 0).then_some(self.url.as_str())
+        // Continuing needs only the endpoint option, which is the session URI (and whose
+        // hash is in the record's key): the record marks that a session was begun. Its
+        // query, which carries the credential of a signed session URI, is not stored.
+        (self.plan.size > 0).then(|| without_query(&self.url))
     }
 
     fn resumed_from(&self) -> Option<u64> {
@@ -399,7 +401,11 @@ mod tests {
     fn a_resumed_session_is_asked_first_and_continues_where_it_stood() {
         let size = 1024 * KIB;
         let mut r = RangeUpload::new(URL.into(), size, 256 * KIB).resuming(true);
-        assert_eq!(r.resume_url(), Some(URL), "the session URI, query and all");
+        assert_eq!(
+            r.resume_url(),
+            Some("https://storage.example/upload"),
+            "the session URI without the credential in its query"
+        );
         let Step::Send(query) = r.next_step() else {
             panic!("a status query first")
         };

@@ -227,9 +227,14 @@ impl TusUpload {
         response: &HttpResponse,
     ) -> Result<(), UploadError> {
         let known = match response.status {
-            // Unknown or terminated (tus: 404, 410): start afresh. Others (a 5xx, a refused
-            // token) are errors of the ordinary kind, retried or not as usual.
-            404 | 410 => None,
+            // Refusals worth another try: expired credentials (401: headers() is asked for
+            // fresh ones), a timeout, an upload locked by another client, a rate limit;
+            // and every 5xx. Retried or not as usual.
+            401 | 408 | 423 | 429 => return Err(status_error(request, response)),
+            // Unknown or terminated (tus: 404, 410), not this caller's (403: another user's
+            // upload, say), or any other refusal of the upload itself: start afresh, rather
+            // than fail on this upload until its record expires.
+            400..=499 => None,
             _ if !response.is_success() => return Err(status_error(request, response)),
             _ => {
                 let length_matches = match response.u64_header("Upload-Length") {
