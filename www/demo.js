@@ -233,7 +233,9 @@ function onProgress(p) {
       setStatus("Creating the upload…");
     } else if (p.phase === "uploading") {
       const resumed = resumedAt != null ? ` (resumed at ${Math.floor(resumedAt)} %)` : "";
-      setStatus(`Uploading chunk ${Math.min(p.chunkIndex + 1, p.chunkCount)} of ${p.chunkCount}…${resumed}`);
+      // Once per upload, not per chunk: the status is announced to screen readers (the
+      // chunk being sent is in the table above).
+      setStatus(`Uploading ${p.chunkCount} ${p.chunkCount === 1 ? "chunk" : "chunks"}…${resumed}`);
     }
   } catch (err) {
     console.error("progress display failed", err);
@@ -424,8 +426,9 @@ async function start() {
     setPhase(err?.code === "aborted" ? "aborted" : "failed");
     for (const el of [els.speed, els.eta, els.retryIn]) el.textContent = "–";
     if (els.progress.getAttribute("value") === null) els.progress.value = 0;
+    // The user's own Abort is not an error: the status says it, the alert stays empty.
     setStatus(err?.code === "aborted" ? "Upload aborted." : "Upload failed.");
-    showError(err);
+    showError(err?.code === "aborted" ? null : err);
   } finally {
     finish();
   }
@@ -525,7 +528,7 @@ async function boot() {
     setStatus("The chunkup package could not be loaded.");
     showError({
       code: "load_failed",
-      message: `could not load pkg/chunkup.js (build it with wasm-pack build --target web): ${err?.message || err}`,
+      message: `could not load pkg/chunkup.js: ${err?.message || err}. Check the connection and reload; on a fresh checkout, \`npm start\` builds it.`,
     });
     document.body.dataset.ready = "error";
   }

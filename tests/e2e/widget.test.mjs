@@ -140,12 +140,34 @@ describe("chat widget", () => {
     assert.deepEqual(await sentActions(), ["configureSession", "onMessage"]);
   });
 
+  test("a message the service refuses (too long) is said, and its text is given back", { timeout: 60_000 }, async () => {
+    await openWidget();
+    assert.equal(await page.evaluate(() => document.querySelector("#chat-input").maxLength), 4000);
+    // Past the composer's limit (set from script, as a paste into an older widget would).
+    const long = "x".repeat(4001);
+    await page.evaluate((text) => {
+      const input = document.querySelector("#chat-input");
+      input.value = text;
+      document.querySelector("#chat-form").requestSubmit();
+    }, long);
+    const notice = await page.waitFor(() => document.querySelector("#chat-log .notice")?.textContent, null, {
+      timeout: 15_000,
+      message: "no notice of the refused message",
+    });
+    assert.match(notice, /not sent: it is too long/);
+    assert.equal(await page.evaluate(() => document.querySelector("#chat-input").value.length), long.length, "the text is back in the composer");
+  });
+
   test("a 20 MB PDF is uploaded, sent, and the server holds exactly its bytes", { timeout: UPLOAD_TIMEOUT_MS + 60_000 }, async (t) => {
     const sentActions = await openWidget();
     assert.match(await page.evaluate(() => document.querySelector("#attach-input").accept), /application\/pdf/, "accept of #attach-input");
     // A visitor who attaches nothing downloads nothing of chunkup.
     assert.deepEqual(await chunkupFilesFetched(), [], "chunkup's files fetched before a file was attached");
 
+    // Something half typed when the file is picked stays the customer's: the file goes on
+    // its own.
+    const draft = "My order number is 12";
+    await page.type("#chat-input", draft);
     await page.setInputFiles("#attach-input", report.path);
     await page.waitFor(() => document.querySelector("#chat-log .upload progress"), null, { timeout: 10_000, message: "no upload bubble" });
     const bubbleText = () => page.evaluate(() => [...document.querySelectorAll("#chat-log .upload")].at(-1).textContent);
@@ -183,6 +205,12 @@ describe("chat widget", () => {
       { message: "the message carrying the attachment was not echoed within 30 s" },
     );
     assert.deepEqual(await sentActions(), ["configureSession", "onAttachment", "onMessage"], "one onAttachment, then the message");
+    assert.equal(await page.evaluate(() => document.querySelector("#chat-input").value), draft, "the draft is still in the composer");
+    assert.equal(
+      await page.evaluate((id) => document.querySelector(`#chat-log [data-attachment-id="${CSS.escape(id)}"]`).closest(".message").querySelector(".message-text"), attachmentId),
+      null,
+      "the attachment's message carries no text",
+    );
 
     // The server's own record, against the bytes hashed here.
     const res = await fetch(new URL(`guest/attachments/${encodeURIComponent(attachmentId)}`, base), { cache: "no-store" });

@@ -5,10 +5,11 @@
 // Query parameters: ?deploymentId=<id> (default "chunkup-demo"), ?ws=<WebSocket URL>
 // (default ws(s)://<this host>/guest/v1).
 
+import { h } from "./dom.js";
 import { formatBytes } from "./format.js";
 import { ChatLog, messageElement, messageTime } from "./log.js";
 import { GuestSession, guestSocketUrl, guestToken } from "./session.js";
-import { UploadBubble } from "./upload.js";
+import { UploadBubble, customerError } from "./upload.js";
 
 const DEFAULT_DEPLOYMENT_ID = "chunkup-demo";
 
@@ -65,7 +66,37 @@ session.addEventListener("statechange", render);
 session.subscribe((message) => {
   if (message.class === "SessionResponse" && message.code === 200) render();
   else if (message.class === "StructuredMessage" && message.body) receive(message.body);
+  else if (message.type === "response" && message.class === "string" && Number(message.code) >= 400) refused(Number(message.code));
 });
+
+/** Texts sent and not yet echoed by the server, oldest first. */
+const unconfirmedTexts = [];
+
+/** Why the chat service refused a message, for the customer (guest API codes). */
+const REFUSALS = {
+  4011: "it is too long. Shorten it and try again.",
+  4013: "it carries too much extra information.",
+  4029: "too many messages were sent at once. Wait a moment, then send it again.",
+  429: "too many messages were sent at once. Wait a moment, then send it again.",
+};
+
+/**
+ * The service refused a request. If a text is waiting for its echo, it was that text (an
+ * attachment's refusals reach its bubble through chunkup): say so, and give the text back
+ * to the composer when it is empty, so nothing typed is lost.
+ */
+function refused(code) {
+  const text = unconfirmedTexts.shift();
+  if (text === undefined) return;
+  const reason = REFUSALS[code] ?? "the chat service refused it. Please try again.";
+  const notice = h("li", { class: "notice", role: "note" }, `Your message was not sent: ${reason}`);
+  log.add(notice, { follow: true });
+  announce(`Your message was not sent: ${reason}`);
+  if (!input.value) {
+    input.value = text;
+    autosize();
+  }
+}
 session.connect();
 
 const STATE_TEXT = {
@@ -125,6 +156,10 @@ function receive(body) {
     .map((item) => item.attachment);
   if (!text.trim() && attachments.length === 0) return; // typing indicators, receipts, events
   const time = messageTime(body.channel?.time);
+  if (direction === "inbound" && attachments.length === 0) {
+    const waiting = unconfirmedTexts.indexOf(text);
+    if (waiting >= 0) unconfirmedTexts.splice(waiting, 1);
+  }
 
   // The echo of a message we sent with a fresh upload: the upload bubble becomes the message.
   const bubble = direction === "inbound" && attachments.length === 1 ? awaitingEcho.get(attachments[0].id) : undefined;
@@ -149,6 +184,7 @@ form.addEventListener("submit", (event) => {
     announce(error.message);
     return;
   }
+  unconfirmedTexts.push(text);
   input.value = "";
   autosize();
 });
@@ -180,6 +216,14 @@ fileInput.addEventListener("change", () => {
   // A file picked while chunkup still loads waits for it in its bubble ("Preparing…").
   for (const file of files) attach(file);
 });
+
+// A file dropped beside the panel must not make the browser open it in this tab (leaving
+// the chat, and any upload in flight).
+for (const type of ["dragover", "drop"]) {
+  document.addEventListener(type, (event) => {
+    if (event.dataTransfer?.types.includes("Files")) event.preventDefault();
+  });
+}
 
 // Files dropped on the panel are attached too.
 chat.addEventListener("dragover", (event) => {
@@ -214,8 +258,10 @@ function attach(file) {
     onRetry: () => start(),
     onDismiss: () => {
       bubble.remove();
-      attachButton.focus();
+      // The paperclip, or where typing goes when the chat no longer takes files.
+      (attachButton.disabled ? (input.disabled ? $("chat-log") : input) : attachButton).focus();
     },
+    onAnnounce: announce,
   });
   log.add(bubble.el, { follow: true });
   start();
@@ -225,6 +271,12 @@ function attach(file) {
   async function start() {
     controller = new AbortController();
     const { signal } = controller;
+    if (session.state === "ended" || session.state === "failed") {
+      // Nothing can be sent on a chat that is over: no Try again that cannot help.
+      bubble.fail({ code: "session_ended", message: `${session.reason || "The chat has ended."} Start a new chat to send files.` });
+      announce(`${file.name} cannot be sent: the chat has ended.`);
+      return;
+    }
     bubble.uploading();
     let chunkup = null;
     try {
@@ -263,8 +315,9 @@ function attach(file) {
         cancelled();
       } else {
         console.error("chat: upload failed", error);
-        bubble.fail(error);
-        announce(`${file.name} was not sent. ${error?.message ?? ""}`);
+        const problem = customerError(error);
+        bubble.fail(problem);
+        announce(`${file.name} was not sent. ${problem.message}`);
       }
       return;
     }
@@ -280,15 +333,14 @@ function attach(file) {
     }
     bubble.done(result);
     awaitingEcho.set(result.attachmentId, bubble);
+    // The file goes on its own: whatever the customer is typing meanwhile stays theirs.
     try {
-      session.send(chunkup.buildAttachmentMessage(session.token, input.value.trim(), [result.attachmentId]));
+      session.send(chunkup.buildAttachmentMessage(session.token, "", [result.attachmentId]));
     } catch (error) {
       console.error("chat: could not send the attachment message", error);
       bubble.notSent();
       return;
     }
-    input.value = "";
-    autosize();
     announce(`${file.name} sent`);
   }
 
@@ -308,11 +360,16 @@ function announce(text) {
 
 // ------------------------------------------------------------------ open / minimise
 
-$("chat-minimise").addEventListener("click", () => {
+function minimise() {
   chat.hidden = true;
   launcher.hidden = false;
   launcher.setAttribute("aria-expanded", "false");
   launcher.focus();
+}
+$("chat-minimise").addEventListener("click", minimise);
+// Escape minimises the chat, as it closes other popups (not while an IME is composing).
+chat.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && !event.isComposing) minimise();
 });
 launcher.addEventListener("click", () => {
   chat.hidden = false;
@@ -326,7 +383,7 @@ render();
 // A local greeting, styled like an agent's message but not one (no data-direction).
 const greeting = messageElement({
   direction: "outbound",
-  text: "Hi! How can we help? You can attach images or PDFs with the paperclip.",
+  text: "Hi! How can we help? You can attach a file with the paperclip.",
   attachments: [],
   nickname: "Acme support",
 });

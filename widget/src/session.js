@@ -41,14 +41,18 @@ export class GuestSession extends EventTarget {
     this.token = token;
     this.send = this.send.bind(this);
     this.subscribe = this.subscribe.bind(this);
-    globalThis.addEventListener?.("online", () => {
-      if (this.state === "reconnecting") this.#reconnectNow();
-    });
   }
+
+  /** Back online while reconnecting: try at once rather than at the end of the backoff. */
+  #onOnline = () => {
+    if (this.state === "reconnecting" && !this.#stopped) this.#reconnectNow();
+  };
 
   /** Opens the socket (again). */
   connect() {
     this.#stopped = false;
+    // The same function each time: added once however often connect() runs.
+    globalThis.addEventListener?.("online", this.#onOnline);
     clearTimeout(this.#timer);
     let ws;
     try {
@@ -76,10 +80,11 @@ export class GuestSession extends EventTarget {
     ws.addEventListener("close", () => this.#closed(ws));
   }
 
-  /** Stops for good (no reconnect). */
+  /** Stops for good (no reconnect, not even when the browser comes back online). */
   close() {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    globalThis.removeEventListener?.("online", this.#onOnline);
     this.#ws?.close(1000);
   }
 

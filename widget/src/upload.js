@@ -16,17 +16,54 @@ const FINAL_CODES = new Set([
   "file_size_invalid",
   "file_extension_blocked",
   "file_empty",
+  "file_content_invalid",
+  "file_name_invalid",
+  "file_name_too_long",
   "attachments_disabled",
+  "feature_unavailable",
   "session_expired",
+  "session_not_found",
+  "session_ended",
   "invalid_input",
 ]);
+
+const CONNECTION_LOST = "The connection was lost while sending this file. Check your connection, then try again.";
+
+/**
+ * What to tell the customer about a failed attachment: `{ code, message, final }`. chunkup's
+ * attachment refusals (`file_type_invalid`, `session_expired`...) are already in words a
+ * customer understands; its other errors (`network`, `http_status`...) are written for
+ * developers, so the widget says what they mean for the customer instead. `code` stays
+ * chunkup's, shown in small print for support; `final` when trying again cannot help.
+ */
+export function customerError(error) {
+  const code = typeof error?.code === "string" ? error.code : "error";
+  const cause = error?.cause?.code;
+  const tooLarge = error?.status === 413;
+  const words = {
+    network: CONNECTION_LOST,
+    timeout: CONNECTION_LOST,
+    retries_exhausted:
+      cause === "network" || cause === "timeout"
+        ? CONNECTION_LOST
+        : "The chat service could not take this file right now. Please try again later.",
+    http_status: tooLarge ? "This file is too large to send here." : "The chat service refused this file. Please try again later.",
+    read_failed: "This file could not be read. It may have been moved or changed: choose it again.",
+    invalid_input: "This file can't be sent here.",
+    worker_failed: "Something went wrong while sending this file. Please try again.",
+    protocol: "Something went wrong while sending this file. Please try again.",
+  };
+  const message =
+    words[code] ?? (typeof error?.message === "string" && error.message ? error.message : "Something went wrong. Please try again.");
+  return { code, message, final: FINAL_CODES.has(code) || tooLarge };
+}
 
 let counter = 0;
 
 export class UploadBubble {
   /**
    * @param {File} file
-   * @param {{ onCancel(): void, onRetry(): void, onDismiss(): void }} handlers
+   * @param {{ onCancel(): void, onRetry(): void, onDismiss(): void, onAnnounce?(text: string): void }} handlers
    */
   constructor(file, handlers) {
     this.file = file;
@@ -68,6 +105,7 @@ export class UploadBubble {
   /** (Re)starts: progress bar at zero, Cancel. */
   uploading() {
     this.#state("uploading");
+    this.phase = null;
     this.bar.value = 0;
     this.stats.textContent = "Preparing…";
     this.progressEl.hidden = false;
@@ -75,7 +113,10 @@ export class UploadBubble {
     this.#show(this.errorEl, "");
     this.#show(this.codeEl, "");
     this.cancelButton = this.#button("Cancel", "upload-cancel", () => {
-      this.cancelButton.disabled = true;
+      // aria-disabled, not disabled: a disabled button loses the keyboard focus, which
+      // then could not follow to Dismiss.
+      if (this.cancelButton.getAttribute("aria-disabled") === "true") return;
+      this.cancelButton.setAttribute("aria-disabled", "true");
       this.cancelButton.firstChild.textContent = "Cancelling…";
       this.handlers.onCancel();
     });
@@ -85,6 +126,12 @@ export class UploadBubble {
   /** A chunkup progress object. */
   progress(p) {
     if (this.el.dataset.state !== "uploading") return;
+    // Waits are told to screen readers too (the stats line is visual only), once per wait.
+    if (p.phase !== this.phase) {
+      this.phase = p.phase;
+      if (p.phase === "retrying") this.handlers.onAnnounce?.(`${this.file.name}: connection problem, retrying`);
+      else if (p.phase === "offline") this.handlers.onAnnounce?.(`${this.file.name}: offline, waiting for the network`);
+    }
     const percent = Math.max(0, Math.min(100, Number(p.percent) || 0));
     this.bar.value = percent;
     // Floor, so 100 % shows only once the server has confirmed every byte.
@@ -98,6 +145,8 @@ export class UploadBubble {
       parts.push("offline, waiting for the network");
     } else if (p.phase === "uploading") {
       parts.push(formatSpeed(p.bytesPerSecond), formatEta(p.etaSeconds));
+    } else if (p.phase === "verifying") {
+      parts.push("checking the file…");
     }
     this.stats.textContent = parts.filter(Boolean).join(" · ");
   }
@@ -131,13 +180,15 @@ export class UploadBubble {
   }
 
   /**
-   * A validation or upload error (a ChunkupError), or the widget's own `unavailable`:
-   * `{ code, message }`, the message readable by the customer.
+   * An error as `customerError` words it, or the widget's own (`unavailable`,
+   * `session_ended`): `{ code, message, final? }`, the message readable by the customer, the
+   * code shown in small print for support.
    */
   fail(error) {
     const code = typeof error?.code === "string" ? error.code : "error";
     const message =
       typeof error?.message === "string" && error.message ? error.message : "Something went wrong. Please try again.";
+    this.phase = null;
     this.#state("error");
     this.progressEl.hidden = true;
     this.#show(this.statusEl, "");
@@ -145,7 +196,7 @@ export class UploadBubble {
     this.#show(this.codeEl, code);
     this.errorEl.prepend(icon("alert", 16), " ");
     const buttons = [];
-    if (!FINAL_CODES.has(code)) buttons.push(this.#button("Try again", "upload-retry", this.handlers.onRetry));
+    if (!error?.final && !FINAL_CODES.has(code)) buttons.push(this.#button("Try again", "upload-retry", this.handlers.onRetry));
     buttons.push(this.#button("Dismiss", "upload-dismiss", this.handlers.onDismiss));
     this.#replaceActions(buttons);
   }
