@@ -502,6 +502,26 @@ async function withRecords(mode, use, fallback) {
   return inTime(answer, fallback);
 }
 
+/**
+ * Claims the record `key` for one upload, across tabs and Workers (a Web Lock): resolves to
+ * the function that gives it back, or null while another upload holds it. Where Web Locks
+ * are missing or refused (an opaque origin), every claim succeeds.
+ */
+export function claimRecord(key) {
+  const locks = globalThis.navigator?.locks;
+  const unlocked = () => {};
+  if (typeof locks?.request !== "function") return Promise.resolve(unlocked);
+  return new Promise((resolve) => {
+    locks
+      .request(`chunkup:${key}`, { ifAvailable: true }, (lock) => {
+        if (!lock) return resolve(null);
+        // Held until the upload gives it back.
+        return new Promise((release) => resolve(release));
+      })
+      .catch(() => resolve(unlocked));
+  });
+}
+
 /** The record under `key`, or null. */
 export function recordGet(key) {
   return withRecords("readonly", (store) => store.get(key), null);

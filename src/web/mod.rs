@@ -61,7 +61,7 @@ async fn upload_here(input: options::UploadInput) -> Result<JsValue, UploadError
     if io::fired(&input.signal) {
         return Err(UploadError::Aborted);
     }
-    let resume = resume::Resume::for_upload(&input).map(Rc::new);
+    let resume = resume::Resume::claim_for(&input).await.map(Rc::new);
     let stored = match &resume {
         Some(resume) => resume.stored().await,
         None => None,

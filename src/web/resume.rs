@@ -2,6 +2,11 @@
 //! server knows the upload, removed when it ends (success or abort), through the IndexedDB
 //! store of src/js/io.js. What a record holds and when it is usable is decided in
 //! `core::resume`; storage that fails or is missing never fails an upload.
+//!
+//! An upload claims its record first (a Web Lock, across tabs and Workers): two uploads of
+//! the same file to the same place at once (two tabs, or a second call) would otherwise
+//! both continue one upload on the server and trip over each other. The second goes on
+//! without a record: a fresh upload, which leaves the first one's record alone.
 
 use js_sys::{Array, Promise};
 use wasm_bindgen::prelude::*;
@@ -23,21 +28,41 @@ extern "C" {
     fn record_delete(key: &str) -> Promise;
     #[wasm_bindgen(js_name = recordList)]
     fn record_list() -> Promise;
+    #[wasm_bindgen(js_name = claimRecord)]
+    fn claim_record(key: &str) -> Promise;
 }
 
-/// The resume record of one upload.
+/// The resume record of one upload, claimed for it until it is dropped.
 pub struct Resume {
     key: String,
     policy: ResumePolicy,
     protocol: &'static str,
     size: u64,
+    /// Gives the claim back (ends the Web Lock).
+    release: Option<js_sys::Function>,
+}
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        if let Some(release) = &self.release {
+            let _ = release.call0(&JsValue::NULL);
+        }
+    }
 }
 
 impl Resume {
     /// The record for `input`, when resuming is on and possible: tus, range or s3, and a `File`
     /// (a plain Blob has no name or date to be recognised by, so any Blob of the same size
     /// would match: never resumed).
-    pub fn for_upload(input: &UploadInput) -> Option<Resume> {
+    /// `None` as well when another upload (another tab) holds the same record now.
+    pub async fn claim_for(input: &UploadInput) -> Option<Resume> {
+        let mut resume = Resume::for_upload(input)?;
+        let release = settle(claim_record(&resume.key)).await.ok()?;
+        resume.release = Some(release.dyn_into().ok()?);
+        Some(resume)
+    }
+
+    fn for_upload(input: &UploadInput) -> Option<Resume> {
         let policy = input.resume?;
         let protocol = input.settings.protocol;
         if protocol == ProtocolKind::Put {
@@ -58,6 +83,7 @@ impl Resume {
             policy,
             protocol: protocol.name(),
             size: input.size,
+            release: None,
         })
     }
 
@@ -88,9 +114,12 @@ impl Resume {
             size: self.size,
             saved_ms: js_sys::Date::now(),
         };
-        let (key, value, policy) = (self.key.clone(), to_js(&record.to_value()), self.policy);
+        // Asked for now, not in the spawned task: a `forget` that follows then reaches the
+        // store after it, and no record outlives its upload.
+        let put = record_put(&self.key, &to_js(&record.to_value()));
+        let policy = self.policy;
         wasm_bindgen_futures::spawn_local(async move {
-            let _ = settle(record_put(&key, &value)).await;
+            let _ = settle(put).await;
             prune(&policy).await;
         });
     }

@@ -127,6 +127,37 @@ test("the same file sent with other metadata (another conversation) is a new upl
   assert.equal(stored.sha256, file.sha256);
 });
 
+test("two uploads of the same file at once (two tabs) do not continue one upload together", async () => {
+  const endpoint = new URL("faults/latency:120/files/", base).href;
+  await openPage(base);
+  const outcome = await page.evaluate(async (endpoint) => {
+    const file = document.getElementById("resume-file").files[0];
+    const options = { endpoint, chunkSize: 1024 * 1024, progressIntervalMs: 0, retry: { attempts: 30, baseDelayMs: 50, maxDelayMs: 1000 } };
+    let firstUrl;
+    let acknowledged;
+    const chunkAcknowledged = new Promise((resolve) => (acknowledged = resolve));
+    const first = window.chunkup.uploadFile(
+      file,
+      (p) => {
+        firstUrl ??= p.url;
+        if (p.chunk) acknowledged();
+      },
+      options,
+    );
+    // The first upload's record is stored once the server knows it; the second starts then.
+    await chunkAcknowledged;
+    const second = window.chunkup.uploadFile(file, null, options);
+    const [a, b] = await Promise.all([first, second]);
+    return { firstUrl, a: { url: a.url, sha256: a.sha256 }, b: { url: b.url, sha256: b.sha256, resumedFrom: b.resumedFrom } };
+  }, endpoint);
+  assert.equal(outcome.a.url, outcome.firstUrl);
+  assert.notEqual(outcome.b.url, outcome.a.url, "the second upload is one of its own");
+  assert.equal(outcome.b.resumedFrom, 0);
+  assert.equal(outcome.a.sha256, file.sha256);
+  assert.equal(outcome.b.sha256, file.sha256);
+  for (const { url } of [outcome.a, outcome.b]) assert.equal((await info(url)).sha256, file.sha256);
+});
+
 test("an IndexedDB that never answers holds no upload up", { timeout: 120_000 }, async () => {
   await openPage(base);
   // A wedged store: open() returns a request that never fires an event.
