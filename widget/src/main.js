@@ -81,14 +81,23 @@ const REFUSALS = {
 };
 
 /**
- * The service refused a request. If a text is waiting for its echo, it was that text (an
- * attachment's refusals reach its bubble through chunkup): say so, and give the text back
- * to the composer when it is empty, so nothing typed is lost.
+ * The service refused a request. If a text is waiting for its echo, it was that text: say
+ * so, and give the text back to the composer when it is empty, so nothing typed is lost.
+ * Else, if an uploaded file's message is waiting, it was that message (a refusal during the
+ * upload itself reaches its bubble through chunkup).
  */
 function refused(code) {
-  const text = unconfirmedTexts.shift();
-  if (text === undefined) return;
   const reason = REFUSALS[code] ?? "the chat service refused it. Please try again.";
+  const text = unconfirmedTexts.shift();
+  if (text === undefined) {
+    const [waiting] = awaitingEcho;
+    if (!waiting) return;
+    const [attachmentId, bubble] = waiting;
+    awaitingEcho.delete(attachmentId);
+    bubble.notSent(reason);
+    announce(`${bubble.file.name} was uploaded but not sent: ${reason}`);
+    return;
+  }
   const notice = h("li", { class: "notice", role: "note" }, `Your message was not sent: ${reason}`);
   log.add(notice, { follow: true });
   announce(`Your message was not sent: ${reason}`);
