@@ -354,7 +354,7 @@ export interface AttachOptions {
   retry?: RetryOptions;
   /** Idle timeout of the PUT (restarts whenever body bytes leave). Default 120000. */
   timeoutMs?: number;
-  /** How long each answer on the socket (the URL, the verdict) may take. Default 60000; 0 = for ever. */
+  /** How long each answer on the socket (the URL, the verdict), and a `session.send` that returns a promise, may take: beyond it the attachment fails with `no_response` (an answer) or `timeout` (a send). Default 60000; 0 = for ever. */
   eventTimeoutMs?: number;
   /** Minimum ms between progress calls. Default 100. */
   progressIntervalMs?: number;

@@ -52,6 +52,9 @@ pub struct PartsConfig {
     pub create: Value,
     /// A multipart upload to continue instead of creating one.
     pub resume: Option<MultipartId>,
+    /// A multipart upload of this file that will not be continued (a record of it cut in
+    /// another part size): aborted, so its parts are not left stored.
+    pub abandon: Option<MultipartId>,
 }
 
 /// Uploads `source` as an S3 multipart upload through the caller's hooks. On abort, every
@@ -82,6 +85,9 @@ pub async fn upload_parts<E: Environment, S: ByteSource>(
         retries: Cell::new(0),
     };
     env.pause().await;
+    if let Some(old) = &config.abandon {
+        env.call_hook_detached(Hook::Abort, old.to_value());
+    }
     let (id, stored) = hooks.begin(&config).await?;
     env.resumable_at(ResumeTarget::Multipart {
         upload_id: id.upload_id.clone(),

@@ -27,6 +27,18 @@ fn run(
     resume: Option<MultipartId>,
     setup: impl FnOnce(&mut FakeState),
 ) -> Outcome {
+    run_with(size, parallel, faults, resume, None, setup)
+}
+
+/// [`run`], abandoning the multipart upload `abandon`.
+fn run_with(
+    size: usize,
+    parallel: u32,
+    faults: FaultPlan,
+    resume: Option<MultipartId>,
+    abandon: Option<MultipartId>,
+    setup: impl FnOnce(&mut FakeState),
+) -> Outcome {
     let file = Rc::new(pseudo_random_bytes(size, size as u64 + 5));
     let env = FakeEnv::new(FakeTusServer::new("", ""), Rc::clone(&file), faults).with(setup);
     let mut source = MemorySource::new(Rc::clone(&file), 333);
@@ -42,6 +54,7 @@ fn run(
         plan: ChunkPlan::new(size as u64, PART),
         create: create_arg("a.bin", "application/octet-stream", size as u64, &[]),
         resume,
+        abandon,
     };
     let result = block_on(upload_parts(&env, &mut source, config));
     Outcome {
@@ -271,6 +284,34 @@ fn abort_stops_every_part_and_aborts_the_upload() {
     assert_eq!(o.env.s3.aborted.len(), 1);
     assert!(o.env.s3.uploads.is_empty(), "no multipart upload left");
     assert!(o.env.s3.objects.is_empty());
+}
+
+#[test]
+fn an_upload_that_will_not_be_continued_is_aborted() {
+    let old = MultipartId {
+        upload_id: "mpu-old".into(),
+        key: "objects/old".into(),
+    };
+    let id_for_setup = old.clone();
+    let o = run_with(
+        3 * PART as usize,
+        2,
+        no_faults(),
+        None,
+        Some(old),
+        move |state| {
+            state.s3.uploads.insert(
+                id_for_setup.upload_id.clone(),
+                (id_for_setup.key.clone(), Default::default()),
+            );
+        },
+    );
+    assert_stored(&o);
+    assert_eq!(o.env.s3.aborted, ["mpu-old"]);
+    assert_eq!(
+        o.env.s3.hooks[..2],
+        ["abortMultipartUpload", "createMultipartUpload"]
+    );
 }
 
 #[test]

@@ -95,23 +95,37 @@ impl Session {
     }
 
     /// Sends one guest request. A `send` that returns a promise (an async socket wrapper,
-    /// or the Worker's stand-in for the page's `send`) is awaited, and its rejection is a
-    /// failure like a throw.
-    async fn send(&self, message: &Value) -> Result<(), UploadError> {
+    /// or the Worker's stand-in for the page's `send`) is awaited, for at most `timeout_ms`
+    /// (0: for ever) and no longer than `signal` allows; its rejection is a failure like a
+    /// throw.
+    async fn send(
+        &self,
+        message: &Value,
+        timeout_ms: u32,
+        signal: &Option<AbortSignal>,
+    ) -> Result<(), UploadError> {
         let object = to_js(message);
-        io::call(&self.send.bind0(&self.this), &object, 0, &None)
+        let (method, purpose) = (crate::core::http::Method::Post, "send a chat message");
+        io::call(&self.send.bind0(&self.this), &object, timeout_ms, signal)
             .await
             .map(|_| ())
-            .map_err(|failure| {
-                let detail = match failure {
-                    Failure::Threw(detail) | Failure::Rejected(detail) => detail,
-                    _ => String::new(),
-                };
-                UploadError::Network {
-                    method: crate::core::http::Method::Post,
-                    purpose: "send a chat message",
+            .map_err(|failure| match failure {
+                Failure::Aborted => UploadError::Aborted,
+                Failure::Timeout => UploadError::Timeout {
+                    method,
+                    purpose,
+                    timeout_ms,
+                },
+                Failure::Threw(detail) | Failure::Rejected(detail) => UploadError::Network {
+                    method,
+                    purpose,
                     detail: format!("session.send threw: {detail}"),
-                }
+                },
+                _ => UploadError::Network {
+                    method,
+                    purpose,
+                    detail: "session.send failed".into(),
+                },
             })
     }
 }
@@ -381,11 +395,10 @@ async fn attach_here(input: AttachInput) -> Result<JsValue, UploadError> {
     let outcome = flow.run(&mut steps).await;
     if outcome.is_err() && steps.url_requested() {
         // Best effort: an attachment that will not be sent must not linger on the server.
+        // Not bound by the signal (after an abort it is the point), but by the timeout.
+        let delete = guest::delete_attachment(&session.token, &flow.attachment_id);
         let _ = session
-            .send(&guest::delete_attachment(
-                &session.token,
-                &flow.attachment_id,
-            ))
+            .send(&delete, flow.settings.event_timeout_ms, &None)
             .await;
     }
     outcome
@@ -397,7 +410,12 @@ impl Flow<'_> {
         let mut summary = None;
         loop {
             match steps.next(js_sys::Date::now()) {
-                Action::Send(request) => self.session.send(&request).await?,
+                Action::Send(request) => {
+                    let timeout_ms = self.settings.event_timeout_ms;
+                    self.session
+                        .send(&request, timeout_ms, &self.signal)
+                        .await?
+                }
                 Action::Receive { until_ms } => {
                     let event = self.next_event(until_ms).await?;
                     steps.on_event(event)?;

@@ -122,14 +122,24 @@ fn multipart_config(
         .as_ref()
         .ok_or_else(|| UploadError::invalid("options.s3 is required for protocol \"s3\""))?;
     let plan = part_plan(input.size, settings.chunk_size)?;
-    let from_record = match stored {
+    // A record cut in another part size cannot be continued: its upload is abandoned
+    // (aborted), unless `s3Upload` names that very upload.
+    let (from_record, abandon) = match stored {
         Some(ResumeTarget::Multipart {
             upload_id,
             key,
             part_size,
-        }) if part_size == plan.chunk_size => Some(MultipartId { upload_id, key }),
-        _ => None,
+        }) => {
+            let id = MultipartId { upload_id, key };
+            if part_size == plan.chunk_size {
+                (Some(id), None)
+            } else {
+                (None, Some(id))
+            }
+        }
+        _ => (None, None),
     };
+    let abandon = abandon.filter(|old| multipart.continue_upload.as_ref() != Some(old));
     Ok(PartsConfig {
         retry: settings.retry,
         progress_interval_ms: settings.progress_interval_ms,
@@ -143,6 +153,7 @@ fn multipart_config(
             &multipart.metadata,
         ),
         resume: multipart.continue_upload.clone().or(from_record),
+        abandon,
     })
 }
 

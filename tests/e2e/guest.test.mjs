@@ -325,6 +325,23 @@ for (const worker of [true, false]) {
       }, worker);
       assert.deepEqual(outcome, { code: "network", message: "network error during POST (send a chat message): session.send threw: socket closed" });
     });
+    test("a session whose send never settles fails the attachment with timeout", async () => {
+      const outcome = await page.evaluate(async (worker) => {
+        const session = await window.openSession();
+        const file = window.fileOf(1000, "a.pdf", "application/pdf");
+        const stuck = { ...session, send: () => new Promise(() => {}) };
+        try {
+          await window.chunkup.attachFile(stuck, file, null, { worker, eventTimeoutMs: 300 });
+          return null;
+        } catch (error) {
+          return { code: error.code, message: error.message };
+        } finally {
+          session.close();
+        }
+      }, worker);
+      assert.deepEqual(outcome, { code: "timeout", message: "POST (send a chat message) got no answer within 300 ms" });
+    });
+
     test("an abort while subscribing still unsubscribes the listener", async () => {
       const outcome = await page.evaluate(async (worker) => {
         const session = await window.openSession();
