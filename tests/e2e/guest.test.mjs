@@ -309,38 +309,47 @@ for (const worker of [true, false]) {
       assert.deepEqual(codes, ["invalid_input", "invalid_input", "invalid_input", "invalid_input"]);
     });
 
-    test("a session whose send throws fails the attachment with network", async () => {
-      const outcome = await page.evaluate(async (worker) => {
-        const session = await window.openSession();
-        const file = window.fileOf(1000, "a.pdf", "application/pdf");
-        const broken = { ...session, send() { throw new Error("socket closed"); } };
-        try {
-          await window.chunkup.attachFile(broken, file, null, { worker });
-          return null;
-        } catch (error) {
-          return { code: error.code, message: error.message };
-        } finally {
-          session.close();
-        }
-      }, worker);
-      assert.deepEqual(outcome, { code: "network", message: "network error during POST (send a chat message): session.send threw: socket closed" });
-    });
-    test("a session whose send never settles fails the attachment with timeout", async () => {
-      const outcome = await page.evaluate(async (worker) => {
-        const session = await window.openSession();
-        const file = window.fileOf(1000, "a.pdf", "application/pdf");
-        const stuck = { ...session, send: () => new Promise(() => {}) };
-        try {
-          await window.chunkup.attachFile(stuck, file, null, { worker, eventTimeoutMs: 300 });
-          return null;
-        } catch (error) {
-          return { code: error.code, message: error.message };
-        } finally {
-          session.close();
-        }
-      }, worker);
-      assert.deepEqual(outcome, { code: "timeout", message: "POST (send a chat message) got no answer within 300 ms" });
-    });
+    // A widget's send that throws, or returns a promise that never settles.
+    for (const [name, send, expected] of [
+      [
+        "a session whose send throws fails the attachment with network",
+        "throws",
+        { code: "network", message: "network error during POST (send a chat message): session.send threw: socket closed" },
+      ],
+      [
+        "a session whose send never settles fails the attachment with timeout",
+        "hangs",
+        { code: "timeout", message: "POST (send a chat message) got no answer within 300 ms" },
+      ],
+    ]) {
+      test(name, async () => {
+        const outcome = await page.evaluate(
+          async ({ worker, send }) => {
+            const session = await window.openSession();
+            const file = window.fileOf(1000, "a.pdf", "application/pdf");
+            const broken = {
+              ...session,
+              send:
+                send === "throws"
+                  ? () => {
+                      throw new Error("socket closed");
+                    }
+                  : () => new Promise(() => {}),
+            };
+            try {
+              await window.chunkup.attachFile(broken, file, null, { worker, eventTimeoutMs: 300 });
+              return null;
+            } catch (error) {
+              return { code: error.code, message: error.message };
+            } finally {
+              session.close();
+            }
+          },
+          { worker, send },
+        );
+        assert.deepEqual(outcome, expected);
+      });
+    }
 
     test("an abort while subscribing still unsubscribes the listener", async () => {
       const outcome = await page.evaluate(async (worker) => {
