@@ -11,7 +11,7 @@
 //! JavaScript objects and back, so no JSON library or serde format ends up in the wasm.
 
 use crate::core::error::UploadError;
-use crate::core::progress::{Phase, Progress};
+use crate::core::progress::{Phase, Progress, ProgressModel};
 use crate::core::value::{object, Value};
 
 /// Presents the uploads of one attachment (a restart with a fresh URL is a new upload) as
@@ -37,6 +37,24 @@ impl AttachProgress {
         progress.percent = self.percent;
         progress.bytes_uploaded = self.uploaded;
         self.last = Some(progress.clone());
+        progress
+    }
+
+    /// A snapshot before (or between) the uploads of a file of `size` bytes: `Starting`
+    /// while the URL is asked for, `Retrying` with `retry_in_ms` while a rate limit (4029)
+    /// is waited out. The bar holds where it was.
+    pub fn before_upload(
+        &self,
+        size: u64,
+        phase: Phase,
+        retry_in_ms: Option<u32>,
+        now_ms: f64,
+    ) -> Progress {
+        let mut progress = ProgressModel::new(size, 1, 0, now_ms).phase(phase, now_ms);
+        progress.percent = self.percent;
+        progress.bytes_uploaded = self.uploaded;
+        progress.bytes_sent = self.uploaded;
+        progress.retry_in_ms = retry_in_ms;
         progress
     }
 
@@ -762,6 +780,34 @@ mod tests {
             (Phase::Done, 100.0, 1000)
         );
         assert!(relay.confirmed().is_none());
+    }
+
+    #[test]
+    fn before_an_upload_progress_says_starting_or_waiting_and_holds_the_bar() {
+        let mut relay = AttachProgress::default();
+        let first = relay.before_upload(1000, Phase::Starting, None, 0.0);
+        assert_eq!(
+            (
+                first.phase,
+                first.percent,
+                first.bytes_total,
+                first.retry_in_ms
+            ),
+            (Phase::Starting, 0.0, 1000, None)
+        );
+        // After half a PUT and a fresh-URL restart, a 4029 wait: the bar stays at 50 %.
+        let mut model = crate::core::progress::ProgressModel::new(1000, 1, 0, 0.0);
+        relay.adjust(model.acknowledged(500, None, 1.0).expect("unthrottled"));
+        let waiting = relay.before_upload(1000, Phase::Retrying, Some(2000), 2.0);
+        assert_eq!(
+            (
+                waiting.phase,
+                waiting.percent,
+                waiting.bytes_uploaded,
+                waiting.retry_in_ms
+            ),
+            (Phase::Retrying, 50.0, 500, Some(2000))
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::core::engine::{upload, EngineConfig, UploadSummary};
 use crate::core::error::UploadError;
 use crate::core::guest::{self, Action, AttachFlow, AttachProgress, GuestEvent, SessionRules};
 use crate::core::options::{DEFAULT_PROGRESS_INTERVAL_MS, DEFAULT_TIMEOUT_MS};
+use crate::core::progress::Phase;
 use crate::core::protocol::put::PutUpload;
 use crate::core::protocol::Protocol;
 use crate::core::retry::RetryPolicy;
@@ -408,6 +409,7 @@ impl Flow<'_> {
     /// Performs what `steps` asks until the server confirmed the attachment.
     async fn run(&self, steps: &mut AttachFlow) -> Result<JsValue, UploadError> {
         let mut summary = None;
+        self.before_upload(Phase::Starting, None);
         loop {
             match steps.next(js_sys::Date::now()) {
                 Action::Send(request) => {
@@ -420,7 +422,12 @@ impl Flow<'_> {
                     let event = self.next_event(until_ms).await?;
                     steps.on_event(event)?;
                 }
-                Action::Sleep { ms } => io::sleep(ms, &self.signal).await?,
+                Action::Sleep { ms } => {
+                    // A rate limit (4029) waited out before the URL is asked for again.
+                    self.before_upload(Phase::Retrying, Some(ms));
+                    io::sleep(ms, &self.signal).await?;
+                    self.before_upload(Phase::Starting, None);
+                }
                 Action::Upload { url, headers } => {
                     let outcome = self
                         .put(url, headers)
@@ -439,6 +446,17 @@ impl Flow<'_> {
                 }
             }
         }
+    }
+
+    /// Tells the caller where the attachment stands before its PUT (see
+    /// `AttachProgress::before_upload`).
+    fn before_upload(&self, phase: Phase, retry_in_ms: Option<u32>) {
+        let now = js_sys::Date::now();
+        let progress = self
+            .relay
+            .borrow()
+            .before_upload(self.size, phase, retry_in_ms, now);
+        self.progress.deliver(&progress);
     }
 
     /// The PUT, with the presigned headers exactly as given and the declared type.

@@ -229,6 +229,9 @@ for (const worker of [true, false]) {
       const outcome = await attach({ query: "&faults=rate-limit:1,retry-after:1" });
       await assertAttached(outcome);
       assert.deepEqual(actionsOf(outcome.sent), ["configureSession", "onAttachment", "onAttachment"]);
+      // Progress says so from the start: starting, the wait, starting again, then the PUT.
+      const phases = outcome.progress.map((p) => p.phase).filter((phase, i, all) => phase !== all[i - 1]);
+      assert.deepEqual(phases.slice(0, 3), ["starting", "retrying", "starting"], phases.join());
     });
 
     test("gives up with too_many_requests when rate limited for longer than allowed", async () => {

@@ -129,7 +129,7 @@ export class UploadBubble {
     // Waits are told to screen readers too (the stats line is visual only), once per wait.
     if (p.phase !== this.phase) {
       this.phase = p.phase;
-      if (p.phase === "retrying") this.handlers.onAnnounce?.(`${this.file.name}: connection problem, retrying`);
+      if (p.phase === "retrying") this.handlers.onAnnounce?.(`${this.file.name}: not through yet, retrying`);
       else if (p.phase === "offline") this.handlers.onAnnounce?.(`${this.file.name}: offline, waiting for the network`);
     }
     const percent = Math.max(0, Math.min(100, Number(p.percent) || 0));
@@ -140,7 +140,8 @@ export class UploadBubble {
       parts[0] = "Preparing…";
     } else if (p.phase === "retrying") {
       const seconds = Math.ceil((Number(p.retryInMs) || 0) / 1000);
-      parts.push(seconds > 0 ? `connection problem, retrying in ${seconds} s` : "connection problem, retrying");
+      // A dropped connection or a busy service (a rate limit before the upload): both wait.
+      parts.push(seconds > 0 ? `retrying in ${seconds} s` : "retrying");
     } else if (p.phase === "offline") {
       parts.push("offline, waiting for the network");
     } else if (p.phase === "uploading") {
