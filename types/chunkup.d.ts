@@ -234,7 +234,7 @@ export interface UploadResult {
  * - `hook_failed`: an `s3` hook answered with something unusable (as `cause` of `retries_exhausted`: one that kept throwing, rejecting or not answering within `timeoutMs`).
  * - `unauthorized`: the server refused the credentials (401; tus and range also 403) twice in a row for the same request, the second time right after `headers({ refresh: true })`; or at once when `headers` is fixed.
  * - `protocol`: the server broke the upload protocol (a missing header, an impossible offset, a success that kept nothing).
- * - `worker_failed`: chunkup's Worker stopped during the call (it crashed); retryable: the next call starts a new Worker, and an upload continues from its resume record.
+ * - `worker_failed`: chunkup's Worker stopped during the call (it crashed, or its wasm failed and it was ended); retryable: the next call starts a new Worker, and an upload continues from its resume record.
  */
 export type UploadErrorCode =
   | AttachmentErrorCode

@@ -610,6 +610,12 @@ impl<P: Protocol + ?Sized, E: Environment, S: ByteSource> Run<'_, P, E, S> {
         // refusal in a row means fresh ones do not help either.
         if let Some(status) = auth_failure(&error, &*self.protocol) {
             if self.credentials_refreshed.is_some() || !self.env.refresh_credentials(status) {
+                // Refused for good while the upload to continue was looked up (another
+                // user's upload): a new one, if the protocol can; it gets a refresh of its own.
+                if self.protocol.abandon_resume() {
+                    self.credentials_refreshed = None;
+                    return Ok(());
+                }
                 return Err(UploadError::Unauthorized { status });
             }
             self.credentials_refreshed = self.last_sent;

@@ -827,14 +827,25 @@ fn an_upload_the_server_lost_is_started_afresh() {
 
 #[test]
 fn a_stored_upload_the_server_refuses_is_started_afresh() {
-    // A 403 (another user's upload, say) or a 400 from a proxy: a new upload, not a
-    // failure on every attempt until the record expires. A 423 (locked) is retried.
-    for (status, fresh) in [(403, true), (400, true), (423, false)] {
+    // (status, how many HEADs of the stored upload get it, credentials refreshable,
+    //  resumed from). A 400 from a proxy: a new upload at once. A 403 once (an expired
+    // token): fresh credentials, and the upload continues. A 403 again after them, or with
+    // fixed headers (another user's upload): a new upload, not a failure on every attempt
+    // until the record expires. A 423 (locked): retried, and it continues.
+    for (status, refusals, refreshable, resumed) in [
+        (400, 1, true, 0),
+        (403, 1, true, 1000),
+        (403, 9, true, 0),
+        (403, 9, false, 0),
+        (423, 1, true, 1000),
+    ] {
         let mut heads = 0;
         let faults: FaultPlan = Box::new(move |request, _| {
-            (request.method == crate::core::http::Method::Head).then(|| {
+            let stored =
+                request.method == crate::core::http::Method::Head && request.url.ends_with("/u0");
+            stored.then(|| {
                 heads += 1;
-                (heads == 1).then_some(Fault::Status(status, None))
+                (heads <= refusals).then_some(Fault::Status(status, None))
             })?
         });
         let o = run_upload_with(
@@ -844,19 +855,13 @@ fn a_stored_upload_the_server_refuses_is_started_afresh() {
             faults,
             3,
             Some("http://127.0.0.1:9/files/u0"),
-            |_| {},
+            |state| state.refreshable = refreshable,
         );
+        let case = format!("{status} x{refusals}, refreshable {refreshable}");
         let s = assert_uploaded(&o);
-        if fresh {
-            assert_eq!((s.resumed_from, s.retries), (0, 0), "{status}");
-            assert_eq!(
-                o.env.resumable_at,
-                ["http://127.0.0.1:9/files/u1"],
-                "{status}"
-            );
-        } else {
-            assert_eq!((s.resumed_from, s.retries), (1000, 1), "{status}");
-        }
+        assert_eq!(s.resumed_from, resumed, "{case}");
+        let url = if resumed > 0 { "u0" } else { "u1" };
+        assert!(s.url.ends_with(url), "{case}: {}", s.url);
     }
 }
 

@@ -215,14 +215,13 @@ impl<E: Environment> Hooks<'_, E> {
                 .call(Hook::ListParts, &id.to_value(), Phase::Starting)
                 .await
             {
-                Ok(Value::Null) => {}
+                // Gone: free whatever the store may still hold of it (billed until then).
+                Ok(Value::Null) => self.env.call_hook_detached(Hook::Abort, id.to_value()),
                 Ok(answer) => return Ok((id.clone(), stored_parts(&answer)?)),
                 Err(UploadError::Aborted) => return Err(UploadError::Aborted),
+                // The backend may only be down for now: the upload is left as it is.
                 Err(_) => {}
             }
-            // Nothing will complete that upload now: free whatever the store still holds
-            // of it (its parts are billed until then).
-            self.env.call_hook_detached(Hook::Abort, id.to_value());
         }
         let answer = self
             .call(Hook::Create, &config.create, Phase::Starting)

@@ -384,7 +384,8 @@ fn a_resumed_upload_sends_only_the_missing_parts() {
         ["listParts", "abortMultipartUpload", "createMultipartUpload"]
     );
     assert_eq!(o.env.s3.aborted, ["mpu-old"]);
-    // A listParts that keeps throwing: the same, once its retries are spent.
+    // A listParts that keeps throwing: a new one once its retries are spent, but the old
+    // one is left as it is (the backend may only be down for now).
     let o = run(size, 4, no_faults(), Some(id), |state| {
         state.s3.list_parts_throws = true;
     });
@@ -392,7 +393,7 @@ fn a_resumed_upload_sends_only_the_missing_parts() {
     assert_eq!(s.resumed_from, 0);
     let lists = o.env.s3.hooks.iter().filter(|h| **h == "listParts").count();
     assert_eq!(lists, 5, "the first call and its 4 retries");
-    assert_eq!(o.env.s3.aborted, ["mpu-old"]);
+    assert!(o.env.s3.aborted.is_empty());
     assert!(o.env.s3.hooks.contains(&"createMultipartUpload"));
 }
 

@@ -288,6 +288,13 @@ class Host extends Side {
     if (this.receive(message)) return;
     const running = this.running.get(message.job);
     if (!running) return;
+    if (message.t === "fail" && typeof message.error?.props?.code !== "string") {
+      // Not one of chunkup's errors: the Worker's wasm broke (a panic traps) or could not
+      // answer. Its instance may be in any state: ended as after a crash, so that the next
+      // call starts a new one (and the uploads it held give their resume records back).
+      this.crashed(String(message.error?.message ?? "it could not answer"));
+      return;
+    }
     this.finish(message.job);
     const job = this.jobs.get(message.job);
     if (message.t === "done") running.resolve(unpack(this, job, message.value));

@@ -451,7 +451,7 @@ export function waitOnline(signal) {
 const DB_NAME = "chunkup";
 const STORE = "resume";
 const RECORDS_TIMEOUT_MS = 3000;
-let database = null;
+let opening = null;
 
 /** Resolves as `promise`, or to `fallback` after RECORDS_TIMEOUT_MS. */
 function inTime(promise, fallback) {
@@ -460,30 +460,32 @@ function inTime(promise, fallback) {
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * The database, or null where there is none. Each call waits for the opening at most
+ * RECORDS_TIMEOUT_MS, without giving up on it: an open that was only slow (a cold profile
+ * on a slow device) serves the calls that come after it.
+ */
 function openRecords() {
-  database ??= inTime(
-    new Promise((resolve) => {
-      try {
-        const request = indexedDB.open(DB_NAME, 1);
-        request.onupgradeneeded = () => request.result.createObjectStore(STORE);
-        request.onsuccess = () => {
-          const db = request.result;
-          // Another tab with a newer chunkup upgrades the database: let it, and open it
-          // again next time.
-          db.onversionchange = () => {
-            db.close();
-            database = null;
-          };
-          resolve(db);
+  opening ??= new Promise((resolve) => {
+    try {
+      const request = indexedDB.open(DB_NAME, 1);
+      request.onupgradeneeded = () => request.result.createObjectStore(STORE);
+      request.onsuccess = () => {
+        const db = request.result;
+        // Another tab with a newer chunkup upgrades the database: let it, and open it
+        // again next time.
+        db.onversionchange = () => {
+          db.close();
+          opening = null;
         };
-        request.onerror = request.onblocked = () => resolve(null);
-      } catch {
-        resolve(null);
-      }
-    }),
-    null,
-  );
-  return database;
+        resolve(db);
+      };
+      request.onerror = request.onblocked = () => resolve(null);
+    } catch {
+      resolve(null);
+    }
+  });
+  return inTime(opening, null);
 }
 
 /** Runs `use(store)` in a transaction; resolves to what its request gives, or `fallback`. */

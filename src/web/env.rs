@@ -202,7 +202,8 @@ impl Environment for BrowserEnv {
             self.transport.timeout_ms(),
         );
         wasm_bindgen_futures::spawn_local(async move {
-            // Best effort: the upload already failed with `aborted`, whatever happens here.
+            // Best effort, awaited by nothing: a clean-up (after an abort, or of an upload
+            // given up), whatever happens here.
             let _ = io::call(&function, &arg, timeout, &None).await;
         });
     }
@@ -217,7 +218,8 @@ impl Environment for BrowserEnv {
     fn send_detached(&self, request: HttpRequest) {
         let transport = self.transport.detached();
         wasm_bindgen_futures::spawn_local(async move {
-            // Best effort: the upload already failed with `aborted`, whatever happens here.
+            // Best effort, awaited by nothing: a clean-up (after an abort, or of an upload
+            // given up), whatever happens here.
             let _ = transport.send(&request, &|_| {}).await;
         });
     }

@@ -54,7 +54,8 @@ extern "C" {
     #[wasm_bindgen(js_name = sleep)]
     fn sleep_js(ms: u32, signal: &JsValue) -> Promise;
 
-    /// "file", "blob" or "" (by the value's tag, so a Blob from another realm counts).
+    /// The value's built-in kind by its tag ("File", "Blob", "AbortSignal", "Headers",
+    /// "Map"...), so that one from another realm (an iframe) counts.
     #[wasm_bindgen(js_name = kindOf)]
     pub fn kind_of(value: &JsValue) -> String;
 

@@ -565,15 +565,19 @@ pub(crate) fn retry_policy(value: &JsValue) -> Result<RetryPolicy, UploadError> 
     let field = |key: &str, max: u64, default: u32| -> Result<u32, UploadError> {
         Ok(optional_number(value, "options.retry", key, 0, max)?.map_or(default, |n| n as u32))
     };
-    let max_delay_ms = field("maxDelayMs", 3_600_000, defaults.max_delay_ms)?;
+    // One bound given alone moves the other's default along: a maximum below the default
+    // base lowers the base, a base above the default maximum raises the maximum.
+    let given = |key: &str| !is_absent(&get(value, key));
+    let base = field("baseDelayMs", 3_600_000, defaults.base_delay_ms)?;
+    let max = field("maxDelayMs", 3_600_000, defaults.max_delay_ms)?;
+    let (base_delay_ms, max_delay_ms) = match (given("baseDelayMs"), given("maxDelayMs")) {
+        (false, true) => (base.min(max), max),
+        (true, false) => (base, max.max(base)),
+        _ => (base, max),
+    };
     let policy = RetryPolicy {
         attempts: field("attempts", 1000, defaults.attempts)?,
-        // A maximum below the default base, given alone, lowers the base with it.
-        base_delay_ms: field(
-            "baseDelayMs",
-            3_600_000,
-            defaults.base_delay_ms.min(max_delay_ms),
-        )?,
+        base_delay_ms,
         max_delay_ms,
     };
     if policy.max_delay_ms < policy.base_delay_ms {

@@ -127,7 +127,7 @@ test("the same file sent with other metadata (another conversation) is a new upl
   assert.equal(stored.sha256, file.sha256);
 });
 
-test("two uploads of the same file at once (two tabs) do not continue one upload together", async () => {
+test("two uploads of the same file at once (as from two tabs) do not continue one upload together", async () => {
   const endpoint = new URL("faults/latency:120/files/", base).href;
   await openPage(base);
   const outcome = await page.evaluate(async (endpoint) => {

@@ -12,11 +12,12 @@
 
 import assert from "node:assert/strict";
 import path from "node:path";
+import { readdirSync } from "node:fs";
 import { after, before, test } from "node:test";
 
 import { engine, installFileHelpers, openBrowser } from "./engines.mjs";
 import { startProxy } from "./proxy.mjs";
-import { logDir, startReferenceServer, stop } from "../../scripts/lib.mjs";
+import { logDir, root, startReferenceServer, stop } from "../../scripts/lib.mjs";
 
 let base;
 let server;
@@ -477,6 +478,39 @@ test("a Worker that dies mid-upload fails it with worker_failed; the next call s
   });
   assert.equal(outcome.workers, 2, "a new Worker ran the next upload");
   assert.equal(outcome.sha256, outcome.expected);
+});
+
+test("a job that fails with something other than chunkup's error ends its Worker; the next call starts a new one", async (t) => {
+  // The bridge module (the glue imports it from among wasm-bindgen's snippets), to post a
+  // job the Worker cannot run, as a wasm that broke would answer: a plain Error.
+  const [snippets] = readdirSync(path.join(root, "pkg", "snippets"));
+  const bridgeUrl = `/pkg/snippets/${snippets}/src/js/bridge.js`;
+  t.after(() => openPackage(base));
+  await openPackage(base);
+  await page.evaluate(recordWorkers, {});
+  const outcome = await page.evaluate(async (bridgeUrl) => {
+    const file = window.fileOf(100 * 1024, "a.bin");
+    await window.chunkup.uploadFile(file, null, { endpoint: "/files/" });
+    const bridge = await import(bridgeUrl);
+    const failed = await bridge.runInWorker("notAnExport", []).then(
+      () => "resolved",
+      (error) => error.message,
+    );
+    const again = await window.chunkup.uploadFile(file, null, { endpoint: "/files/" });
+    return { failed, workers: window.workersStarted.length, ok: again.sha256 === (await window.sha256(file)) };
+  }, bridgeUrl);
+  assert.match(outcome.failed, /notAnExport cannot run in the Worker/);
+  assert.equal(outcome.workers, 2, "the broken Worker was ended and a new one started");
+  assert.ok(outcome.ok);
+});
+
+test("a retry bound given alone moves the other's default along", async () => {
+  const outcome = await page.evaluate(async () => {
+    const file = window.fileOf(10 * 1024, "a.bin");
+    const upload = (retry) => window.chunkup.uploadFile(file, null, { endpoint: "/files/", retry }).then(() => "ok", (error) => error.code);
+    return [await upload({ maxDelayMs: 100 }), await upload({ baseDelayMs: 60000 }), await upload({ baseDelayMs: 10, maxDelayMs: 5 })];
+  });
+  assert.deepEqual(outcome, ["ok", "ok", "invalid_input"]);
 });
 
 test("an abort while the Worker is still starting rejects at once, and the Worker starts for the next call", async (t) => {

@@ -66,38 +66,30 @@ session.addEventListener("statechange", render);
 session.subscribe((message) => {
   if (message.class === "SessionResponse" && message.code === 200) render();
   else if (message.class === "StructuredMessage" && message.body) receive(message.body);
-  else if (message.type === "response" && message.class === "string" && Number(message.code) >= 400) refused(Number(message.code));
+  else if (message.type === "response" && message.class === "string" && REFUSALS[message.code]) refused(REFUSALS[message.code]);
 });
 
 /** Texts sent and not yet echoed by the server, oldest first. */
 const unconfirmedTexts = [];
 
-/** Why the chat service refused a message, for the customer (guest API codes). */
+/**
+ * The refusals (guest API codes) that only a text message gets, and why, for the customer.
+ * Others of the same shape answer chunkup's own requests (onAttachment, deleteAttachment),
+ * which reach their bubbles through chunkup: no request id tells them apart, so the widget
+ * acts only on these.
+ */
 const REFUSALS = {
   4011: "it is too long. Shorten it and try again.",
   4013: "it carries too much extra information.",
-  4029: "too many messages were sent at once. Wait a moment, then send it again.",
-  429: "too many messages were sent at once. Wait a moment, then send it again.",
 };
 
 /**
- * The service refused a request. If a text is waiting for its echo, it was that text: say
- * so, and give the text back to the composer when it is empty, so nothing typed is lost.
- * Else, if an uploaded file's message is waiting, it was that message (a refusal during the
- * upload itself reaches its bubble through chunkup).
+ * A text message was refused: the oldest still waiting for its echo. Say so, and give the
+ * text back to the composer when it is empty, so nothing typed is lost.
  */
-function refused(code) {
-  const reason = REFUSALS[code] ?? "the chat service refused it. Please try again.";
+function refused(reason) {
   const text = unconfirmedTexts.shift();
-  if (text === undefined) {
-    const [waiting] = awaitingEcho;
-    if (!waiting) return;
-    const [attachmentId, bubble] = waiting;
-    awaitingEcho.delete(attachmentId);
-    bubble.notSent(reason);
-    announce(`${bubble.file.name} was uploaded but not sent: ${reason}`);
-    return;
-  }
+  if (text === undefined) return;
   const notice = h("li", { class: "notice", role: "note" }, `Your message was not sent: ${reason}`);
   log.add(notice, { follow: true });
   announce(`Your message was not sent: ${reason}`);

@@ -175,9 +175,9 @@ export class UploadBubble {
     this.meta.replaceWith((this.meta = metaLine("inbound", { time })));
   }
 
-  /** Sent, but the message that carries the file could not go out (`reason`: why). */
-  notSent(reason = "the chat is disconnected.") {
-    this.#show(this.statusEl, `Uploaded, but not sent: ${reason}`);
+  /** Sent, but the message that carries the file could not go out. */
+  notSent() {
+    this.#show(this.statusEl, "Uploaded, but not sent: the chat is disconnected.");
   }
 
   /**

@@ -131,6 +131,14 @@ pub trait Protocol {
     fn resume_refused(&self) -> bool {
         false
     }
+
+    /// The server refused the credentials for good (again after fresh ones, or fixed ones)
+    /// while the upload to continue was being looked up: give that upload up and start
+    /// afresh, where this protocol can (tus: a new upload; another user's upload, say).
+    /// False: the refusal ends the upload with `unauthorized`.
+    fn abandon_resume(&mut self) -> bool {
+        false
+    }
 }
 
 /// The error for a status a protocol did not expect, retryable when the status is transient.

@@ -227,13 +227,13 @@ impl TusUpload {
         response: &HttpResponse,
     ) -> Result<(), UploadError> {
         let known = match response.status {
-            // Refusals worth another try: expired credentials (401: headers() is asked for
-            // fresh ones), a timeout, an upload locked by another client, a rate limit;
-            // and every 5xx. Retried or not as usual.
-            401 | 408 | 423 | 429 => return Err(status_error(request, response)),
-            // Unknown or terminated (tus: 404, 410), not this caller's (403: another user's
-            // upload, say), or any other refusal of the upload itself: start afresh, rather
-            // than fail on this upload until its record expires.
+            // Refused credentials (401, 403: headers() is asked for fresh ones; refused
+            // again, the engine calls abandon_resume), a timeout, an upload locked by
+            // another client, a rate limit; and every 5xx. Retried or not as usual.
+            401 | 403 | 408 | 423 | 429 => return Err(status_error(request, response)),
+            // Unknown or terminated (tus: 404, 410), or any other refusal of the upload
+            // itself (a proxy's 400): start afresh, rather than fail on this upload until
+            // its record expires.
             400..=499 => None,
             _ if !response.is_success() => return Err(status_error(request, response)),
             _ => {
@@ -548,6 +548,17 @@ impl Protocol for TusUpload {
 
     fn resume_refused(&self) -> bool {
         self.resume_refused
+    }
+
+    fn abandon_resume(&mut self) -> bool {
+        if self.state != State::Resume || self.resume_candidate.is_none() {
+            return false;
+        }
+        self.resume_candidate = None;
+        self.resume_refused = true;
+        self.in_flight = None;
+        self.state = State::Create;
+        true
     }
 }
 
