@@ -20,7 +20,7 @@
 //   worker → page   ready  failed {message}  call {job, id, call, args}  done {job, value}  fail {job, error}
 // and `call`/`reply` also go page → worker for functions the Worker passed to the page.
 
-import { kindOf } from "./io.js";
+import { bounded, kindOf } from "./io.js";
 
 const MARK = "__chunkup";
 /** The Worker is ended after this long without a job (it starts again on demand). */
@@ -384,7 +384,8 @@ export async function workerAvailable(module, signal) {
     }
   }
   const current = host;
-  const ready = await unlessAborted(current.ready, signal);
+  // `ready` never rejects: a rejection here is the signal firing.
+  const ready = await bounded(current.ready, 0, signal).catch(() => undefined);
   // Aborted while the Worker starts: the caller sees its signal and rejects at once; the
   // start goes on for the next call.
   if (ready === undefined) return false;
@@ -393,20 +394,6 @@ export async function workerAvailable(module, signal) {
   if (host === current) host = null;
   current.worker.terminate();
   return false;
-}
-
-/** Settles as `promise`, or resolves to undefined as soon as `signal` fires. */
-function unlessAborted(promise, signal) {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.resolve(undefined);
-  return new Promise((resolve) => {
-    const onAbort = () => resolve(undefined);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then((value) => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(value);
-    });
-  });
 }
 
 /**

@@ -33,7 +33,7 @@ export function describe(thrown) {
  * Settles like `promise`, or rejects with `aborted` when `signal` fires or `timeout` after
  * `timeoutMs` (0 = never); `onEnd` runs either way (clean-up of what the promise waited on).
  */
-function bounded(promise, timeoutMs, signal, onEnd = () => {}) {
+export function bounded(promise, timeoutMs, signal, onEnd = () => {}) {
   if (signal?.aborted) {
     onEnd();
     return Promise.reject(aborted());
@@ -453,11 +453,9 @@ const STORE = "resume";
 const RECORDS_TIMEOUT_MS = 3000;
 let opening = null;
 
-/** Resolves as `promise`, or to `fallback` after RECORDS_TIMEOUT_MS. */
+/** Resolves as `promise` (which never rejects), or to `fallback` after RECORDS_TIMEOUT_MS. */
 function inTime(promise, fallback) {
-  let timer;
-  const late = new Promise((resolve) => (timer = setTimeout(() => resolve(fallback), RECORDS_TIMEOUT_MS)));
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+  return bounded(promise, RECORDS_TIMEOUT_MS).catch(() => fallback);
 }
 
 /**

@@ -110,23 +110,24 @@ impl Session {
         io::call(&self.send.bind0(&self.this), &object, timeout_ms, signal)
             .await
             .map(|_| ())
-            .map_err(|failure| match failure {
-                Failure::Aborted => UploadError::Aborted,
-                Failure::Timeout => UploadError::Timeout {
-                    method,
-                    purpose,
-                    timeout_ms,
-                },
-                Failure::Threw(detail) | Failure::Rejected(detail) => UploadError::Network {
-                    method,
-                    purpose,
-                    detail: format!("session.send threw: {detail}"),
-                },
-                _ => UploadError::Network {
-                    method,
-                    purpose,
-                    detail: "session.send failed".into(),
-                },
+            .map_err(|failure| {
+                failure.into_error(|other| match other {
+                    Failure::Timeout => UploadError::Timeout {
+                        method,
+                        purpose,
+                        timeout_ms,
+                    },
+                    Failure::Threw(detail) | Failure::Rejected(detail) => UploadError::Network {
+                        method,
+                        purpose,
+                        detail: format!("session.send threw: {detail}"),
+                    },
+                    _ => UploadError::Network {
+                        method,
+                        purpose,
+                        detail: "session.send failed".into(),
+                    },
+                })
             })
     }
 }
