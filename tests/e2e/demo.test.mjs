@@ -17,7 +17,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { engine, openBrowser } from "./engines.mjs";
+import { engine, eventually, openBrowser } from "./engines.mjs";
 import { startProxy } from "./proxy.mjs";
 import { logDir, randomTestFile, root, startReferenceServer, stop } from "../../scripts/lib.mjs";
 
@@ -232,13 +232,7 @@ describe("demo page", () => {
 
     // The client terminates the upload (DELETE) after an abort.
     const infoUrl = `${uploadUrl.replace(/\/+$/, "")}/info`;
-    const deadline = Date.now() + 10_000;
-    let status;
-    for (;;) {
-      status = (await fetch(infoUrl, { cache: "no-store" })).status;
-      if (status === 404 || Date.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    const status = await eventually(async () => (await fetch(infoUrl, { cache: "no-store" })).status, (s) => s === 404);
     assert.equal(status, 404, `${infoUrl} after the abort`);
     assert.ok(proxy.requests.some((r) => r.method === "DELETE" && r.path === new URL(uploadUrl).pathname), "the DELETE went out");
   });

@@ -628,6 +628,21 @@ export async function shareBrowser(engineName) {
 }
 
 /**
+ * Calls `read()` (in Node) every `interval` ms until `done(value)` holds or `timeout` ms have
+ * passed, and returns the last value read, for the test to assert on. For what a server does
+ * after the page has moved on: a DELETE or a deleteAttachment goes out as the call rejects,
+ * and npm test runs its engines side by side on few cores, so it may land some time later.
+ */
+export async function eventually(read, done, { timeout = 10_000, interval = 100 } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await read();
+    if (done(value) || Date.now() > deadline) return value;
+    await new Promise((resolve) => setTimeout(resolve, interval));
+  }
+}
+
+/**
  * Evaluates `fn(arg)` every `interval` ms until it returns something truthy. The polling
  * runs in the page, a second at a time: a WebDriver round trip costs the browser and its
  * driver a few milliseconds of CPU, and npm test's engines run side by side on few cores.

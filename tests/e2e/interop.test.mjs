@@ -16,7 +16,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
-import { openBrowser } from "./engines.mjs";
+import { eventually, openBrowser } from "./engines.mjs";
 
 import { startReferenceServer, startTusNodeServer, stop } from "../../scripts/lib.mjs";
 
@@ -142,6 +142,6 @@ test("abort deletes the partial upload on @tus/server (termination)", async () =
   const url = progress.find((p) => p.url)?.url;
   assert.ok(url, "the upload URL was reported in progress");
   const file = storedFile(url);
-  for (let i = 0; i < 50 && existsSync(file); i += 1) await new Promise((r) => setTimeout(r, 100));
-  assert.equal(existsSync(file), false, "the stored file was deleted");
+  const exists = await eventually(() => existsSync(file), (e) => !e);
+  assert.equal(exists, false, "the stored file was deleted");
 });

@@ -13,7 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
-import { engine, openBrowser } from "./engines.mjs";
+import { engine, eventually, openBrowser } from "./engines.mjs";
 import { logDir, randomTestFile, startStoreStack } from "../../scripts/lib.mjs";
 
 const MiB = 1024 * 1024;
@@ -247,13 +247,11 @@ test("abort stops every part and leaves no multipart upload in the store", async
   assert.equal(calls.abort, 1, "abortMultipartUpload was called");
   assert.equal(calls.complete, 0);
   // The hook is called without waiting for it (an abort settles at once): poll the store.
-  const deadline = Date.now() + 15_000;
-  let listed = true;
-  while (listed && Date.now() < deadline) {
-    const list = await (await fetch(new URL("s3/multipart/uploads", base))).json();
-    listed = list.uploads.some((u) => u.uploadId === upload.uploadId);
-    if (listed) await new Promise((resolve) => setTimeout(resolve, 250));
-  }
+  const listed = await eventually(
+    async () => (await (await fetch(new URL("s3/multipart/uploads", base))).json()).uploads.some((u) => u.uploadId === upload.uploadId),
+    (found) => !found,
+    { timeout: 15_000, interval: 250 },
+  );
   assert.ok(!listed, "the upload is gone from ListMultipartUploads");
 });
 

@@ -15,7 +15,7 @@ import path from "node:path";
 import { readdirSync } from "node:fs";
 import { after, before, test } from "node:test";
 
-import { engine, installFileHelpers, openBrowser } from "./engines.mjs";
+import { engine, eventually, installFileHelpers, openBrowser } from "./engines.mjs";
 import { startProxy } from "./proxy.mjs";
 import { logDir, root, startReferenceServer, stop } from "../../scripts/lib.mjs";
 
@@ -227,11 +227,7 @@ test("abort mid-chunk: rejected with aborted, and the partial upload is deleted,
   for (const record of [worker, onPage]) {
     assert.equal(record.error.code, "aborted");
     assert.equal(record.error.retryable, false);
-    let status;
-    for (let i = 0; i < 50 && status !== 404; i += 1) {
-      ({ status } = await info(record.uploadUrl));
-      if (status !== 404) await new Promise((r) => setTimeout(r, 100));
-    }
+    const { status } = await eventually(() => info(record.uploadUrl), (r) => r.status === 404);
     assert.equal(status, 404, "the DELETE reached the server");
   }
   assert.deepEqual(onPage.error, worker.error);
