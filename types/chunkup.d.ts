@@ -261,7 +261,7 @@ export type UploadErrorCode =
  * - `session_expired` (4006), `session_not_found` (4007).
  * - `attachment_expired` (4008), `attachment_not_found` (4009), `attachment_not_uploaded` (4010): after fresh-URL retries.
  * - `too_many_requests` (4029): still rate limited after `retry.attempts` waits.
- * - `feature_unavailable` (4000), `message_too_long` (4011), `custom_attributes_too_large` (4013), `missing_parameter` (4020).
+ * - `feature_unavailable` (4000), `missing_parameter` (4020).
  * - `unexpected` (5000 and unknown codes); `no_response`: no server answer within `eventTimeoutMs`.
  */
 export type AttachmentErrorCode =
@@ -280,8 +280,6 @@ export type AttachmentErrorCode =
   | "attachment_not_uploaded"
   | "too_many_requests"
   | "feature_unavailable"
-  | "message_too_long"
-  | "custom_attributes_too_large"
   | "missing_parameter"
   | "unexpected"
   | "no_response";

@@ -296,14 +296,6 @@ pub fn server_error(server_code: u32) -> UploadError {
             "feature_unavailable",
             "Sending files is not available in this chat right now.",
         ),
-        4011 => (
-            "message_too_long",
-            "Your message is too long. Shorten it and try again.",
-        ),
-        4013 => (
-            "custom_attributes_too_large",
-            "This message carries too much extra information to be sent. Please try again.",
-        ),
         4020 => (
             "missing_parameter",
             "Something was missing from the request. Please try again.",
@@ -656,6 +648,9 @@ impl AttachFlow {
                 error_code: 4029, ..
             }
             | GuestEvent::Error { code: 4029 } => 1,
+            // A message's text too long, or its custom attributes too large: refusals of the
+            // widget's onMessage, which may cross this wait. An onAttachment has neither.
+            GuestEvent::Error { code: 4011 | 4013 } => return Ok(()),
             GuestEvent::UrlError { error_code, .. } => return Err(server_error(error_code)),
             GuestEvent::Error { code } => return Err(server_error(code)),
             _ => return Ok(()),
@@ -902,8 +897,6 @@ mod tests {
             (4010, "attachment_not_uploaded"),
             (4029, "too_many_requests"),
             (4000, "feature_unavailable"),
-            (4011, "message_too_long"),
-            (4013, "custom_attributes_too_large"),
             (4020, "missing_parameter"),
             (5000, "unexpected"),
             (4999, "unexpected"),
@@ -1087,6 +1080,9 @@ mod tests {
         })
         .unwrap();
         f.on_event(GuestEvent::Other).unwrap();
+        // A text message of the customer's refused meanwhile (too long, attributes too large).
+        f.on_event(GuestEvent::Error { code: 4011 }).unwrap();
+        f.on_event(GuestEvent::Error { code: 4013 }).unwrap();
         assert!(matches!(f.next(3000.0), Action::Receive { .. }));
         f.on_event(presigned("att", "https://s/k")).unwrap();
         expect_upload(&mut f);

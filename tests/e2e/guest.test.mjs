@@ -61,9 +61,21 @@ before(async () => {
         socket.onopen = () => session.send({ action: "configureSession", token, deploymentId: "test" });
       });
     // Runs attachFile; returns the result or the error's code, plus what the session sent.
-    window.attach = async ({ query = "", size = 300_000, name = "report.pdf", type = "application/pdf", rules, options = {}, abortOnProgress = false, sendMessage = false }) => {
+    window.attach = async ({ query = "", size = 300_000, name = "report.pdf", type = "application/pdf", rules, options = {}, abortOnProgress = false, sendMessage = false, textFirst }) => {
       const session = await window.openSession(query);
       if (rules) session.sessionResponse = rules(session.sessionResponse);
+      if (textFirst) {
+        // The customer's text goes out just before the onAttachment: its answer comes while
+        // attachFile waits for the URL, as when the widget sends both at once.
+        const send = session.send;
+        session.send = (message) => {
+          if (message.action === "onAttachment" && textFirst) {
+            send({ action: "onMessage", token: session.token, message: { type: "Text", text: textFirst } });
+            textFirst = undefined;
+          }
+          return send(message);
+        };
+      }
       const file = window.fileOf(size, name, type);
       const controller = new AbortController();
       const progress = [];
@@ -273,6 +285,12 @@ for (const worker of [true, false]) {
       const expired = await attach({ query: "&faults=session-expired" });
       assert.equal(expired.error?.code, "session_expired");
       assert.match(expired.error.message, /session has expired/);
+    });
+
+    test("a text refused while the URL is awaited is not taken for the attachment's refusal", async () => {
+      const outcome = await attach({ textFirst: "x".repeat(4001) });
+      await assertAttached(outcome);
+      assert.deepEqual(actionsOf(outcome.sent), ["configureSession", "onMessage", "onAttachment"]);
     });
 
     test("abort stops the upload and deletes the attachment", async () => {
