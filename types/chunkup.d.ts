@@ -87,7 +87,7 @@ export interface UploadOptions {
   /**
    * `tus`, `range`: bytes per request (a whole number >= 1; `range`: a multiple of 256 KiB).
    * `s3`: the part size, at least 5 MiB (the last part may be smaller), grown so that no
-   * file needs more than 10,000 parts. Default 8 MiB.
+   * file needs more than 10,000 parts, and at most 5 GiB. Default 8 MiB.
    */
   chunkSize?: number;
   /** `s3`: the widget's backend's hooks; required for `s3`. */
@@ -115,11 +115,12 @@ export interface UploadOptions {
    * in IndexedDB under a hash of the file's identity (never its name), hold the upload's
    * URL (`s3`: the multipart upload's id, key and part size) and size (never a header or
    * token), and are removed on success and on abort.
-   * `{ maxRecords, maxAgeMs }` bound them (defaults 100 and 24 hours). `false` turns it
+   * `{ maxRecords, maxAgeMs }` bound them (defaults 100 and 24 hours; 1 to 10000 records,
+   * 1 ms to 31 days). `false` turns it
    * off. `put` cannot resume: `resume` is refused with it unless `false`.
    */
   resume?: boolean | { maxRecords?: number; maxAgeMs?: number };
-  /** `tus`: continue this upload (its URL, e.g. an earlier `result.url` or progress `url`) instead of creating one. */
+  /** `tus`: continue this upload (its URL, e.g. an earlier `result.url` or progress `url`) instead of creating one. If the server no longer knows it (a 4xx to its `HEAD` other than 401, 403, 408, 423 and 429), a new upload is created at `endpoint`. */
   uploadUrl?: string;
   /** Also compute the file's MD5 (`result.md5`). Default false. */
   md5?: boolean;
@@ -163,7 +164,7 @@ export interface UploadedChunk {
   length: number;
   /** Lower-case hex SHA-256 of the chunk's bytes. */
   sha256: string;
-  /** Retries since the previous chunk was acknowledged (chunk 0 includes those spent starting). */
+  /** Retries since the previous chunk was acknowledged (chunk 0 includes those spent starting). `s3`: the retries of this part's PUT and its signatures; those of `createMultipartUpload`, `listParts` and `completeMultipartUpload` are in no chunk, only in `retries`. */
   retries: number;
 }
 
@@ -179,11 +180,11 @@ export interface UploadProgress {
   bytesTotal: number;
   /** `max(bytesUploaded, bytesSent) / bytesTotal * 100`; never decreases; below 100 until confirmed, exactly 100 on the final call. */
   percent: number;
-  /** Smoothed rate of acknowledged bytes (about 3 s time constant). */
+  /** Smoothed rate (about 3 s time constant) of bytes acknowledged, or of bytes sent where the browser reports them as they leave (`put`, `s3` parts, `attachFile`). */
   bytesPerSecond: number;
   /** Seconds left at the smoothed rate; `null` until a rate is known. */
   etaSeconds: number | null;
-  /** The chunk being worked on (0-based). */
+  /** The chunk being worked on (0-based); `s3`: the parts finished so far (several are in flight). Equals `chunkCount` on the final call. */
   chunkIndex: number;
   /** How many chunks the upload will have, as planned now. */
   chunkCount: number;
@@ -195,13 +196,13 @@ export interface UploadProgress {
   retryInMs: number | null;
   /** Set on the call made when a chunk was acknowledged; otherwise `null`. */
   chunk: UploadedChunk | null;
-  /** The upload's URL on the server once it was created, else `null`. */
+  /** The upload's URL on the server once it was created (`put`, `s3`: only on the final call), else `null`. */
   url: string | null;
 }
 
 /** What {@link uploadFile} resolves to. */
 export interface UploadResult {
-  /** The upload's URL on the server (s3: the object's `location`): for `put`, `range` and `s3` without its query (which may hold credentials); for `tus` the `Location` as the server gave it (continuing it with `uploadUrl` needs all of it). */
+  /** The upload's URL on the server (s3: the object's `location`; `put` with `target`: the URL `target()` gave last): for `put`, `range` and `s3` without its query (which may hold credentials); for `tus` the `Location` with its query (continuing it with `uploadUrl` needs all of it), made absolute if the server gave a relative one. */
   url: string;
   size: number;
   /** Lower-case hex SHA-256 of the whole file. */
@@ -224,8 +225,8 @@ export interface UploadResult {
  * The stable `error.code` values:
  * - `invalid_input`: bad arguments or options, or a file larger than the server accepts; nothing was uploaded.
  * - `http_status`: the server answered with a status that cannot be retried (`status` says which).
- * - `network`: no HTTP answer (offline, reset, CORS); always retried, so seen as a `cause` of `retries_exhausted`.
- * - `timeout`: no answer within `timeoutMs`; likewise.
+ * - `network`: no HTTP answer (offline, reset, CORS); always retried, so seen as a `cause` of `retries_exhausted`. `attachFile`: also at once when `session.send` throws.
+ * - `timeout`: no answer within `timeoutMs`; likewise. `attachFile`: also at once when `session.send`'s promise does not settle within `eventTimeoutMs`.
  * - `retries_exhausted`: `retry.attempts` retries in a row without progress; `cause` is the last error.
  * - `checksum_mismatch`: the server received a chunk corrupted (tus 460; s3: 400 `BadDigest`/`InvalidDigest`); appears as a `cause`.
  * - `aborted`: `options.signal` fired; the partial upload was deleted where the server allows it.
@@ -233,7 +234,7 @@ export interface UploadResult {
  * - `headers_failed`: the `headers` or `target` function threw or returned something unusable, or a header name or value is invalid (one that never settles is a `timeout`).
  * - `hook_failed`: an `s3` hook answered with something unusable (as `cause` of `retries_exhausted`: one that kept throwing, rejecting or not answering within `timeoutMs`).
  * - `unauthorized`: the server refused the credentials (401; tus and range also 403) twice in a row for the same request, the second time right after `headers({ refresh: true })`; or at once when `headers` is fixed.
- * - `protocol`: the server broke the upload protocol (a missing header, an impossible offset, a success that kept nothing).
+ * - `protocol`: the server broke the upload protocol (a missing header, an impossible offset, a success that kept nothing), or the browser refused to build or send a request.
  * - `worker_failed`: chunkup's Worker stopped during the call (it crashed, or its wasm failed and it was ended); retryable: the next call starts a new Worker, and an upload continues from its resume record.
  */
 export type UploadErrorCode =
@@ -291,7 +292,7 @@ export interface ChunkupError extends Error {
   serverCode?: number;
   /** The HTTP status behind the error, when there is one. */
   status?: number;
-  /** Whether trying again later may succeed. */
+  /** Whether trying the same call again later may succeed. `false` for `retries_exhausted`, whose retries are spent: its `cause.retryable` says whether the failure itself may pass. */
   retryable: boolean;
   /** For `retries_exhausted`: the last error. */
   cause?: ChunkupError;
@@ -320,7 +321,7 @@ export interface HashOptions {
 /**
  * The lower-case hex SHA-256 of a Blob or File, read through the same stream and Rust
  * hasher that uploads use. Rejects with a {@link ChunkupError} (`invalid_input`,
- * `read_failed`, `aborted`).
+ * `read_failed`, `aborted`, and in the Worker `worker_failed`).
  */
 export function sha256File(file: Blob, options?: HashOptions): Promise<string>;
 

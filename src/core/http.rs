@@ -129,6 +129,9 @@ pub struct HttpResponse {
     /// The start of the body of an error answer (an S3 error document names its reason
     /// there); empty for successes.
     pub body: String,
+    /// Where the request went, when the caller's `target()` chose it rather than the
+    /// request's own `url`.
+    pub sent_to: Option<String>,
 }
 
 impl HttpResponse {
@@ -144,6 +147,7 @@ impl HttpResponse {
                 .map(|(n, v)| (n.as_ref().to_ascii_lowercase(), v.into()))
                 .collect(),
             body: String::new(),
+            sent_to: None,
         }
     }
 

@@ -88,7 +88,13 @@ pub async fn upload_parts<E: Environment, S: ByteSource>(
     if let Some(old) = &config.abandon {
         env.call_hook_detached(Hook::Abort, old.to_value());
     }
-    let (id, stored) = hooks.begin(&config).await?;
+    // Aborted while listParts was asked about a stored upload: its record goes, so the
+    // upload goes too. (An abort during createMultipartUpload leaves the upload it may yet
+    // create: its id never comes.)
+    let (id, stored) = match (hooks.begin(&config).await, &config.resume) {
+        (Err(error), Some(old)) => return Err(abort_with(env, old, error)),
+        (begun, _) => begun?,
+    };
     env.resumable_at(ResumeTarget::Multipart {
         upload_id: id.upload_id.clone(),
         key: id.key.clone(),
@@ -109,22 +115,15 @@ pub async fn upload_parts<E: Environment, S: ByteSource>(
     };
     let parts = run.transfer(&mut reader).await;
     reader.close();
-    let (finished, chunks, resumed_from) = match parts {
-        Ok(done) => done,
-        Err(error) => {
-            if error == UploadError::Aborted {
-                env.call_hook_detached(Hook::Abort, id.to_value());
-            }
-            return Err(error);
-        }
-    };
+    let (finished, chunks, resumed_from) = parts.map_err(|error| abort_with(env, &id, error))?;
     let answer = hooks
         .call(
             Hook::Complete,
             &complete_arg(&id, &finished),
             Phase::Uploading,
         )
-        .await?;
+        .await
+        .map_err(|error| abort_with(env, &id, error))?;
     let url = location(&answer)?;
     reporter.with(|model| model.set_upload_url(&url));
     let now = env.now_ms();
@@ -141,6 +140,16 @@ pub async fn upload_parts<E: Environment, S: ByteSource>(
         checksum: (run.verified.get() == Some(true)).then_some("sha256"),
         resumed_from,
     })
+}
+
+/// `error`, after asking the store to abort the multipart upload `id` (without waiting) when
+/// it is an abort: its parts would stay stored, and billed, with nothing left to continue or
+/// end them.
+fn abort_with<E: Environment>(env: &E, id: &MultipartId, error: UploadError) -> UploadError {
+    if error == UploadError::Aborted {
+        env.call_hook_detached(Hook::Abort, id.to_value());
+    }
+    error
 }
 
 /// The caller's hooks, with retries for the ones that may fail on the way (they call the

@@ -287,6 +287,33 @@ fn abort_stops_every_part_and_aborts_the_upload() {
 }
 
 #[test]
+fn an_abort_while_listing_or_completing_aborts_the_upload_too() {
+    let id = MultipartId {
+        upload_id: "mpu-old".into(),
+        key: "objects/old".into(),
+    };
+    let id_for_setup = id.clone();
+    let o = run(3 * PART as usize, 2, no_faults(), Some(id), move |state| {
+        state.s3.abort_during = Some("listParts");
+        state.s3.uploads.insert(
+            id_for_setup.upload_id.clone(),
+            (id_for_setup.key.clone(), Default::default()),
+        );
+    });
+    assert_eq!(o.result.unwrap_err(), UploadError::Aborted);
+    assert_eq!(o.env.s3.aborted, ["mpu-old"]);
+    assert!(o.env.s3.uploads.is_empty(), "no multipart upload left");
+
+    let o = run(3 * PART as usize, 2, no_faults(), None, |state| {
+        state.s3.abort_during = Some("completeMultipartUpload");
+    });
+    assert_eq!(o.result.unwrap_err(), UploadError::Aborted);
+    assert_eq!(o.env.s3.aborted.len(), 1);
+    assert!(o.env.s3.uploads.is_empty(), "no multipart upload left");
+    assert!(o.env.s3.objects.is_empty());
+}
+
+#[test]
 fn an_upload_that_will_not_be_continued_is_aborted() {
     let old = MultipartId {
         upload_id: "mpu-old".into(),

@@ -293,6 +293,8 @@ pub struct FakeS3 {
     /// `listParts` of an upload the store does not know throws (retryably, as every throw
     /// of a hook in the browser), instead of answering null.
     pub list_parts_throws: bool,
+    /// The hook during which the caller aborts the upload.
+    pub abort_during: Option<&'static str>,
     /// Hooks that throw (retryably, as a backend that cannot be reached) before answering:
     /// the hook's name, counted down per call.
     pub hook_failures: Vec<(&'static str, u32)>,
@@ -663,6 +665,9 @@ impl Environment for FakeEnv {
 
     async fn call_hook(&self, hook: Hook, arg: &Value) -> Result<Value, UploadError> {
         let mut state = self.0.borrow_mut();
+        if state.s3.abort_during == Some(hook.name()) {
+            state.aborted = true;
+        }
         if state.aborted {
             return Err(UploadError::Aborted);
         }

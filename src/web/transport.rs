@@ -161,7 +161,11 @@ impl Transport {
                 continue;
             }
             guard.0 = None;
-            return Ok(response_of(&event));
+            let mut response = response_of(&event);
+            if request.caller_target && self.target.is_some() {
+                response.sent_to = Some(url);
+            }
+            return Ok(response);
         }
     }
 

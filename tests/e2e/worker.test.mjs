@@ -253,13 +253,17 @@ test("put: target() renews an expired URL the same way in both modes", async () 
         retry: { attempts: 3, baseDelayMs: 1, maxDelayMs: 5 },
       }),
     );
-    record.result.url = record.result.url.replace(/[0-9a-f]{32}$/, "<key>");
-    return { ...record, calls, expected: await window.sha256(file) };
+    // Each mode's file goes under its own key.
+    const uploadUrl = record.uploadUrl?.replace(/\/[^/]+$/, "/<id>");
+    return { ...record, uploadUrl, calls, expected: await window.sha256(file) };
   });
   assert.equal(worker.error, undefined, JSON.stringify(worker.error));
   assert.equal(worker.calls, 2);
   assert.equal(worker.result.retries, 1);
   assert.equal(worker.result.sha256, worker.expected);
+  // The URL target() supplied last (without its query; its key is <id>), not the endpoint
+  // given first.
+  assert.match(worker.result.url, /^http:\/\/[^?]+\/chunkup\/<id>$/);
   assert.deepEqual(onPage, worker);
 });
 

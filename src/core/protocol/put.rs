@@ -91,6 +91,10 @@ impl Protocol for PutUpload {
         let request = answered(&mut self.in_flight)?;
         match response.status {
             200..=299 => {
+                // The file is where `target()` sent it, not at the endpoint given first.
+                if let Some(url) = &response.sent_to {
+                    self.url.clone_from(url);
+                }
                 self.done = true;
                 Ok(())
             }
@@ -172,6 +176,16 @@ mod tests {
         assert_eq!(put.acknowledged_offset(), 10);
         assert_eq!(put.next_step(), Step::Done);
         assert_eq!(put.upload_url(), Some("https://b.s3.example/k"));
+    }
+
+    #[test]
+    fn the_url_is_where_target_sent_the_file() {
+        let mut put = PutUpload::new("https://first.example/k?X-Sig=a".into(), 5, None, true);
+        let _ = put.chunk_request(0, 5, None);
+        let mut response = HttpResponse::new(200, Vec::<(&str, &str)>::new());
+        response.sent_to = Some("https://b.s3.example/renewed?X-Sig=b".into());
+        put.handle_response(&response).unwrap();
+        assert_eq!(put.upload_url(), Some("https://b.s3.example/renewed"));
     }
 
     #[test]
