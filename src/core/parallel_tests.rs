@@ -68,6 +68,20 @@ fn no_faults() -> FaultPlan {
     Box::new(|_, _| None)
 }
 
+/// The multipart upload of an earlier page, as a record or `s3Upload` names it.
+fn old_upload() -> MultipartId {
+    MultipartId {
+        upload_id: "mpu-old".into(),
+        key: "objects/old".into(),
+    }
+}
+
+/// Puts [`old_upload`] in the store, holding `parts` (part number → bytes).
+fn store_old_upload(state: &mut FakeState, parts: std::collections::BTreeMap<u32, Vec<u8>>) {
+    let old = old_upload();
+    state.s3.uploads.insert(old.upload_id, (old.key, parts));
+}
+
 /// Faults on the part PUTs only: the n-th PUT (0-based) gets `plan(n)`.
 fn on_parts(mut plan: impl FnMut(usize) -> Option<Fault> + 'static) -> FaultPlan {
     let mut puts = 0;
@@ -288,18 +302,16 @@ fn abort_stops_every_part_and_aborts_the_upload() {
 
 #[test]
 fn an_abort_while_listing_or_completing_aborts_the_upload_too() {
-    let id = MultipartId {
-        upload_id: "mpu-old".into(),
-        key: "objects/old".into(),
-    };
-    let id_for_setup = id.clone();
-    let o = run(3 * PART as usize, 2, no_faults(), Some(id), move |state| {
-        state.s3.abort_during = Some("listParts");
-        state.s3.uploads.insert(
-            id_for_setup.upload_id.clone(),
-            (id_for_setup.key.clone(), Default::default()),
-        );
-    });
+    let o = run(
+        3 * PART as usize,
+        2,
+        no_faults(),
+        Some(old_upload()),
+        |state| {
+            state.s3.abort_during = Some("listParts");
+            store_old_upload(state, Default::default());
+        },
+    );
     assert_eq!(o.result.unwrap_err(), UploadError::Aborted);
     assert_eq!(o.env.s3.aborted, ["mpu-old"]);
     assert!(o.env.s3.uploads.is_empty(), "no multipart upload left");
@@ -315,23 +327,13 @@ fn an_abort_while_listing_or_completing_aborts_the_upload_too() {
 
 #[test]
 fn an_upload_that_will_not_be_continued_is_aborted() {
-    let old = MultipartId {
-        upload_id: "mpu-old".into(),
-        key: "objects/old".into(),
-    };
-    let id_for_setup = old.clone();
     let o = run_with(
         3 * PART as usize,
         2,
         no_faults(),
         None,
-        Some(old),
-        move |state| {
-            state.s3.uploads.insert(
-                id_for_setup.upload_id.clone(),
-                (id_for_setup.key.clone(), Default::default()),
-            );
-        },
+        Some(old_upload()),
+        |state| store_old_upload(state, Default::default()),
     );
     assert_stored(&o);
     assert_eq!(o.env.s3.aborted, ["mpu-old"]);
@@ -345,12 +347,7 @@ fn an_upload_that_will_not_be_continued_is_aborted() {
 fn parts_held_from_before_claim_no_checksum() {
     let size = 3 * PART as usize;
     let file = pseudo_random_bytes(size, size as u64 + 5);
-    let id = MultipartId {
-        upload_id: "mpu-old".into(),
-        key: "objects/old".into(),
-    };
-    let id_for_setup = id.clone();
-    let o = run(size, 2, no_faults(), Some(id), move |state| {
+    let o = run(size, 2, no_faults(), Some(old_upload()), move |state| {
         let parts = (1..=3)
             .map(|n: usize| {
                 (
@@ -359,10 +356,7 @@ fn parts_held_from_before_claim_no_checksum() {
                 )
             })
             .collect();
-        state.s3.uploads.insert(
-            id_for_setup.upload_id.clone(),
-            (id_for_setup.key.clone(), parts),
-        );
+        store_old_upload(state, parts);
     });
     let s = assert_stored(&o);
     assert_eq!(s.resumed_from, size as u64);
@@ -377,22 +371,16 @@ fn parts_held_from_before_claim_no_checksum() {
 fn a_resumed_upload_sends_only_the_missing_parts() {
     let size = 10 * PART as usize + 17;
     let file = pseudo_random_bytes(size, size as u64 + 5);
-    let id = MultipartId {
-        upload_id: "mpu-old".into(),
-        key: "objects/old".into(),
-    };
+    let id = old_upload();
     let part = |n: usize| file[(n - 1) * PART as usize..n * PART as usize].to_vec();
-    let (id_for_setup, half_part) = (id.clone(), part(4)[..500].to_vec());
+    let half_part = part(4)[..500].to_vec();
     let o = run(size, 4, no_faults(), Some(id.clone()), move |state| {
         let mut parts = std::collections::BTreeMap::new();
         parts.insert(1, part(1));
         parts.insert(2, part(2));
         // A part of the wrong size (another cut) is not reused.
         parts.insert(4, half_part);
-        state.s3.uploads.insert(
-            id_for_setup.upload_id.clone(),
-            (id_for_setup.key.clone(), parts),
-        );
+        store_old_upload(state, parts);
     });
     let s = assert_stored(&o);
     assert_eq!(s.resumed_from, 2 * PART);
