@@ -1203,6 +1203,13 @@ async fn put_asks_target_for_a_fresh_url_when_one_expired() {
     assert_eq!(*calls.borrow(), 2);
     assert_eq!(num(&result, "retries"), 1.0);
     assert_eq!(string(&result, "sha256"), hex(&Sha256::digest(&bytes)));
+    // Where the file went: the fresh URL, not the endpoint (nor the expired one), no query.
+    let fresh_without_query = fresh.split('?').next().unwrap_or_default();
+    assert_ne!(
+        fresh_without_query,
+        expired.split('?').next().unwrap_or_default()
+    );
+    assert_eq!(string(&result, "url"), fresh_without_query);
 
     // Without target() the refusal is final.
     let (expired, headers) = presign(len, "application/x-test", "", r#","expired":true"#).await;

@@ -120,7 +120,7 @@ export interface UploadOptions {
    * off. `put` cannot resume: `resume` is refused with it unless `false`.
    */
   resume?: boolean | { maxRecords?: number; maxAgeMs?: number };
-  /** `tus`: continue this upload (its URL, e.g. an earlier `result.url` or progress `url`) instead of creating one. If the server no longer knows it (a 4xx to its `HEAD` other than 401, 403, 408, 423 and 429), a new upload is created at `endpoint`. */
+  /** `tus`: continue this upload (its URL, e.g. an earlier `result.url` or progress `url`) instead of creating one. One the server no longer knows or refuses (as for a resume record, see `resume`: a 404 or 410 to its `HEAD`, say, or a 401 or 403 that fresh credentials do not lift) is replaced by a new upload at `endpoint`. */
   uploadUrl?: string;
   /** Also compute the file's MD5 (`result.md5`). Default false. */
   md5?: boolean;
@@ -196,7 +196,7 @@ export interface UploadProgress {
   retryInMs: number | null;
   /** Set on the call made when a chunk was acknowledged; otherwise `null`. */
   chunk: UploadedChunk | null;
-  /** The upload's URL on the server once it was created (`put`, `s3`: only on the final call), else `null`. */
+  /** The upload's URL on the server once it was created (`put`: once the PUT succeeded; `s3`: only on the final call), else `null`. */
   url: string | null;
 }
 

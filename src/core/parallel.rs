@@ -88,13 +88,7 @@ pub async fn upload_parts<E: Environment, S: ByteSource>(
     if let Some(old) = &config.abandon {
         env.call_hook_detached(Hook::Abort, old.to_value());
     }
-    // Aborted while listParts was asked about a stored upload: its record goes, so the
-    // upload goes too. (An abort during createMultipartUpload leaves the upload it may yet
-    // create: its id never comes.)
-    let (id, stored) = match (hooks.begin(&config).await, &config.resume) {
-        (Err(error), Some(old)) => return Err(abort_with(env, old, error)),
-        (begun, _) => begun?,
-    };
+    let (id, stored) = hooks.begin(&config).await?;
     env.resumable_at(ResumeTarget::Multipart {
         upload_id: id.upload_id.clone(),
         key: id.key.clone(),
@@ -227,7 +221,12 @@ impl<E: Environment> Hooks<'_, E> {
                 // Gone: free whatever the store may still hold of it (billed until then).
                 Ok(Value::Null) => self.env.call_hook_detached(Hook::Abort, id.to_value()),
                 Ok(answer) => return Ok((id.clone(), stored_parts(&answer)?)),
-                Err(UploadError::Aborted) => return Err(UploadError::Aborted),
+                // Aborted: the record goes, so the upload goes too. (An abort during
+                // createMultipartUpload leaves the upload it may yet create: its id never
+                // comes.)
+                Err(UploadError::Aborted) => {
+                    return Err(abort_with(self.env, id, UploadError::Aborted))
+                }
                 // The backend may only be down for now: the upload is left as it is.
                 Err(_) => {}
             }

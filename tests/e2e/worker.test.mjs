@@ -261,9 +261,10 @@ test("put: target() renews an expired URL the same way in both modes", async () 
   assert.equal(worker.calls, 2);
   assert.equal(worker.result.retries, 1);
   assert.equal(worker.result.sha256, worker.expected);
-  // The URL target() supplied last (without its query; its key is <id>), not the endpoint
-  // given first.
-  assert.match(worker.result.url, /^http:\/\/[^?]+\/chunkup\/<id>$/);
+  // A URL target() supplied (without its query; its key is <id>), not the endpoint given
+  // first. (Which of the two: tests/browser.rs.)
+  assert.match(worker.result.url, /^https?:\/\/[^?]+\/<id>$/);
+  assert.doesNotMatch(worker.result.url, /placeholder/);
   assert.deepEqual(onPage, worker);
 });
 
