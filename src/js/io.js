@@ -503,22 +503,41 @@ async function withRecords(mode, use, fallback) {
 }
 
 /**
- * Claims the record `key` for one upload, across tabs and Workers (a Web Lock): resolves to
- * the function that gives it back, or null while another upload holds it. Where Web Locks
- * are missing or refused (an opaque origin), every claim succeeds.
+ * How long a claim waits for the upload holding the record to let go: a page being reloaded
+ * gives its lock back only as it goes, after the new page may have asked for it.
  */
-export function claimRecord(key) {
+const CLAIM_WAIT_MS = 2000;
+
+/**
+ * Claims the record `key` for one upload, across tabs and Workers (a Web Lock): resolves to
+ * the function that gives it back, or null if another upload still holds it after
+ * CLAIM_WAIT_MS (or `signal` fired first). Where Web Locks are missing or refused (an
+ * opaque origin), every claim succeeds.
+ */
+export function claimRecord(key, signal) {
   const locks = globalThis.navigator?.locks;
   const unlocked = () => {};
   if (typeof locks?.request !== "function") return Promise.resolve(unlocked);
+  const giveUp = new AbortController();
+  const stop = () => giveUp.abort();
+  const timer = setTimeout(stop, CLAIM_WAIT_MS);
+  if (signal?.aborted) stop();
+  signal?.addEventListener("abort", stop);
+  const settled = () => {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", stop);
+  };
   return new Promise((resolve) => {
     locks
-      .request(`chunkup:${key}`, { ifAvailable: true }, (lock) => {
-        if (!lock) return resolve(null);
+      .request(`chunkup:${key}`, { signal: giveUp.signal }, () => {
+        settled();
         // Held until the upload gives it back.
         return new Promise((release) => resolve(release));
       })
-      .catch(() => resolve(unlocked));
+      .catch((error) => {
+        settled();
+        resolve(error?.name === "AbortError" ? null : unlocked);
+      });
   });
 }
 

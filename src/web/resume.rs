@@ -29,7 +29,7 @@ extern "C" {
     #[wasm_bindgen(js_name = recordList)]
     fn record_list() -> Promise;
     #[wasm_bindgen(js_name = claimRecord)]
-    fn claim_record(key: &str) -> Promise;
+    fn claim_record(key: &str, signal: &JsValue) -> Promise;
 }
 
 /// The resume record of one upload, claimed for it until it is dropped.
@@ -54,10 +54,12 @@ impl Resume {
     /// The record for `input`, when resuming is on and possible: tus, range or s3, and a `File`
     /// (a plain Blob has no name or date to be recognised by, so any Blob of the same size
     /// would match: never resumed).
-    /// `None` as well when another upload (another tab) holds the same record now.
+    /// `None` as well when another upload (another tab) still holds the same record after a
+    /// short wait.
     pub async fn claim_for(input: &UploadInput) -> Option<Resume> {
         let mut resume = Resume::for_upload(input)?;
-        let release = settle(claim_record(&resume.key)).await.ok()?;
+        let signal = crate::web::io::signal_arg(&input.signal);
+        let release = settle(claim_record(&resume.key, &signal)).await.ok()?;
         resume.release = Some(release.dyn_into().ok()?);
         Some(resume)
     }

@@ -88,7 +88,15 @@ test("a page reloaded mid-upload continues where the server stood, sending fewer
     message: "four chunks were never acknowledged",
   });
   const before = await page.evaluate(() => window.progress.at(-1).uploaded);
+  // The Web Lock the upload holds its record with. A page being reloaded may still hold it
+  // when the new page asks: the new page holds it for a second here, which the upload waits
+  // out, and then continues.
+  const lockName = await page.evaluate(async () => (await navigator.locks.query()).held.find((lock) => lock.name.startsWith("chunkup:"))?.name);
+  assert.ok(lockName, "the upload holds a lock on its record");
   await openPage(base);
+  await page.evaluate((name) => {
+    navigator.locks.request(name, () => new Promise((resolve) => setTimeout(resolve, 1000)));
+  }, lockName);
   await startUpload(endpoint);
   const outcome = await page.evaluate(() => window.upload);
   assert.equal(outcome.error, undefined, JSON.stringify(outcome.error));
@@ -204,7 +212,9 @@ test("an upload survives the server being stopped and started again on the same 
   let server = await start();
   try {
     await openPage(server.url);
-    await startUpload("/faults/latency:150/files/", { resume: false });
+    // 400 ms per request: the nine chunks left take seconds, so the kill comes mid-upload
+    // even on a loaded machine.
+    await startUpload("/faults/latency:400/files/", { resume: false });
     await page.waitFor(() => window.progress.some((p) => p.uploaded >= 3 * 1024 * 1024), null, { timeout: 120_000 });
     server.child.kill("SIGKILL");
     await new Promise((resolve) => server.child.once("exit", resolve));
@@ -228,7 +238,9 @@ if (engine === "chromium") {
   test("offline: the upload waits for the network without spending retries, in both modes", async () => {
     for (const worker of [true, false]) {
       await openPage(base);
-      await startUpload(new URL("faults/latency:100/files/", base).href, { worker, resume: false, retry: { attempts: 2, baseDelayMs: 50, maxDelayMs: 100 } });
+      // Seconds of chunks left when the network goes; retries to spare if a request fails
+      // before the Worker hears of it (what is asserted is that none is spent waiting).
+      await startUpload(new URL("faults/latency:300/files/", base).href, { worker, resume: false, retry: { attempts: 10, baseDelayMs: 50, maxDelayMs: 100 } });
       await page.waitFor(() => window.progress.some((p) => p.uploaded >= 2 * 1024 * 1024), null, { timeout: 60_000 });
       const context = page.page.context();
       await context.setOffline(true);
