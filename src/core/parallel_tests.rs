@@ -318,9 +318,15 @@ fn an_abort_while_listing_or_completing_aborts_the_upload_too() {
 
     // The store no longer knows it (listParts: null), and the abort comes while a new one
     // is being created: the old one is aborted once, and the new one's id never came.
-    let o = run(3 * PART as usize, 2, no_faults(), Some(old_upload()), |state| {
-        state.s3.abort_during = Some("createMultipartUpload");
-    });
+    let o = run(
+        3 * PART as usize,
+        2,
+        no_faults(),
+        Some(old_upload()),
+        |state| {
+            state.s3.abort_during = Some("createMultipartUpload");
+        },
+    );
     assert_eq!(o.result.unwrap_err(), UploadError::Aborted);
     assert_eq!(o.env.s3.aborted, ["mpu-old"]);
 

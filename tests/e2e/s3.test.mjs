@@ -44,7 +44,8 @@ after(async () => {
  * `window.hooks(config)`: the five s3 hooks calling the reference server, which count
  * their calls in `window.calls` and can be steered by `config`: `faults` (a fault spec
  * put in front of every part URL, applied by the proxy), `expireFirstSign` (the first
- * signature of part 1 is already expired), `holdPart` (that part is never signed).
+ * signature of part 1 is already expired), `holdPart` (that part is never signed),
+ * `gatePart` (that part is signed once the test calls `window.openGate()`).
  */
 async function openPage(file) {
   await page.goto(base);
@@ -61,6 +62,7 @@ async function openPage(file) {
     };
     window.hooks = (config = {}) => {
       let expired = !config.expireFirstSign;
+      const gate = new Promise((resolve) => (window.openGate = resolve));
       return {
         createMultipartUpload: async ({ name, type, size, metadata }) => {
           window.calls.create++;
@@ -72,6 +74,7 @@ async function openPage(file) {
           window.calls.sign.push(partNumber);
           const route = config.faults ? `/faults/${encodeURIComponent(config.faults)}/s3/multipart/sign` : "/s3/multipart/sign";
           if (partNumber === config.holdPart) return new Promise(() => {}); // never signed
+          if (partNumber === config.gatePart) await gate;
           const expire = !expired && partNumber === 1;
           if (expire) expired = true;
           return post(route, { uploadId, key, partNumber, size, checksumSHA256, ...(expire ? { expired: true } : {}) });
@@ -211,12 +214,13 @@ test("a Garage node stopped mid-upload: the upload completes and the object is i
   const file = await randomTestFile(tmp, "s3-node.bin", 4 * PART + 5);
   await openPage(file);
   try {
-    // Each part waits 600 ms at the proxy: with one part done, the other four take two
-    // rounds more, while stopping a node takes a fraction of that.
-    await startUpload({ parallelUploads: 2, resume: false, hooks: { faults: "latency:600" } });
+    // Each part waits 600 ms at the proxy, so parts are on the wire while the node stops;
+    // the last part is signed only once it has stopped, so the upload cannot end before.
+    await startUpload({ parallelUploads: 2, resume: false, hooks: { faults: "latency:600", gatePart: 5 } });
     await page.waitFor(() => window.progress.some((p) => p.uploaded >= 5 * 1024 * 1024), null, { timeout: 120_000 });
     await stack.garage.stopNode(2);
     assert.equal(await page.evaluate(() => window.settled), false, "the node was stopped before the upload ended");
+    await page.evaluate(() => window.openGate());
     const result = await finished();
     await checkUpload(file, result);
   } finally {
@@ -237,8 +241,9 @@ test("an expired part URL is signed again", async () => {
 test("abort stops every part and leaves no multipart upload in the store", async () => {
   const file = await randomTestFile(tmp, "s3-abort.bin", 6 * PART);
   await openPage(file);
-  // 600 ms at the proxy per part: the abort comes while the last two parts are on the wire.
-  await startUpload({ parallelUploads: 4, resume: false, hooks: { faults: "latency:600" } });
+  // 600 ms at the proxy per part, and the last one is never signed: the abort comes while
+  // parts are on the wire, and before the upload could end.
+  await startUpload({ parallelUploads: 4, resume: false, hooks: { faults: "latency:600", holdPart: 6 } });
   await page.waitFor(() => window.progress.some((p) => p.uploaded > 0), null, { timeout: 60_000 });
   await page.evaluate(() => window.controller.abort());
   const outcome = await page.evaluate(() => window.upload);

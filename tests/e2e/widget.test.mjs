@@ -134,7 +134,7 @@ describe("chat widget", () => {
     await page.waitFor(
       (want) => [...document.querySelectorAll('#chat-log [data-direction="inbound"] .message-text')].some((el) => el.textContent.includes(want)),
       text,
-      { timeout: 15_000, message: "the message was not echoed within 15 s" },
+      { timeout: 30_000, message: "the message was not echoed within 30 s" },
     );
     assert.equal(await page.evaluate(() => document.querySelector("#chat-input").value), "", "the text box is cleared");
     assert.deepEqual(await sentActions(), ["configureSession", "onMessage"]);
@@ -151,7 +151,7 @@ describe("chat widget", () => {
       document.querySelector("#chat-form").requestSubmit();
     }, long);
     const notice = await page.waitFor(() => document.querySelector("#chat-log .notice")?.textContent, null, {
-      timeout: 15_000,
+      timeout: 30_000,
       message: "no notice of the refused message",
     });
     assert.match(notice, /not sent: it is too long/);
@@ -169,7 +169,7 @@ describe("chat widget", () => {
     const draft = "My order number is 12";
     await page.type("#chat-input", draft);
     await page.setInputFiles("#attach-input", report.path);
-    await page.waitFor(() => document.querySelector("#chat-log .upload progress"), null, { timeout: 10_000, message: "no upload bubble" });
+    await page.waitFor(() => document.querySelector("#chat-log .upload progress"), null, { timeout: 30_000, message: "no upload bubble" });
     const bubbleText = () => page.evaluate(() => [...document.querySelectorAll("#chat-log .upload")].at(-1).textContent);
     assert.match(await bubbleText(), /report\.pdf/);
 
@@ -248,8 +248,8 @@ describe("chat widget", () => {
     });
     assert.equal(picked, "application/pdf");
     await page.waitFor(() => document.querySelector('#chat-log .upload[data-state="error"]'), null, {
-      timeout: 10_000,
-      message: "no error bubble within 10 s",
+      timeout: 30_000,
+      message: "no error bubble within 30 s",
     });
     const bubble = await page.evaluate(() => {
       const el = document.querySelector('#chat-log .upload[data-state="error"]');
@@ -298,8 +298,8 @@ describe("chat widget", () => {
 
       await page.setInputFiles("#attach-input", small);
       await page.waitFor(() => document.querySelector('#chat-log .upload[data-state="error"]'), null, {
-        timeout: 15_000,
-        message: "no error bubble within 15 s",
+        timeout: 30_000,
+        message: "no error bubble within 30 s",
       });
       const failed = await page.evaluate(() => {
         const el = document.querySelector('#chat-log .upload[data-state="error"]');
@@ -336,12 +336,12 @@ describe("chat widget", () => {
       try {
         await page.setInputFiles("#attach-input", small);
         await page.waitFor(() => document.querySelector('#chat-log .upload[data-state="uploading"] .upload-cancel'), null, {
-          timeout: 15_000,
+          timeout: 30_000,
           message: "no Cancel button while chunkup loads",
         });
         await page.click('#chat-log .upload[data-state="uploading"] .upload-cancel');
         await page.waitFor(() => document.querySelector('#chat-log .upload[data-state="cancelled"]'), null, {
-          timeout: 5_000,
+          timeout: 30_000,
           message: "the bubble was not cancelled while the load hung",
         });
         assert.equal(held.length, 1, "the glue's request was held, unanswered");
