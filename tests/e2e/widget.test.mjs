@@ -11,8 +11,9 @@
 //                       target/server/chunkup-server itself with --widget widget/dist.
 //   CHUNKUP_ENGINE      chromium (default), firefox or webkit.
 //
-// Writes test-results/widget-<engine>.png (after the upload) and widget-blocked-<engine>.png,
-// and in Chromium widget-unavailable-chromium.png (chunkup failed to load).
+// Writes test-results/widget-<engine>.png (after the upload), widget-blocked-<engine>.png,
+// widget-not-sent-<engine>.png (an attachment's message not confirmed), and in Chromium
+// widget-unavailable-chromium.png (chunkup failed to load).
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -62,11 +63,12 @@ let sessions = 0;
  * Opens the widget as a new visitor (a deployment id of its own, so no guest token is
  * reused from sessionStorage) and waits for the SessionResponse and the paperclip. Resolves to a function
  * that reads the server's log of what this session sent (the `action` of every request).
+ * `query`: more of the widget's query parameters ("&echoWaitMs=2000").
  */
-async function openWidget() {
+async function openWidget(query = "") {
   sessions += 1;
   const deploymentId = `e2e-${engine}-${process.pid}-${sessions}`;
-  await page.goto(new URL(`widget/?deploymentId=${deploymentId}`, base).href);
+  await page.goto(new URL(`widget/?deploymentId=${deploymentId}${query}`, base).href);
   try {
     await page.waitFor(() => document.body.dataset.session === "ready", null);
   } catch (error) {
@@ -156,6 +158,40 @@ describe("chat widget", () => {
     });
     assert.match(notice, /not sent: it is too long/);
     assert.equal(await page.evaluate(() => document.querySelector("#chat-input").value.length), long.length, "the text is back in the composer");
+  });
+
+  test("an attachment whose message is not confirmed says so, and Send again sends it", { timeout: 120_000 }, async () => {
+    const sentActions = await openWidget("&echoWaitMs=2000");
+    // The first message carrying an attachment is lost on its way: no echo comes, as for a
+    // message the service refused (nothing ties a refusal to its request).
+    await page.evaluate(() => {
+      const send = WebSocket.prototype.send;
+      let lost = false;
+      WebSocket.prototype.send = function (data) {
+        if (!lost && typeof data === "string" && JSON.parse(data).message?.content?.length) {
+          lost = true;
+          return undefined;
+        }
+        return send.call(this, data);
+      };
+    });
+    const file = path.join(tmpDir, "unconfirmed.pdf");
+    writeFileSync(file, pdfLikeBytes(100_000, 0xec));
+    await page.setInputFiles("#attach-input", file);
+    const status = await page.waitFor(
+      () => document.querySelector("#chat-log .upload .upload-resend") && document.querySelector("#chat-log .upload .upload-status").textContent,
+      null,
+      { timeout: 60_000, message: "no Send again after the message went unconfirmed" },
+    );
+    assert.equal(status, "Uploaded, but not sent: the chat service did not confirm it.");
+    await page.screenshot(path.join(RESULTS, `widget-not-sent-${engine}.png`));
+    await page.click("#chat-log .upload .upload-resend");
+    await page.waitFor(() => document.querySelector('#chat-log .upload[data-direction="inbound"]'), null, {
+      message: "the message sent again was not echoed",
+    });
+    assert.equal(await page.evaluate(() => document.querySelector("#chat-log .upload .upload-resend")), null, "no Send again once delivered");
+    assert.equal(await page.evaluate(() => document.querySelector("#chat-log .upload .upload-status").hidden), true, "no status once delivered");
+    assert.deepEqual(await sentActions(), ["configureSession", "onAttachment", "onMessage"], "the message sent again reached the server, once");
   });
 
   test("a 20 MB PDF is uploaded, sent, and the server holds exactly its bytes", { timeout: UPLOAD_TIMEOUT_MS + 60_000 }, async (t) => {

@@ -3,7 +3,7 @@
 // the widget loads only when a customer reaches for the paperclip or drags a file in.
 //
 // Query parameters: ?deploymentId=<id> (default "chunkup-demo"), ?ws=<WebSocket URL>
-// (default ws(s)://<this host>/guest/v1).
+// (default ws(s)://<this host>/guest/v1), ?echoWaitMs=<ms> (see ECHO_WAIT_MS).
 
 import { h } from "./dom.js";
 import { formatBytes } from "./format.js";
@@ -36,6 +36,13 @@ const session = new GuestSession({
 
 /** Upload bubbles waiting for the echo of the message that carries their attachment. */
 const awaitingEcho = new Map();
+/**
+ * How long the echo of the message carrying an upload may take before its bubble says it
+ * was not sent and offers to send it again. The service echoes a message it took within a
+ * second or two, and a refusal of it (a rate limit, say) carries no request id that would
+ * tell it from a refusal of another request.
+ */
+const ECHO_WAIT_MS = Number(params.get("echoWaitMs")) || 20_000;
 const seenMessageIds = new Set();
 
 // chunkup (its JavaScript and WebAssembly) loads only when a customer reaches for the
@@ -333,15 +340,22 @@ function attach(file) {
       return;
     }
     bubble.done(result);
-    awaitingEcho.set(result.attachmentId, bubble);
     // The file goes on its own: whatever the customer is typing meanwhile stays theirs.
+    send(chunkup.buildAttachmentMessage(session.token, "", [result.attachmentId]));
+  }
+
+  /** Sends the message that carries the uploaded file, and waits for its echo. */
+  function send(message) {
+    awaitingEcho.set(bubble.attachmentId, bubble);
+    const again = () => send(message);
     try {
-      session.send(chunkup.buildAttachmentMessage(session.token, "", [result.attachmentId]));
+      session.send(message);
     } catch (error) {
       console.error("chat: could not send the attachment message", error);
-      bubble.notSent();
+      bubble.notSent("the chat is disconnected", again);
       return;
     }
+    bubble.sending(ECHO_WAIT_MS, () => bubble.notSent("the chat service did not confirm it", again));
     announce(`${file.name} sent`);
   }
 

@@ -1,7 +1,8 @@
 // The bubble of one attachment, on the customer's side of the list, through its states:
 //   uploading  name, size, a progress bar with percent, speed and time left, Cancel
 //   done       the file as a link to its download URL; becomes the delivered message when
-//              the server echoes the message that carries it (see deliver())
+//              the server echoes the message that carries it (see deliver()); "not sent"
+//              and Send again when that echo does not come
 //   error      what went wrong in the customer's words, the error code in small print,
 //              Try again (unless trying again cannot help) and Dismiss
 //   cancelled  "Upload cancelled", Dismiss
@@ -159,14 +160,27 @@ export class UploadBubble {
     this.#state("done");
     this.progressEl.hidden = true;
     this.#show(this.statusEl, "Uploaded · sending…");
-    const hadFocus = this.actions.contains(document.activeElement);
-    this.actions.replaceChildren();
     this.#link(result.downloadUrl);
-    if (hadFocus && this.fileEl.tagName === "A") this.fileEl.focus();
+    this.#clearActions();
+  }
+
+  /**
+   * The message carrying the file went out: "sending…" until its echo, or until `waitMs`
+   * pass and `onNoEcho` is called.
+   */
+  sending(waitMs, onNoEcho) {
+    clearTimeout(this.echoTimer);
+    this.echoTimer = setTimeout(onNoEcho, waitMs);
+    delete this.el.dataset.sent;
+    this.#show(this.statusEl, "Uploaded · sending…");
+    this.#clearActions();
   }
 
   /** The server echoed the message carrying this attachment: this bubble is that message. */
   deliver({ id, text, attachment, time }) {
+    clearTimeout(this.echoTimer);
+    delete this.el.dataset.sent;
+    this.#clearActions();
     if (id) this.el.dataset.messageId = id;
     this.el.dataset.direction = "inbound";
     if (attachment?.url) this.#link(attachment.url);
@@ -175,9 +189,16 @@ export class UploadBubble {
     this.meta.replaceWith((this.meta = metaLine("inbound", { time })));
   }
 
-  /** Sent, but the message that carries the file could not go out. */
-  notSent() {
-    this.#show(this.statusEl, "Uploaded, but not sent: the chat is disconnected.");
+  /**
+   * Uploaded, but the message that carries the file did not go out, or was not confirmed
+   * (`why`): Send again calls `onSendAgain`.
+   */
+  notSent(why, onSendAgain) {
+    clearTimeout(this.echoTimer);
+    this.el.dataset.sent = "no";
+    this.#show(this.statusEl, `Uploaded, but not sent: ${why}.`);
+    this.#replaceActions([this.#button("Send again", "upload-resend", onSendAgain)]);
+    this.handlers.onAnnounce?.(`${this.file.name} was not sent: ${why}.`);
   }
 
   /**
@@ -211,6 +232,7 @@ export class UploadBubble {
   }
 
   remove() {
+    clearTimeout(this.echoTimer);
     if (this.previewUrl) URL.revokeObjectURL(this.previewUrl);
     this.el.remove();
   }
@@ -239,6 +261,13 @@ export class UploadBubble {
     const hadFocus = this.actions.contains(document.activeElement);
     this.actions.replaceChildren(...buttons);
     if (hadFocus) buttons[0]?.focus();
+  }
+
+  /** No buttons; focus that was on one goes to the file's link. */
+  #clearActions() {
+    const hadFocus = this.actions.contains(document.activeElement);
+    this.actions.replaceChildren();
+    if (hadFocus && this.fileEl.tagName === "A") this.fileEl.focus();
   }
 
   /** The file name becomes (or points to) a link to `url`. */
