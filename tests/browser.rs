@@ -932,17 +932,20 @@ async fn abort_during_a_backoff_wait_ends_it_at_once() {
     let controller = AbortController::new().expect("controller");
     let owner = controller.clone();
     let aborted_at = Rc::new(Cell::new(0.0));
-    let abort_time = Rc::clone(&aborted_at);
+    let wait_ms = Rc::new(Cell::new(0.0));
+    let (abort_time, wait) = (Rc::clone(&aborted_at), Rc::clone(&wait_ms));
     let on_progress = Closure::<dyn FnMut(JsValue)>::new(move |p: JsValue| {
         if string(&p, "phase") == "retrying" && !owner.signal().aborted() {
+            wait.set(num(&p, "retryInMs"));
             abort_time.set(js_sys::Date::now());
             owner.abort();
         }
     });
-    // Every request fails with 503 and the backoff would wait up to 60 s.
+    // Every request is answered 429 with Retry-After: 60, which is waited exactly (no
+    // jitter, and maxDelayMs allows it).
     let opts = JSON::parse(&format!(
-        r#"{{"endpoint":"{}","retry":{{"attempts":5,"baseDelayMs":60000,"maxDelayMs":60000}}}}"#,
-        endpoint("503:1")
+        r#"{{"endpoint":"{}","retry":{{"attempts":5,"baseDelayMs":1,"maxDelayMs":60000}}}}"#,
+        endpoint("429:1,retry-after:60")
     ))
     .expect("json");
     Reflect::set(&opts, &"signal".into(), &controller.signal()).expect("set");
@@ -950,6 +953,7 @@ async fn abort_during_a_backoff_wait_ends_it_at_once() {
         .await
         .expect_err("aborted");
     assert_eq!(string(&err, "code"), "aborted");
+    assert_eq!(wait_ms.get(), 60_000.0, "the wait the abort cut short");
     // Half the wait is ample for a loaded machine, and still says it was cut short.
     assert!(
         js_sys::Date::now() - aborted_at.get() < 30_000.0,

@@ -518,26 +518,30 @@ export function claimRecord(key, signal) {
   const locks = globalThis.navigator?.locks;
   const unlocked = () => {};
   if (typeof locks?.request !== "function") return Promise.resolve(unlocked);
-  const giveUp = new AbortController();
-  const stop = () => giveUp.abort();
-  const timer = setTimeout(stop, CLAIM_WAIT_MS);
-  if (signal?.aborted) stop();
-  signal?.addEventListener("abort", stop);
-  const settled = () => {
-    clearTimeout(timer);
-    signal?.removeEventListener("abort", stop);
-  };
   return new Promise((resolve) => {
+    let done = false;
+    const giveUp = new AbortController();
+    const finish = (value) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", stop);
+      resolve(value);
+    };
+    const stop = () => {
+      giveUp.abort();
+      finish(null);
+    };
+    const timer = setTimeout(stop, CLAIM_WAIT_MS);
+    if (signal?.aborted) stop();
+    else signal?.addEventListener("abort", stop);
     locks
-      .request(`chunkup:${key}`, { signal: giveUp.signal }, () => {
-        settled();
-        // Held until the upload gives it back.
-        return new Promise((release) => resolve(release));
-      })
-      .catch((error) => {
-        settled();
-        resolve(error?.name === "AbortError" ? null : unlocked);
-      });
+      .request(`chunkup:${key}`, { signal: giveUp.signal }, () =>
+        // Held until the upload gives it back; granted after the claim gave up (an engine
+        // that ignores `signal`), given back at once.
+        done ? undefined : new Promise((release) => finish(release)),
+      )
+      .catch((error) => finish(error?.name === "AbortError" ? null : unlocked));
   });
 }
 

@@ -184,11 +184,14 @@ describe("chat widget", () => {
       { timeout: 60_000, message: "no Send again after the message went unconfirmed" },
     );
     assert.equal(status, "Uploaded, but not sent: the chat service did not confirm it.");
+    assert.ok(await page.evaluate(() => document.querySelector("#chat-log .upload .upload-dismiss")), "Dismiss beside Send again");
     await page.screenshot(path.join(RESULTS, `widget-not-sent-${engine}.png`));
     await page.click("#chat-log .upload .upload-resend");
     await page.waitFor(() => document.querySelector('#chat-log .upload[data-direction="inbound"]'), null, {
       message: "the message sent again was not echoed",
     });
+    // Past another echoWaitMs: the wait ended with the echo.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
     assert.equal(await page.evaluate(() => document.querySelector("#chat-log .upload .upload-resend")), null, "no Send again once delivered");
     assert.equal(await page.evaluate(() => document.querySelector("#chat-log .upload .upload-status").hidden), true, "no status once delivered");
     assert.deepEqual(await sentActions(), ["configureSession", "onAttachment", "onMessage"], "the message sent again reached the server, once");

@@ -174,6 +174,7 @@ function receive(body) {
   if (bubble) {
     awaitingEcho.delete(attachments[0].id);
     bubble.deliver({ id: body.id, text, attachment: attachments[0], time });
+    announce(`${bubble.file.name} sent`);
     return;
   }
   log.add(
@@ -265,6 +266,7 @@ function attach(file) {
     onCancel: () => controller?.abort(),
     onRetry: () => start(),
     onDismiss: () => {
+      if (bubble.attachmentId) awaitingEcho.delete(bubble.attachmentId);
       bubble.remove();
       // The paperclip, or where typing goes when the chat no longer takes files.
       (attachButton.disabled ? (input.disabled ? $("chat-log") : input) : attachButton).focus();
@@ -346,17 +348,33 @@ function attach(file) {
 
   /** Sends the message that carries the uploaded file, and waits for its echo. */
   function send(message) {
-    awaitingEcho.set(bubble.attachmentId, bubble);
-    const again = () => send(message);
+    const id = bubble.attachmentId;
+    awaitingEcho.set(id, bubble);
     try {
       session.send(message);
     } catch (error) {
+      // The chat has ended: nothing can be sent on it any more.
       console.error("chat: could not send the attachment message", error);
-      bubble.notSent("the chat is disconnected", again);
+      bubble.notSent("the chat has ended", null);
       return;
     }
-    bubble.sending(ECHO_WAIT_MS, () => bubble.notSent("the chat service did not confirm it", again));
-    announce(`${file.name} sent`);
+    // ECHO_WAIT_MS from when the session is ready: a message queued while the socket
+    // reconnects goes out only then, and is not said unsent while it waits.
+    const waitForEcho = () => {
+      if (awaitingEcho.get(id) !== bubble) return; // delivered, or dismissed
+      if (session.state === "ended" || session.state === "failed") {
+        bubble.notSent("the chat has ended", null);
+      } else if (session.state !== "ready") {
+        session.addEventListener("statechange", waitForEcho, { once: true });
+      } else {
+        bubble.sending(ECHO_WAIT_MS, () => {
+          if (awaitingEcho.get(id) !== bubble) return;
+          if (session.state === "ready") bubble.notSent("the chat service did not confirm it", () => send(message));
+          else waitForEcho();
+        });
+      }
+    };
+    waitForEcho();
   }
 
   function cancelled() {

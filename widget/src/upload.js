@@ -191,13 +191,15 @@ export class UploadBubble {
 
   /**
    * Uploaded, but the message that carries the file did not go out, or was not confirmed
-   * (`why`): Send again calls `onSendAgain`.
+   * (`why`): Send again calls `onSendAgain` (none when sending cannot help), and Dismiss.
    */
   notSent(why, onSendAgain) {
     clearTimeout(this.echoTimer);
     this.el.dataset.sent = "no";
     this.#show(this.statusEl, `Uploaded, but not sent: ${why}.`);
-    this.#replaceActions([this.#button("Send again", "upload-resend", onSendAgain)]);
+    const buttons = [this.#button("Dismiss", "upload-dismiss", this.handlers.onDismiss)];
+    if (onSendAgain) buttons.unshift(this.#button("Send again", "upload-resend", onSendAgain));
+    this.#replaceActions(buttons);
     this.handlers.onAnnounce?.(`${this.file.name} was not sent: ${why}.`);
   }
 
