@@ -140,7 +140,14 @@ try {
   // a test that must meet a fault uploads again until it does (tests/browser.rs).
   const browserServer = await referenceServer("browser");
   servers.push(browserServer);
-  const browserEnv = { ...process.env, CHUNKUP_SERVER_URL: browserServer.url, WASM_BINDGEN_TEST_TIMEOUT: "900" };
+  // WASM_BINDGEN_TEST_DRIVER_TIMEOUT: how long the driver (chromedriver, geckodriver) may
+  // take to bind its port; the runner's default, 5 s, is short beside everything else here.
+  const browserEnv = {
+    ...process.env,
+    CHUNKUP_SERVER_URL: browserServer.url,
+    WASM_BINDGEN_TEST_TIMEOUT: "900",
+    WASM_BINDGEN_TEST_DRIVER_TIMEOUT: "60",
+  };
   // What `wasm-pack test` builds first, built here so that its runs below find it done: on a
   // fresh machine this build is minutes, and side by side with every other run it was the
   // last to finish.
@@ -168,9 +175,12 @@ try {
   const grouped = E2E_GROUPS.flat();
   const ungrouped = e2eFiles.filter((name) => !grouped.includes(name));
   if (ungrouped.length > 0) throw new Error(`tests/e2e files in no group of E2E_GROUPS (scripts/test.mjs): ${ungrouped.join(", ")}`);
-  // wasm-bindgen-test-runner's words when the driver could not open a browser session:
-  // nothing was tested yet.
-  const browserDidNotStart = (log) => log.includes("webdriver POST /session request failed");
+  // wasm-bindgen-test-runner's words when the driver did not start or could not open a
+  // browser session: nothing was tested yet.
+  const browserDidNotStart = (log) =>
+    ["webdriver POST /session request failed", "driver failed to bind port during startup", "driver failed to start"].some((words) =>
+      log.includes(words),
+    );
   // WebKit has no driver that wasm-bindgen-test supports: end-to-end tests only.
   const browserTests = (name, flags) =>
     runSteps(`browser tests in ${name} (wasm-pack test ${flags[0]})`, [
