@@ -302,37 +302,34 @@ fn abort_stops_every_part_and_aborts_the_upload() {
 
 #[test]
 fn an_abort_while_listing_or_completing_aborts_the_upload_too() {
-    let o = run(
-        3 * PART as usize,
-        2,
-        no_faults(),
-        Some(old_upload()),
-        |state| {
-            state.s3.abort_during = Some("listParts");
-            store_old_upload(state, Default::default());
-        },
-    );
+    // An upload of three parts whose caller aborts during `hook`, continuing
+    // [`old_upload`] when `resume`, which the store holds when `stored`.
+    let aborted_during = |hook: &'static str, resume: bool, stored: bool| {
+        run(
+            3 * PART as usize,
+            2,
+            no_faults(),
+            resume.then(old_upload),
+            move |state| {
+                state.s3.abort_during = Some(hook);
+                if stored {
+                    store_old_upload(state, Default::default());
+                }
+            },
+        )
+    };
+    let o = aborted_during("listParts", true, true);
     assert_eq!(o.result.unwrap_err(), UploadError::Aborted);
     assert_eq!(o.env.s3.aborted, ["mpu-old"]);
     assert!(o.env.s3.uploads.is_empty(), "no multipart upload left");
 
     // The store no longer knows it (listParts: null), and the abort comes while a new one
     // is being created: the old one is aborted once, and the new one's id never came.
-    let o = run(
-        3 * PART as usize,
-        2,
-        no_faults(),
-        Some(old_upload()),
-        |state| {
-            state.s3.abort_during = Some("createMultipartUpload");
-        },
-    );
+    let o = aborted_during("createMultipartUpload", true, false);
     assert_eq!(o.result.unwrap_err(), UploadError::Aborted);
     assert_eq!(o.env.s3.aborted, ["mpu-old"]);
 
-    let o = run(3 * PART as usize, 2, no_faults(), None, |state| {
-        state.s3.abort_during = Some("completeMultipartUpload");
-    });
+    let o = aborted_during("completeMultipartUpload", false, false);
     assert_eq!(o.result.unwrap_err(), UploadError::Aborted);
     assert_eq!(o.env.s3.aborted.len(), 1);
     assert!(o.env.s3.uploads.is_empty(), "no multipart upload left");

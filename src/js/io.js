@@ -518,31 +518,25 @@ export function claimRecord(key, signal) {
   const locks = globalThis.navigator?.locks;
   const unlocked = () => {};
   if (typeof locks?.request !== "function") return Promise.resolve(unlocked);
-  return new Promise((resolve) => {
-    let done = false;
-    const giveUp = new AbortController();
-    const finish = (value) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", stop);
-      resolve(value);
-    };
-    const stop = () => {
-      giveUp.abort();
-      finish(null);
-    };
-    const timer = setTimeout(stop, CLAIM_WAIT_MS);
-    if (signal?.aborted) stop();
-    else signal?.addEventListener("abort", stop);
+  const giveUp = new AbortController();
+  let over = false;
+  const granted = new Promise((resolve, reject) => {
     locks
       .request(`chunkup:${key}`, { signal: giveUp.signal }, () =>
         // Held until the upload gives it back; granted after the claim gave up (an engine
         // that ignores `signal`), given back at once.
-        done ? undefined : new Promise((release) => finish(release)),
+        over ? undefined : new Promise((release) => resolve(release)),
       )
-      .catch((error) => finish(error?.name === "AbortError" ? null : unlocked));
+      .catch(reject);
   });
+  granted.catch(() => {}); // its AbortError after the claim gave up is no one's
+  const ended = () => {
+    over = true;
+    giveUp.abort(); // a no-op once granted
+  };
+  // Timed out or aborted (a failure with a `kind`): no claim; refused by the browser: none
+  // is needed.
+  return bounded(granted, CLAIM_WAIT_MS, signal, ended).catch((error) => (error?.kind ? null : unlocked));
 }
 
 /** The record under `key`, or null. */
