@@ -281,7 +281,7 @@ function attach(file) {
   async function start() {
     controller = new AbortController();
     const { signal } = controller;
-    if (session.state === "ended" || session.state === "failed") {
+    if (session.over) {
       // Nothing can be sent on a chat that is over: no Try again that cannot help.
       bubble.fail({ code: "session_ended", message: `${session.reason || "The chat has ended."} Start a new chat to send files.` });
       announce(`${file.name} cannot be sent: the chat has ended.`);
@@ -362,7 +362,7 @@ function attach(file) {
     // reconnects goes out only then, and is not said unsent while it waits.
     const waitForEcho = () => {
       if (awaitingEcho.get(id) !== bubble) return; // delivered, or dismissed
-      if (session.state === "ended" || session.state === "failed") {
+      if (session.over) {
         bubble.notSent("the chat has ended", null);
       } else if (session.state !== "ready") {
         session.addEventListener("statechange", waitForEcho, { once: true });

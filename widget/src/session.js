@@ -48,6 +48,11 @@ export class GuestSession extends EventTarget {
     if (this.state === "reconnecting" && !this.#stopped) this.#reconnectNow();
   };
 
+  /** Ended or failed: nothing can be sent on this session any more. */
+  get over() {
+    return this.state === "ended" || this.state === "failed";
+  }
+
   /** Opens the socket (again). */
   connect() {
     this.#stopped = false;
@@ -98,7 +103,7 @@ export class GuestSession extends EventTarget {
       this.#ws.send(text);
       return;
     }
-    if (this.state === "failed" || this.state === "ended") {
+    if (this.over) {
       throw Object.assign(new Error("The chat is not connected."), { code: "not_connected" });
     }
     if (this.#queue.length >= MAX_QUEUED) this.#queue.shift();
