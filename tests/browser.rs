@@ -964,18 +964,53 @@ async fn abort_during_a_backoff_wait_ends_it_at_once() {
 #[wasm_bindgen_test]
 async fn a_request_without_an_answer_times_out_and_is_retried() {
     // The server answers after 1.5 s; the client gives up on each request after 300 ms.
-    let opts = JSON::parse(&format!(
-        r#"{{"endpoint":"{}","timeoutMs":300,"retry":{{"attempts":1,"baseDelayMs":1,"maxDelayMs":5}}}}"#,
+    // Both ways requests go: by fetch (tus creation) and by XMLHttpRequest (a request with
+    // a body and upload progress: the put protocol's one PUT).
+    let limits = r#","timeoutMs":300,"retry":{"attempts":1,"baseDelayMs":1,"maxDelayMs":5}"#;
+    let bytes = pseudo_random(10 * KIB, 8);
+    let by_fetch = JSON::parse(&format!(
+        r#"{{"endpoint":"{}"{limits}}}"#,
         endpoint("latency:1500")
     ))
     .expect("json");
-    let err = upload(&blob_of(b"abc"), &JsValue::NULL, &opts)
+    let by_xhr = put_options(bytes.len(), "latency:1500", limits).await;
+    for (way, opts) in [("fetch", by_fetch), ("XMLHttpRequest", by_xhr)] {
+        let err = upload(&blob_of(&bytes), &JsValue::NULL, &opts)
+            .await
+            .expect_err("timeout");
+        assert_eq!(string(&err, "code"), "retries_exhausted", "{way}");
+        let cause = get(&err, "cause");
+        assert_eq!(string(&cause, "code"), "timeout", "{way}");
+        assert_eq!(get(&cause, "retryable"), JsValue::TRUE, "{way}");
+    }
+}
+
+#[wasm_bindgen_test]
+async fn abort_while_a_body_is_sent_is_an_abort_not_a_network_failure() {
+    // The PUT is throttled to 1 MB/s; the abort comes with its first bytes sent.
+    let len = 3 * 1024 * KIB;
+    let bytes = pseudo_random(len, 9);
+    let opts = put_options(len, "bandwidth:1MB", r#","progressIntervalMs":0"#).await;
+    let controller = AbortController::new().expect("controller");
+    Reflect::set(&opts, &"signal".into(), &controller.signal()).expect("set");
+    let phases: Rc<RefCell<Vec<String>>> = Rc::default();
+    let seen = Rc::clone(&phases);
+    let on_progress = Closure::<dyn FnMut(JsValue)>::new(move |p: JsValue| {
+        seen.borrow_mut().push(string(&p, "phase"));
+        if num(&p, "bytesSent") > 0.0 {
+            controller.abort();
+        }
+    });
+    let err = upload(&blob_of(&bytes), on_progress.as_ref(), &opts)
         .await
-        .expect_err("timeout");
-    assert_eq!(string(&err, "code"), "retries_exhausted");
-    let cause = get(&err, "cause");
-    assert_eq!(string(&cause, "code"), "timeout");
-    assert_eq!(get(&cause, "retryable"), JsValue::TRUE);
+        .expect_err("aborted");
+    assert_eq!(string(&err, "code"), "aborted");
+    // Taken for a network failure, the cut-short PUT would have been retried first.
+    let phases = phases.borrow();
+    assert!(
+        phases.iter().all(|phase| phase != "retrying"),
+        "phases: {phases:?}"
+    );
 }
 
 #[wasm_bindgen_test]
@@ -1073,6 +1108,18 @@ async fn presign(size: usize, file_type: &str, faults: &str, extra: &str) -> (St
     (url, headers)
 }
 
+/// Options for a `put` of `len` bytes to a URL presigned through the store's proxy with
+/// `faults`, and its signed headers; `extra`: more JSON members, each after a comma.
+async fn put_options(len: usize, faults: &str, extra: &str) -> JsValue {
+    let (url, headers) = presign(len, "", faults, "").await;
+    let opts = JSON::parse(&format!(
+        r#"{{"protocol":"put","endpoint":"{url}"{extra}}}"#
+    ))
+    .expect("json");
+    Reflect::set(&opts, &"headers".into(), &headers).expect("set");
+    opts
+}
+
 /// `presign`, and the object's key in the store.
 async fn presign_with_key(
     size: usize,
@@ -1168,12 +1215,7 @@ async fn put_reports_progress_byte_by_byte() {
     // a loaded machine).
     let len = 24 * 1024 * KIB;
     let bytes = pseudo_random(len, 5);
-    let (url, headers) = presign(len, "", "bandwidth:4MB", "").await;
-    let opts = JSON::parse(&format!(
-        r#"{{"protocol":"put","endpoint":"{url}","progressIntervalMs":0}}"#
-    ))
-    .expect("json");
-    Reflect::set(&opts, &"headers".into(), &headers).expect("set");
+    let opts = put_options(len, "bandwidth:4MB", r#","progressIntervalMs":0"#).await;
     let log = ProgressLog::new();
     upload(&blob_of(&bytes), &log.function(), &opts)
         .await

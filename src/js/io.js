@@ -36,6 +36,8 @@ export function describe(thrown) {
 export function bounded(promise, timeoutMs, signal, onEnd = () => {}) {
   if (signal?.aborted) {
     onEnd();
+    // Nothing will await `promise` now: its failure is no one's (and no console's) concern.
+    promise.catch(() => {});
     return Promise.reject(aborted());
   }
   return new Promise((resolve, reject) => {
@@ -161,7 +163,8 @@ export class CountingReader {
     this.writer.write(value).catch(() => {});
     const piece = await this.reader.read();
     // Rust copies this piece before asking for the next: its memory is the next spare.
-    if (this.spare) this.spare = piece.value.buffer;
+    // (None after a cancel meanwhile: the read ends `done`.)
+    if (this.spare && !piece.done) this.spare = piece.value.buffer;
     return piece;
   }
 
@@ -304,10 +307,16 @@ function sendWithXhr(exchange, method, url, headers, body, timeoutMs, keepalive,
     if (timeoutMs > 0) timer = setTimeout(() => finish(failure("timeout"), true), timeoutMs);
   };
   const onAbort = () => finish(aborted(), true);
+  let finished = false;
   const finish = (event, failed) => {
+    if (finished) return;
+    finished = true;
     clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
     exchange.cancel = () => {};
+    // abort() fires the request's own abort event before it returns, which would finish
+    // the exchange as a network failure; `finished` keeps this event (a timeout, an abort,
+    // a cancel) the one reported.
     if (failed) xhr.abort();
     exchange.push(event, failed);
   };
