@@ -196,16 +196,9 @@ impl Environment for BrowserEnv {
         let Some(hooks) = &self.hooks else {
             return;
         };
-        let (function, arg, timeout) = (
-            hooks.hook(hook).clone(),
-            to_js(&arg),
-            self.transport.timeout_ms(),
-        );
-        wasm_bindgen_futures::spawn_local(async move {
-            // Best effort, awaited by nothing: a clean-up (after an abort, or of an upload
-            // given up), whatever happens here.
-            let _ = io::call(&function, &arg, timeout, &None).await;
-        });
+        // Best effort, awaited by nothing: a clean-up (after an abort, or of an upload given
+        // up), whatever happens to it.
+        io::call_detached(hooks.hook(hook), &to_js(&arg), self.transport.timeout_ms());
     }
 
     fn resumable_at(&self, target: ResumeTarget) {

@@ -397,11 +397,14 @@ async fn attach_here(input: AttachInput) -> Result<JsValue, UploadError> {
     let outcome = flow.run(&mut steps).await;
     if outcome.is_err() && steps.url_requested() {
         // Best effort: an attachment that will not be sent must not linger on the server.
-        // Not bound by the signal (after an abort it is the point), but by the timeout.
+        // Sent, not awaited (as uploadFile's DELETE): a widget's send may hold a message
+        // until its socket is back, and the failure, an abort above all, is known now.
         let delete = guest::delete_attachment(&session.token, &flow.attachment_id);
-        let _ = session
-            .send(&delete, flow.settings.event_timeout_ms, &None)
-            .await;
+        io::call_detached(
+            &session.send.bind0(&session.this),
+            &to_js(&delete),
+            flow.settings.event_timeout_ms,
+        );
     }
     outcome
 }

@@ -180,6 +180,17 @@ pub async fn call(
     wait(call_js(function, arg, timeout_ms, &signal_arg(signal))).await
 }
 
+/// Calls one of the caller's functions now and leaves its answer to come or not (for at
+/// most `timeout_ms`): a clean-up that nothing waits for, after an abort or a failure.
+pub fn call_detached(function: &Function, arg: &JsValue, timeout_ms: u32) {
+    // Called here, not when the task below first runs: in the Worker, the call must reach
+    // the page before the job's outcome, which ends the page's side of the job.
+    let answer = call_js(function, arg, timeout_ms, &JsValue::UNDEFINED);
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = wait(answer).await;
+    });
+}
+
 impl Inbox {
     /// Calls the widget's `subscribe` with this inbox's listener and awaits the unsubscribe
     /// function it returns (or a promise of it). On abort it fails at once; an answer that

@@ -61,9 +61,17 @@ before(async () => {
         socket.onopen = () => session.send({ action: "configureSession", token, deploymentId: "test" });
       });
     // Runs attachFile; returns the result or the error's code, plus what the session sent.
-    window.attach = async ({ query = "", size = 300_000, name = "report.pdf", type = "application/pdf", rules, options = {}, abortOnProgress = false, sendMessage = false, textFirst }) => {
+    window.attach = async ({ query = "", size = 300_000, name = "report.pdf", type = "application/pdf", rules, options = {}, abortOnProgress = false, sendMessage = false, textFirst, deleteHangs = false }) => {
       const session = await window.openSession(query);
       if (rules) session.sessionResponse = rules(session.sessionResponse);
+      if (deleteHangs) {
+        // A widget whose send settles only once its socket is back (it never is here).
+        const send = session.send;
+        session.send = (message) => {
+          send(message);
+          if (message.action === "deleteAttachment") return new Promise(() => {});
+        };
+      }
       if (textFirst) {
         // The customer's text goes out just before the onAttachment: its answer comes while
         // attachFile waits for the URL, as when the widget sends both at once.
@@ -78,6 +86,8 @@ before(async () => {
       }
       const file = window.fileOf(size, name, type);
       const controller = new AbortController();
+      let abortedAt;
+      controller.signal.addEventListener("abort", () => (abortedAt = performance.now()));
       const progress = [];
       let abortTimer;
       try {
@@ -109,7 +119,8 @@ before(async () => {
         }
         return { result, echoed, expected: await window.sha256(file), token: session.token, sent: session.sent, progress };
       } catch (error) {
-        return { error: { code: error.code, message: error.message, serverCode: error.serverCode }, token: session.token, sent: session.sent, progress };
+        const msAfterAbort = abortedAt === undefined ? undefined : performance.now() - abortedAt;
+        return { error: { code: error.code, message: error.message, serverCode: error.serverCode, msAfterAbort }, token: session.token, sent: session.sent, progress };
       } finally {
         clearTimeout(abortTimer);
         await new Promise((r) => setTimeout(r, 200));
@@ -305,6 +316,21 @@ for (const worker of [true, false]) {
       assert.equal(stored?.state, "deleted");
       const log = await (await fetch(new URL(`guest/sessions/${outcome.token}`, base))).json();
       assert.ok(log.requests.includes("deleteAttachment"));
+    });
+
+    test("abort does not wait for the deleteAttachment to be sent", async () => {
+      // The widget's send never settles the deletion; eventTimeoutMs would end that wait
+      // only after a minute.
+      const outcome = await attach({
+        query: `&putFaults=${encodeURIComponent("bandwidth:1MB")}`,
+        size: 4_000_000,
+        abortOnProgress: true,
+        deleteHangs: true,
+        options: { eventTimeoutMs: 60_000 },
+      });
+      assert.equal(outcome.error?.code, "aborted", JSON.stringify(outcome.progress));
+      assert.deepEqual(actionsOf(outcome.sent), ["configureSession", "onAttachment", "deleteAttachment"]);
+      assert.ok(outcome.error.msAfterAbort < 20_000, `rejected ${outcome.error.msAfterAbort} ms after the abort`);
     });
 
     test("bad arguments are refused", async () => {
