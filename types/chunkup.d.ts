@@ -234,7 +234,7 @@ export interface UploadResult {
  * - `headers_failed`: the `headers` or `target` function threw or returned something unusable, or a header name or value is invalid (one that never settles is a `timeout`).
  * - `hook_failed`: an `s3` hook answered with something unusable (as `cause` of `retries_exhausted`: one that kept throwing, rejecting or not answering within `timeoutMs`).
  * - `unauthorized`: the server refused the credentials (401; tus and range also 403) twice in a row for the same request, the second time right after `headers({ refresh: true })`; or at once when `headers` is fixed.
- * - `protocol`: the server broke the upload protocol (a missing header, an impossible offset, a success that kept nothing), or the browser refused to build or send a request.
+ * - `protocol`: the server broke the upload protocol (a missing header, an impossible offset such as one beyond the bytes sent, a success that kept nothing or came before the last byte was sent), or the browser refused to build or send a request.
  * - `worker_failed`: chunkup's Worker stopped during the call (it crashed, or its wasm failed and it was ended); retryable: the next call starts a new Worker, and an upload continues from its resume record.
  */
 export type UploadErrorCode =

@@ -147,7 +147,9 @@ pub fn parse_http_date(value: &str) -> Option<u64> {
     let [h, m, s] = hms.as_slice() else {
         return None;
     };
-    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *s > 60 {
+    // A four-digit year at most (RFC 9110's dates have four): a larger one would overflow
+    // the arithmetic below.
+    if !(1..=31).contains(&day) || year > 9999 || *h > 23 || *m > 59 || *s > 60 {
         return None;
     }
     let days = days_from_civil(year, month, day);
@@ -314,6 +316,9 @@ mod tests {
             "soon",
             "Sun, 06 Nov 1994 25:49:37 GMT",
             "06 Nov 1994",
+            // A year that would overflow the arithmetic (a panic in a debug build).
+            "Sun, 06 Nov 99999999999999999 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 10000",
         ] {
             assert_eq!(parse_retry_after(bad), None, "{bad:?}");
         }

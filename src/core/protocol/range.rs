@@ -135,7 +135,9 @@ impl RangeUpload {
     fn may_finish(&self, request: &HttpRequest) -> bool {
         match request.body {
             Body::FileRange { end, .. } => end == self.plan.size,
-            Body::Empty => true,
+            // A status query: only once every byte went out (in this session, or in the one
+            // a resumed upload continues), else a 200 would pass unsent bytes for stored.
+            Body::Empty => self.furthest_sent == self.plan.size,
         }
     }
 }
@@ -395,6 +397,22 @@ mod tests {
         r.handle_response(&HttpResponse::new(200, Vec::<(&str, &str)>::new()))
             .unwrap();
         assert_eq!(r.next_step(), Step::Done);
+    }
+
+    #[test]
+    fn a_status_query_answered_done_before_every_byte_was_sent_is_refused() {
+        let mut r = RangeUpload::new(URL.into(), 600 * KIB, 256 * KIB);
+        let _ = r.next_step();
+        let _ = r.chunk_request(0, 256 * KIB, None);
+        r.recover();
+        let Step::Send(_) = r.next_step() else {
+            panic!("expected a status query")
+        };
+        let err = r
+            .handle_response(&HttpResponse::new(200, Vec::<(&str, &str)>::new()))
+            .unwrap_err();
+        assert_eq!(err.code(), "protocol");
+        assert_ne!(r.next_step(), Step::Done);
     }
 
     #[test]

@@ -141,6 +141,9 @@ pub struct TusUpload {
     capabilities: Option<Capabilities>,
     upload_url: Option<String>,
     offset: u64,
+    /// The end of the furthest PATCH sent (or the offset a resumed upload was found at): a
+    /// HEAD claiming more would pass bytes never sent for stored.
+    furthest_sent: u64,
     state: State,
     in_flight: Option<InFlight>,
     /// An upload to continue rather than create, until the server has answered about it.
@@ -166,6 +169,7 @@ impl TusUpload {
             capabilities: None,
             upload_url: None,
             offset: 0,
+            furthest_sent: 0,
             state: State::Discover,
             in_flight: None,
             resume_candidate: None,
@@ -251,6 +255,7 @@ impl TusUpload {
             Some(offset) => {
                 self.upload_url = self.resume_candidate.take();
                 self.offset = offset;
+                self.furthest_sent = offset;
                 self.resumed_from = Some(offset);
                 self.state = State::Upload;
             }
@@ -292,6 +297,7 @@ impl TusUpload {
             })?;
         self.upload_url = Some(url);
         self.offset = 0;
+        self.furthest_sent = 0;
         self.state = State::Upload;
         Ok(())
     }
@@ -341,7 +347,18 @@ impl TusUpload {
                 ));
             }
         }
-        self.offset = self.read_offset(request, response)?;
+        let offset = self.read_offset(request, response)?;
+        if offset > self.furthest_sent {
+            return Err(bad_response(
+                request.method,
+                request.purpose,
+                &format!(
+                    "claims offset {offset}, beyond the {} bytes sent",
+                    self.furthest_sent
+                ),
+            ));
+        }
+        self.offset = offset;
         if self.state == State::Verify && self.offset == self.plan.size {
             self.end_confirmed = true;
         }
@@ -470,6 +487,7 @@ impl Protocol for TusUpload {
         if let (Some(_), Some(sha256)) = (self.verified_checksum(), sha256) {
             request = request.header("Upload-Checksum", format!("sha256 {}", base64(sha256)));
         }
+        self.furthest_sent = self.furthest_sent.max(end);
         self.in_flight = Some(InFlight::Patch {
             request: request.clone(),
             end,
@@ -753,6 +771,26 @@ mod tests {
                 length: 10
             }
         );
+    }
+
+    #[test]
+    fn a_head_claiming_bytes_never_sent_is_refused() {
+        let mut t = created(30, 10, "creation,checksum");
+        let _ = t.next_step();
+        t.chunk_request(0, 10, Some(&[1; 32]));
+        t.recover();
+        let Step::Send(head) = t.next_step() else {
+            panic!("expected HEAD")
+        };
+        assert_eq!(head.method, Method::Head);
+        let err = t
+            .handle_response(&HttpResponse::new(
+                200,
+                [("Upload-Offset", "25"), ("Upload-Length", "30")],
+            ))
+            .unwrap_err();
+        assert_eq!(err.code(), "protocol");
+        assert_eq!(t.acknowledged_offset(), 0);
     }
 
     #[test]
