@@ -275,6 +275,9 @@ class Host extends Side {
         if (data.t === "ready") {
           clearTimeout(timer);
           resolve(true);
+          // Idle from the start: the call that started it may have been aborted meanwhile,
+          // and then no job comes to end it. run() stops the clock.
+          this.idle();
         } else if (data.t === "failed") {
           fail();
         } else {
@@ -331,10 +334,14 @@ class Host extends Side {
       for (const unwatch of job.unwatch) unwatch();
       setTimeout(() => this.jobs.delete(jobId), LINGER_MS);
     }
-    if (this.running.size === 0) {
-      clearTimeout(this.idleTimer);
-      this.idleTimer = setTimeout(() => this.end(), IDLE_MS);
-    }
+    this.idle();
+  }
+
+  /** With no job running, ends the Worker in IDLE_MS unless one comes. */
+  idle() {
+    if (this.running.size > 0) return;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => this.end(), IDLE_MS);
   }
 
   end() {
