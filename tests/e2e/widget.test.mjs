@@ -87,6 +87,23 @@ async function openWidget(query = "") {
   };
 }
 
+/**
+ * Page-side: the first message carrying an attachment that the page sends on a WebSocket
+ * is dropped; `window.lastSocket` is the socket of the latest send.
+ */
+function loseFirstAttachmentMessage() {
+  const send = WebSocket.prototype.send;
+  let lost = false;
+  WebSocket.prototype.send = function (data) {
+    window.lastSocket = this;
+    if (!lost && typeof data === "string" && JSON.parse(data).message?.content?.length) {
+      lost = true;
+      return undefined;
+    }
+    return send.call(this, data);
+  };
+}
+
 /** chunkup's files as Vite names them in widget/dist: its glue, its wasm, its Worker. */
 const CHUNKUP_FILE = /\/chunkup[-_][^/]*$/;
 /** chunkup's glue alone (the module the widget imports). */
@@ -164,17 +181,7 @@ describe("chat widget", () => {
     const sentActions = await openWidget("&echoWaitMs=2000");
     // The first message carrying an attachment is lost on its way: no echo comes, as for a
     // message the service refused (nothing ties a refusal to its request).
-    await page.evaluate(() => {
-      const send = WebSocket.prototype.send;
-      let lost = false;
-      WebSocket.prototype.send = function (data) {
-        if (!lost && typeof data === "string" && JSON.parse(data).message?.content?.length) {
-          lost = true;
-          return undefined;
-        }
-        return send.call(this, data);
-      };
-    });
+    await page.evaluate(loseFirstAttachmentMessage);
     const file = path.join(tmpDir, "unconfirmed.pdf");
     writeFileSync(file, pdfLikeBytes(100_000, 0xec));
     await page.setInputFiles("#attach-input", file);
@@ -195,6 +202,47 @@ describe("chat widget", () => {
     assert.equal(await page.evaluate(() => document.querySelector("#chat-log .upload .upload-resend")), null, "no Send again once delivered");
     assert.equal(await page.evaluate(() => document.querySelector("#chat-log .upload .upload-status").hidden), true, "no status once delivered");
     assert.deepEqual(await sentActions(), ["configureSession", "onAttachment", "onMessage"], "the message sent again reached the server, once");
+  });
+
+  test("Send again while the chat reconnects queues the message once, and says so", { timeout: 120_000 }, async () => {
+    const sentActions = await openWidget("&echoWaitMs=2000");
+    // As above, the first message carrying an attachment is lost.
+    await page.evaluate(loseFirstAttachmentMessage);
+    const file = path.join(tmpDir, "queued.pdf");
+    writeFileSync(file, pdfLikeBytes(100_000, 0xed));
+    await page.setInputFiles("#attach-input", file);
+    await page.waitFor(() => document.querySelector("#chat-log .upload .upload-resend"), null, {
+      timeout: 60_000,
+      message: "no Send again after the message went unconfirmed",
+    });
+    // The socket drops, and cannot come back until allowed: the chat is reconnecting.
+    await page.evaluate(() => {
+      const Native = window.WebSocket;
+      window.reconnectAllowed = false;
+      window.WebSocket = class extends Native {
+        constructor(url, protocols) {
+          super(window.reconnectAllowed ? url : "ws://127.0.0.1:9/", protocols);
+        }
+      };
+      window.lastSocket.close();
+    });
+    await page.waitFor(() => document.body.dataset.session === "reconnecting", null, { message: "the chat did not start reconnecting" });
+    await page.click("#chat-log .upload .upload-resend");
+    const queued = await page.evaluate(() => ({
+      status: document.querySelector("#chat-log .upload .upload-status").textContent,
+      resend: document.querySelector("#chat-log .upload .upload-resend") !== null,
+    }));
+    assert.deepEqual(queued, { status: "Uploaded · sending…", resend: false }, "queued, with nothing more to press");
+    await page.evaluate(() => {
+      window.reconnectAllowed = true;
+      window.dispatchEvent(new Event("online"));
+    });
+    await page.waitFor(() => document.querySelector('#chat-log .upload[data-direction="inbound"]'), null, {
+      timeout: 60_000,
+      message: "the queued message was not echoed after the reconnect",
+    });
+    const actions = await sentActions();
+    assert.equal(actions.filter((action) => action === "onMessage").length, 1, `sent once: ${actions}`);
   });
 
   test("a 20 MB PDF is uploaded, sent, and the server holds exactly its bytes", { timeout: UPLOAD_TIMEOUT_MS + 60_000 }, async (t) => {

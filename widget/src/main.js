@@ -365,6 +365,7 @@ function attach(file) {
       if (session.over) {
         bubble.notSent("the chat has ended", null);
       } else if (session.state !== "ready") {
+        bubble.queued();
         session.addEventListener("statechange", waitForEcho, { once: true });
       } else {
         bubble.sending(ECHO_WAIT_MS, () => {

@@ -169,8 +169,16 @@ export class UploadBubble {
    * pass and `onNoEcho` is called.
    */
   sending(waitMs, onNoEcho) {
-    clearTimeout(this.echoTimer);
+    this.queued();
     this.echoTimer = setTimeout(onNoEcho, waitMs);
+  }
+
+  /**
+   * The message carrying the file waits for the chat to reconnect: "sending…", with
+   * nothing to press (a Send again now would only queue another copy).
+   */
+  queued() {
+    clearTimeout(this.echoTimer);
     delete this.el.dataset.sent;
     this.#show(this.statusEl, "Uploaded · sending…");
     this.#clearActions();
