@@ -371,7 +371,7 @@ export interface AttachResult {
   size: number;
   fileName: string;
   fileType: string;
-  /** Retries of the PUT. */
+  /** Retries of the PUT that succeeded (the 4029 waits, fresh-URL restarts and the retries of PUTs given up for a fresh URL are not counted). */
   retries: number;
 }
 
