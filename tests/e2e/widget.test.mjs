@@ -215,14 +215,17 @@ describe("chat widget", () => {
       timeout: 60_000,
       message: "no Send again after the message went unconfirmed",
     });
-    // The socket drops, and cannot come back until allowed: the chat is reconnecting.
+    // The socket drops; the new one's configureSession is held back, so the chat stays
+    // reconnecting (no SessionResponse) until it is let through.
     await page.evaluate(() => {
-      const Native = window.WebSocket;
-      window.reconnectAllowed = false;
-      window.WebSocket = class extends Native {
-        constructor(url, protocols) {
-          super(window.reconnectAllowed ? url : "ws://127.0.0.1:9/", protocols);
+      const send = WebSocket.prototype.send;
+      window.heldBack = [];
+      WebSocket.prototype.send = function (data) {
+        if (window.heldBack && JSON.parse(data).action === "configureSession") {
+          window.heldBack.push([this, data]);
+          return undefined;
         }
+        return send.call(this, data);
       };
       window.lastSocket.close();
     });
@@ -233,9 +236,11 @@ describe("chat widget", () => {
       resend: document.querySelector("#chat-log .upload .upload-resend") !== null,
     }));
     assert.deepEqual(queued, { status: "Uploaded · sending…", resend: false }, "queued, with nothing more to press");
+    await page.waitFor(() => window.heldBack.length > 0, null, { message: "the chat did not open a new socket" });
     await page.evaluate(() => {
-      window.reconnectAllowed = true;
-      window.dispatchEvent(new Event("online"));
+      const held = window.heldBack;
+      window.heldBack = null;
+      for (const [socket, data] of held) socket.send(data);
     });
     await page.waitFor(() => document.querySelector('#chat-log .upload[data-direction="inbound"]'), null, {
       timeout: 60_000,
