@@ -95,6 +95,12 @@ impl Session {
         })
     }
 
+    /// Hands `message` to the widget's `send` and leaves it to settle (for at most
+    /// `timeout_ms`), awaited by nothing: a clean-up.
+    fn send_detached(&self, message: &Value, timeout_ms: u32) {
+        io::call_detached(&self.send.bind0(&self.this), &to_js(message), timeout_ms);
+    }
+
     /// Sends one guest request. A `send` that returns a promise (an async socket wrapper,
     /// or the Worker's stand-in for the page's `send`) is awaited, for at most `timeout_ms`
     /// (0: for ever) and no longer than `signal` allows; its rejection is a failure like a
@@ -400,11 +406,7 @@ async fn attach_here(input: AttachInput) -> Result<JsValue, UploadError> {
         // Sent, not awaited (as uploadFile's DELETE): a widget's send may hold a message
         // until its socket is back, and the failure, an abort above all, is known now.
         let delete = guest::delete_attachment(&session.token, &flow.attachment_id);
-        io::call_detached(
-            &session.send.bind0(&session.this),
-            &to_js(&delete),
-            flow.settings.event_timeout_ms,
-        );
+        session.send_detached(&delete, flow.settings.event_timeout_ms);
     }
     outcome
 }

@@ -297,15 +297,17 @@ impl TusUpload {
             })?;
         self.upload_url = Some(url);
         self.offset = 0;
-        self.furthest_sent = 0;
         self.state = State::Upload;
         Ok(())
     }
 
+    /// The answer's `Upload-Offset`: present, within the file, and no further than the
+    /// `sent` bytes that could have reached the server.
     fn read_offset(
         &self,
         request: &HttpRequest,
         response: &HttpResponse,
+        sent: u64,
     ) -> Result<u64, UploadError> {
         let offset = response
             .u64_header("Upload-Offset")
@@ -325,6 +327,13 @@ impl TusUpload {
                     "claims offset {offset}, beyond the file's {} bytes",
                     self.plan.size
                 ),
+            ));
+        }
+        if offset > sent {
+            return Err(bad_response(
+                request.method,
+                request.purpose,
+                &format!("claims offset {offset}, beyond the {sent} bytes sent"),
             ));
         }
         Ok(offset)
@@ -347,18 +356,7 @@ impl TusUpload {
                 ));
             }
         }
-        let offset = self.read_offset(request, response)?;
-        if offset > self.furthest_sent {
-            return Err(bad_response(
-                request.method,
-                request.purpose,
-                &format!(
-                    "claims offset {offset}, beyond the {} bytes sent",
-                    self.furthest_sent
-                ),
-            ));
-        }
-        self.offset = offset;
+        self.offset = self.read_offset(request, response, self.furthest_sent)?;
         if self.state == State::Verify && self.offset == self.plan.size {
             self.end_confirmed = true;
         }
@@ -386,15 +384,7 @@ impl TusUpload {
             409 => return Err(status_error_with(request, response, true)),
             _ => return Err(status_error(request, response)),
         }
-        let offset = self.read_offset(request, response)?;
-        if offset > end {
-            return Err(bad_response(
-                request.method,
-                request.purpose,
-                &format!("claims offset {offset}, beyond the {end} bytes sent"),
-            ));
-        }
-        self.offset = offset;
+        self.offset = self.read_offset(request, response, end)?;
         Ok(())
     }
 }
